@@ -1,0 +1,128 @@
+/**
+ * `trellis serve`: runs a server until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
+ * @module
+ */
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { parseDuration } from '../resources/duration.js';
+import { DEFAULT_CONFIG } from '../server/config.js';
+import { startServer } from '../server/server.js';
+
+function int(name: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number >= 0`);
+    return n;
+  };
+}
+function duration(name: string) {
+  return (v: string) => {
+    const ms = parseDuration(v);
+    if (ms === undefined)
+      throw new InvalidArgumentError(`${name} must be an ISO-8601 duration such as PT30S`);
+    return ms;
+  };
+}
+
+export function runServe(program: Command): void {
+  program
+    .command('serve')
+    .description('Run a Trellis server with the embedded SQLite store.')
+    .addOption(
+      new Option('--port <port>', 'port (0 picks a free one)')
+        .env('TRELLIS_PORT')
+        .default(DEFAULT_CONFIG.port)
+        .argParser(int('--port')),
+    )
+    .addOption(
+      new Option('--host <host>', 'address to listen on').env('TRELLIS_HOST').default(DEFAULT_CONFIG.host),
+    )
+    .addOption(
+      new Option('--data-dir <dir>', 'where the store lives')
+        .env('TRELLIS_DATA_DIR')
+        .default(DEFAULT_CONFIG.dataDir),
+    )
+    .addOption(
+      new Option('-f, --filename <file...>', 'resource files to apply at start').env('TRELLIS_FILES'),
+    )
+    .addOption(
+      new Option('--public-url <url>', 'base URL written into Broker addresses').env('TRELLIS_PUBLIC_URL'),
+    )
+    .addOption(
+      new Option('--max-body-bytes <n>', 'largest request body ingress accepts')
+        .env('TRELLIS_MAX_BODY_BYTES')
+        .default(DEFAULT_CONFIG.maxBodyBytes)
+        .argParser(int('--max-body-bytes')),
+    )
+    .addOption(
+      new Option('--delivery-timeout <duration>', 'delivery timeout when a DeliverySpec sets none')
+        .env('TRELLIS_DELIVERY_TIMEOUT')
+        .default(DEFAULT_CONFIG.deliveryTimeoutMs, 'PT30S')
+        .argParser(duration('--delivery-timeout')),
+    )
+    .addOption(
+      new Option('--concurrency <n>', 'deliveries in flight per Trigger')
+        .env('TRELLIS_CONCURRENCY')
+        .default(DEFAULT_CONFIG.concurrency)
+        .argParser(int('--concurrency')),
+    )
+    .addOption(
+      new Option('--retention <duration>', 'how long delivered events are kept')
+        .env('TRELLIS_RETENTION')
+        .default(DEFAULT_CONFIG.retentionMs, 'PT0S')
+        .argParser(duration('--retention')),
+    )
+    .addOption(
+      new Option('--quickstart', "create Broker 'default' and a Trigger that prints every event").env(
+        'TRELLIS_QUICKSTART',
+      ),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'trace, debug, info, warn, error or silent')
+        .env('TRELLIS_LOG_LEVEL')
+        .default('info'),
+    )
+    .addHelpText(
+      'after',
+      `
+Examples:
+  trellis serve --quickstart
+  trellis serve --port 8080 --data-dir /var/lib/trellis -f brokers.yaml -f triggers.yaml
+  TRELLIS_PORT=9000 trellis serve`,
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const files = opts['filename'];
+      const server = await startServer({
+        port: opts['port'] as number,
+        host: opts['host'] as string,
+        dataDir: opts['dataDir'] as string,
+        publicUrl: opts['publicUrl'] as string | undefined,
+        maxBodyBytes: opts['maxBodyBytes'] as number,
+        deliveryTimeoutMs: opts['deliveryTimeout'] as number,
+        concurrency: Math.max(1, opts['concurrency'] as number),
+        retentionMs: opts['retention'] as number,
+        files: Array.isArray(files) ? (files as string[]) : typeof files === 'string' ? files.split(',') : [],
+        quickstart: opts['quickstart'] === true || opts['quickstart'] === 'true',
+        logLevel: opts['logLevel'] as string,
+      });
+      process.stderr.write(`trellis serving on ${server.url}\n`);
+      if (opts['quickstart']) {
+        process.stderr.write(
+          `quickstart: Broker default/default at ${server.url}/default/default prints every event it gets here. Try:\n` +
+            `  curl -i ${server.url}/default/default -H 'ce-specversion: 1.0' -H 'ce-id: 1' -H 'ce-source: curl' ` +
+            `-H 'ce-type: demo.hello' -H 'content-type: application/json' -d '{"hello":"world"}'\n`,
+        );
+      }
+      const shutdown = (sig: string) => {
+        process.stderr.write(`${sig}: shutting down\n`);
+        server.close().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            process.stderr.write(`shutdown failed: ${(err as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+    });
+}

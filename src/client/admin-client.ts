@@ -1,0 +1,141 @@
+/**
+ * A small client for the Trellis admin API and Broker ingress, used by the CLI.
+ * @module
+ */
+import type { CloudEvent } from '../cloudevents/event.js';
+import { encodeBinary } from '../cloudevents/http.js';
+
+/** An error answered by the server: its code, message and HTTP status. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly body: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export interface KindPath {
+  group: string;
+  version: string;
+  plural: string;
+}
+
+/** A resource as the admin API returns it. */
+export interface ApiResource {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace: string; [k: string]: unknown };
+  spec: Record<string, unknown>;
+  status?: Record<string, unknown>;
+}
+
+export class AdminClient {
+  constructor(readonly server: string) {}
+
+  private async call(
+    method: string,
+    path: string,
+    body?: string,
+    contentType?: string,
+  ): Promise<{ status: number; json: unknown; headers: Headers }> {
+    let res: Response;
+    try {
+      res = await fetch(new URL(path, this.server), {
+        method,
+        ...(body !== undefined ? { body } : {}),
+        headers: contentType ? { 'content-type': contentType } : {},
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      throw new ApiError(
+        0,
+        'TRELLIS_ERR_UNREACHABLE',
+        `cannot reach the Trellis server at ${this.server} (${cause}); is 'trellis serve' running? Set --server or TRELLIS_SERVER`,
+        {},
+      );
+    }
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      json = text;
+    }
+    if (res.status >= 400) {
+      const b = (json ?? {}) as Record<string, unknown>;
+      throw new ApiError(
+        res.status,
+        String(b['code'] ?? `HTTP_${res.status}`),
+        String(b['message'] ?? text),
+        b,
+      );
+    }
+    return { status: res.status, json, headers: res.headers };
+  }
+
+  private base(k: KindPath, ns: string): string {
+    return `/apis/${k.group}/${k.version}/namespaces/${encodeURIComponent(ns)}/${k.plural}`;
+  }
+
+  async list(k: KindPath, ns: string | undefined): Promise<ApiResource[]> {
+    const path = ns === undefined ? `/apis/${k.group}/${k.version}/${k.plural}` : this.base(k, ns);
+    return ((await this.call('GET', path)).json as { items: ApiResource[] }).items;
+  }
+
+  async get(k: KindPath, ns: string, name: string): Promise<ApiResource> {
+    return (await this.call('GET', `${this.base(k, ns)}/${encodeURIComponent(name)}`)).json as ApiResource;
+  }
+
+  /** Creates or updates; resolves with the stored object and what happened. */
+  async apply(k: KindPath, ns: string, doc: unknown): Promise<{ object: ApiResource; action: string }> {
+    const r = await this.call('POST', this.base(k, ns), JSON.stringify(doc), 'application/json');
+    return { object: r.json as ApiResource, action: r.headers.get('trellis-apply-action') ?? 'configured' };
+  }
+
+  async delete(k: KindPath, ns: string, name: string): Promise<ApiResource> {
+    return (await this.call('DELETE', `${this.base(k, ns)}/${encodeURIComponent(name)}`)).json as ApiResource;
+  }
+
+  /** Sends one event to a Broker in binary mode. */
+  async send(namespace: string, broker: string, event: CloudEvent): Promise<void> {
+    const msg = encodeBinary(event);
+    let res: Response;
+    try {
+      res = await fetch(
+        new URL(`/${encodeURIComponent(namespace)}/${encodeURIComponent(broker)}`, this.server),
+        {
+          method: 'POST',
+          headers: msg.headers,
+          body: msg.body ?? '',
+        },
+      );
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      throw new ApiError(
+        0,
+        'TRELLIS_ERR_UNREACHABLE',
+        `cannot reach the Trellis server at ${this.server} (${cause})`,
+        {},
+      );
+    }
+    if (res.status >= 400) {
+      const text = await res.text();
+      let b: Record<string, unknown> = {};
+      try {
+        b = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        b = { message: text };
+      }
+      throw new ApiError(
+        res.status,
+        String(b['code'] ?? `HTTP_${res.status}`),
+        String(b['message'] ?? text),
+        b,
+      );
+    }
+  }
+}

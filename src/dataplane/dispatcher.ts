@@ -1,0 +1,368 @@
+/**
+ * The dispatcher: one worker per Trigger drains that Trigger's pending deliveries with its own concurrency
+ * window, so a slow or failing subscriber never holds up another. Retries, backoff, Retry-After,
+ * dead-letter sinks and replies follow Knative's DeliverySpec and data-plane contract.
+ * @module
+ */
+import type { CloudEvent } from '../cloudevents/event.js';
+import { decodeHttp, flattenHeaders } from '../cloudevents/http.js';
+import type { DeliveryState, EventLog, PendingDelivery } from '../store/types.js';
+import { backoffMs } from './retry-policy.js';
+import type { Logger, TriggerRoute } from './routes.js';
+import { isRetryable, parseRetryAfter, type Sender, type SendResult } from './sender.js';
+
+/** Puts reply events back into a Broker; rejects when they were not stored. */
+export type Ingest = (broker: string, events: CloudEvent[]) => Promise<void>;
+
+export interface DispatcherOptions {
+  /** Deliveries in flight per Trigger. */
+  concurrency: number;
+  /** Deliveries kept in memory per Trigger beyond those in flight; the rest wait in the store. */
+  bufferSize: number;
+  /** Bytes of the subscriber's answer kept in knativeerrordata. */
+  errorDataBytes: number;
+}
+
+/** Counters the dispatcher keeps (read by metrics and tests). */
+export interface DispatchStats {
+  delivered: number;
+  failedAttempts: number;
+  deadLettered: number;
+  dropped: number;
+  replies: number;
+}
+
+interface Item {
+  seq: number;
+  attempt: number;
+  event: CloudEvent;
+  lastError?: FailureInfo | undefined;
+}
+
+interface FailureInfo {
+  code?: number;
+  data: Buffer;
+}
+
+const TTL = 'knativebrokerttl';
+
+export class Dispatcher {
+  private readonly workers = new Map<string, SubscriptionWorker>();
+  readonly stats: DispatchStats = {
+    delivered: 0,
+    failedAttempts: 0,
+    deadLettered: 0,
+    dropped: 0,
+    replies: 0,
+  };
+  private stopping = false;
+
+  constructor(
+    readonly log: EventLog,
+    readonly state: DeliveryState,
+    readonly sender: Sender,
+    readonly ingest: Ingest,
+    readonly logger: Logger,
+    readonly opts: DispatcherOptions,
+  ) {}
+
+  /**
+   * Brings workers in line with the routes: starts new ones, updates changed ones, stops those whose Trigger is
+   * no longer Ready. Pending deliveries of Triggers not in `existing` (deleted) are removed from the store.
+   */
+  async update(routes: readonly TriggerRoute[], existing: ReadonlySet<string>): Promise<void> {
+    if (this.stopping) return;
+    const seen = new Set<string>();
+    for (const r of routes) {
+      seen.add(r.id);
+      const w = this.workers.get(r.id);
+      if (w) w.route = r;
+      else {
+        const nw = new SubscriptionWorker(this, r);
+        this.workers.set(r.id, nw);
+        nw.pump();
+      }
+    }
+    for (const [id, w] of this.workers) {
+      if (!seen.has(id)) {
+        w.stop();
+        this.workers.delete(id);
+      }
+    }
+    const counts = await this.state.counts();
+    for (const id of counts.keys()) {
+      if (!existing.has(id)) {
+        this.logger.info({ subscription: id }, 'removing pending deliveries of a deleted Trigger');
+        await this.state.dropSubscription(id);
+      }
+    }
+  }
+
+  /** Called by ingress after an event was stored with a pending delivery for `subscription`. */
+  notify(subscription: string, seq: number, event: CloudEvent): void {
+    this.workers.get(subscription)?.notify(seq, event);
+  }
+
+  /** Deliveries in flight across all workers. */
+  inflight(): number {
+    let n = 0;
+    for (const w of this.workers.values()) n += w.inflight;
+    return n;
+  }
+
+  /** Stops starting deliveries and waits up to `graceMs` for those in flight. Unfinished ones stay pending. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    for (const w of this.workers.values()) w.stop();
+    const deadline = Date.now() + graceMs;
+    while (this.inflight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+class SubscriptionWorker {
+  inflight = 0;
+  private buffer: Item[] = [];
+  private cursor = 0;
+  private backlog = true;
+  private scanning = false;
+  private missed = false;
+  private stopped = false;
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(
+    private readonly d: Dispatcher,
+    public route: TriggerRoute,
+  ) {}
+
+  notify(seq: number, event: CloudEvent): void {
+    if (this.stopped) return;
+    if (!this.backlog && !this.scanning && this.buffer.length < this.d.opts.bufferSize) {
+      this.buffer.push({ seq, attempt: 0, event });
+      this.cursor = seq;
+      this.pump();
+    } else {
+      this.backlog = true;
+      if (this.scanning) this.missed = true;
+      this.pump();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.buffer = [];
+  }
+
+  pump(): void {
+    const { concurrency } = this.d.opts;
+    while (!this.stopped && this.inflight < concurrency && this.buffer.length > 0) {
+      const item = this.buffer.shift()!;
+      this.inflight++;
+      void this.process(item).finally(() => {
+        this.inflight--;
+        this.pump();
+      });
+    }
+    if (!this.stopped && this.buffer.length === 0 && this.backlog && !this.scanning) void this.scan();
+  }
+
+  /** Loads the next page of pending deliveries from the store. */
+  private async scan(): Promise<void> {
+    this.scanning = true;
+    this.missed = false;
+    const limit = this.d.opts.bufferSize;
+    let rows: PendingDelivery[];
+    try {
+      rows = await this.d.state.pending(this.route.id, this.cursor, limit);
+    } catch (err) {
+      this.scanning = false;
+      this.d.logger.error(
+        { err, trigger: this.route.name },
+        'reading pending deliveries failed; retrying in 1s',
+      );
+      this.later(1000, () => this.pump());
+      return;
+    }
+    this.scanning = false;
+    if (this.stopped) return;
+    const now = Date.now();
+    for (const r of rows) {
+      this.cursor = r.seq;
+      if (r.dueAt > now) this.wakeAt(r.dueAt, r.seq, r.attempt, undefined);
+      else this.buffer.push({ seq: r.seq, attempt: r.attempt, event: r.event });
+    }
+    if (rows.length < limit && !this.missed) this.backlog = false;
+    this.pump();
+  }
+
+  private later(ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+
+  /** Brings a delivery back when its retry is due, re-reading the event from the store. */
+  private wakeAt(dueAt: number, seq: number, attempt: number, lastError: FailureInfo | undefined): void {
+    this.later(Math.max(0, dueAt - Date.now()), () => {
+      void this.d.log.getEvent(seq).then(
+        (event) => {
+          if (event === undefined || this.stopped) return;
+          this.buffer.push({ seq, attempt, event, lastError });
+          this.pump();
+        },
+        (err: unknown) => {
+          this.d.logger.error({ err, seq }, 'reading an event for retry failed; retrying in 1s');
+          this.wakeAt(Date.now() + 1000, seq, attempt, lastError);
+        },
+      );
+    });
+  }
+
+  private async process(item: Item): Promise<void> {
+    const { policy } = this.route;
+    try {
+      if (item.attempt <= policy.retry) {
+        const res = await this.d.sender.send(
+          this.route.subscriberUri,
+          withoutTtl(item.event),
+          policy.timeoutMs,
+        );
+        const outcome = await this.handleResponse(item, res);
+        if (outcome === 'done') {
+          this.d.stats.delivered++;
+          await this.d.state.complete(this.route.id, item.seq);
+          return;
+        }
+        this.d.stats.failedAttempts++;
+        item.lastError = outcome.info;
+        if (outcome.retry && item.attempt < policy.retry) {
+          const n = item.attempt + 1;
+          let wait = backoffMs(policy, n);
+          if (outcome.retryAfterMs !== undefined && policy.retryAfterMaxMs !== undefined) {
+            wait = Math.max(wait, Math.min(outcome.retryAfterMs, policy.retryAfterMaxMs));
+          }
+          await this.retryLater(item, n, wait);
+          return;
+        }
+        if (policy.deadLetterUri === undefined) {
+          this.d.stats.dropped++;
+          this.d.logger.warn(
+            {
+              trigger: `${this.route.namespace}/${this.route.name}`,
+              id: item.event.attrs['id'],
+              code: outcome.info.code,
+            },
+            'delivery failed and no dead-letter sink is set: event dropped',
+          );
+          await this.d.state.complete(this.route.id, item.seq);
+          return;
+        }
+        item.attempt = policy.retry + 1;
+      }
+      await this.deadLetter(item);
+    } catch (err) {
+      // A store write failed: keep the delivery and try again shortly (at least once).
+      this.d.logger.error(
+        { err, trigger: this.route.name, seq: item.seq },
+        'delivery bookkeeping failed; retrying',
+      );
+      this.wakeAt(Date.now() + 1000, item.seq, item.attempt, item.lastError);
+    }
+  }
+
+  private async retryLater(item: Item, attempt: number, waitMs: number): Promise<void> {
+    const due = Date.now() + waitMs;
+    await this.d.state.reschedule(this.route.id, item.seq, attempt, due);
+    if (!this.stopped) this.wakeAt(due, item.seq, attempt, item.lastError);
+  }
+
+  private async deadLetter(item: Item): Promise<void> {
+    const { policy } = this.route;
+    const ext: Record<string, string> = { knativeerrordest: this.route.subscriberUri };
+    const info = item.lastError;
+    if (info?.code !== undefined) ext['knativeerrorcode'] = String(info.code);
+    const data = info?.data ?? Buffer.from('the delivery failed before a restart; the response was not kept');
+    if (data.length > 0)
+      ext['knativeerrordata'] = data.subarray(0, this.d.opts.errorDataBytes).toString('base64');
+    const ev: CloudEvent = { ...item.event, attrs: { ...withoutTtl(item.event).attrs, ...ext } };
+    const res = await this.d.sender.send(policy.deadLetterUri!, ev, policy.timeoutMs);
+    if (res.kind === 'response' && res.status >= 200 && res.status < 300) {
+      this.d.stats.deadLettered++;
+      await this.d.state.complete(this.route.id, item.seq);
+      return;
+    }
+    const dlsTry = item.attempt - policy.retry; // 1 for the first dead-letter attempt
+    if (dlsTry <= policy.retry) {
+      await this.retryLater(item, item.attempt + 1, backoffMs(policy, dlsTry));
+      return;
+    }
+    this.d.stats.dropped++;
+    this.d.logger.error(
+      {
+        trigger: `${this.route.namespace}/${this.route.name}`,
+        id: item.event.attrs['id'],
+        deadLetterSink: policy.deadLetterUri,
+      },
+      'the dead-letter sink failed too: event dropped',
+    );
+    await this.d.state.complete(this.route.id, item.seq);
+  }
+
+  /** 'done' on success (after storing any reply); otherwise what failed and whether to retry. */
+  private async handleResponse(
+    item: Item,
+    res: SendResult,
+  ): Promise<'done' | { retry: boolean; info: FailureInfo; retryAfterMs?: number | undefined }> {
+    if (res.kind === 'error') return { retry: true, info: { data: Buffer.from(res.error) } };
+    if (res.status < 200 || res.status >= 300) {
+      const retryAfterMs =
+        res.status === 429 || res.status === 503 ? parseRetryAfter(res.headers['retry-after']) : undefined;
+      return { retry: isRetryable(res.status), info: { code: res.status, data: res.body }, retryAfterMs };
+    }
+    if (res.status === 202 || res.status === 204 || res.body.length === 0) return 'done';
+    const headers = flattenHeaders(res.headers);
+    let reply: CloudEvent[];
+    try {
+      reply = decodeHttp(headers, res.body).events;
+    } catch (err) {
+      // Knative discards a response body that is not a CloudEvent: the delivery itself succeeded.
+      this.d.logger.debug(
+        { trigger: this.route.name, reason: (err as Error).message },
+        'response is not a CloudEvent; ignored',
+      );
+      return 'done';
+    }
+    const ttl = Number(item.event.attrs[TTL] ?? 255) - 1;
+    const events: CloudEvent[] = [];
+    for (const r of reply) {
+      if (ttl <= 0) {
+        this.d.logger.warn(
+          { trigger: this.route.name, id: r.attrs['id'] },
+          'reply dropped: knativebrokerttl reached 0 (event loop?)',
+        );
+        continue;
+      }
+      events.push({ ...r, attrs: { ...r.attrs, [TTL]: ttl } });
+    }
+    if (events.length === 0) return 'done';
+    try {
+      await this.d.ingest(this.route.broker, events);
+      this.d.stats.replies += events.length;
+      return 'done';
+    } catch (err) {
+      return {
+        retry: true,
+        info: { code: res.status, data: Buffer.from(`storing the reply failed: ${(err as Error).message}`) },
+      };
+    }
+  }
+}
+
+function withoutTtl(e: CloudEvent): CloudEvent {
+  if (e.attrs[TTL] === undefined) return e;
+  const { [TTL]: _ttl, ...attrs } = e.attrs;
+  return { ...e, attrs };
+}

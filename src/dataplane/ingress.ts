@@ -1,0 +1,100 @@
+/**
+ * Broker ingress: checks the Broker, applies Knative's loop guard (knativebrokerttl) and arrival time,
+ * matches Triggers, stores events with their pending deliveries, and only then acknowledges.
+ * @module
+ */
+import type { CloudEvent } from '../cloudevents/event.js';
+import { TrellisError } from '../errors.js';
+import type { EventLog } from '../store/types.js';
+import type { BrokerRoute } from './routes.js';
+
+/** Knative's default loop guard. */
+export const DEFAULT_TTL = 255;
+
+export interface IngressHooks {
+  /** Called for each stored delivery, so the Trigger's worker can start at once. */
+  notify(subscription: string, seq: number, event: CloudEvent): void;
+}
+
+export class Ingress {
+  /** Ready Brokers by `namespace/name`; replaced whole by the composition root when resources change. */
+  brokers = new Map<string, BrokerRoute>();
+  accepting = true;
+  accepted = 0;
+
+  constructor(
+    private readonly log: EventLog,
+    private readonly hooks: IngressHooks,
+  ) {}
+
+  /** Looks a Broker up, or throws the 404 the producer should see. */
+  route(key: string): BrokerRoute {
+    const b = this.brokers.get(key);
+    if (b === undefined)
+      throw new TrellisError('TRELLIS_ERR_BROKER_NOT_FOUND', `Broker ${key} does not exist`, { broker: key });
+    if (!b.ready)
+      throw new TrellisError('TRELLIS_ERR_BROKER_NOT_READY', `Broker ${key} is not Ready`, { broker: key });
+    return b;
+  }
+
+  /**
+   * Stores events for a Broker; resolves once they and their deliveries are durable.
+   * Throws TrellisError (404, 400 for TTL, 503 when the store fails).
+   */
+  async accept(key: string, events: CloudEvent[]): Promise<void> {
+    if (!this.accepting)
+      throw new TrellisError(
+        'TRELLIS_ERR_SHUTTING_DOWN',
+        'the server is shutting down; retry on another instance or later',
+      );
+    const broker = this.route(key);
+    const arrival = new Date().toISOString();
+    const items = events.map((e) => {
+      const ttlRaw = e.attrs['knativebrokerttl'];
+      let ttl = DEFAULT_TTL;
+      if (ttlRaw !== undefined) {
+        ttl =
+          typeof ttlRaw === 'number' ? ttlRaw : /^-?\d+$/.test(String(ttlRaw)) ? Number(ttlRaw) : Number.NaN;
+        if (!Number.isInteger(ttl)) {
+          throw new TrellisError(
+            'TRELLIS_ERR_INVALID_EVENT',
+            "attribute 'knativebrokerttl': must be an integer",
+            {
+              attribute: 'knativebrokerttl',
+            },
+          );
+        }
+        if (ttl <= 0) {
+          throw new TrellisError(
+            'TRELLIS_ERR_TTL_EXHAUSTED',
+            "attribute 'knativebrokerttl' is 0: the event went round through Triggers and replies too often (a loop?)",
+            { attribute: 'knativebrokerttl' },
+          );
+        }
+      }
+      const event: CloudEvent = {
+        ...e,
+        attrs: { ...e.attrs, knativebrokerttl: ttl, knativearrivaltime: arrival },
+      };
+      const deliveries: string[] = [];
+      for (const t of broker.triggers) if (t.predicate(event)) deliveries.push(t.id);
+      return { stream: key, event, deliveries };
+    });
+    let seqs: number[];
+    try {
+      seqs = await this.log.append(items);
+    } catch (err) {
+      throw new TrellisError(
+        'TRELLIS_ERR_STORE_UNAVAILABLE',
+        `the store could not make the events durable: ${(err as Error).message}; nothing was accepted, retry later`,
+        { retryAfter: 1 },
+        { cause: err },
+      );
+    }
+    this.accepted += items.length;
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i]!;
+      for (const sub of it.deliveries) this.hooks.notify(sub, seqs[i]!, it.event);
+    }
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * The one registry of Trellis errors: each has a stable code, an HTTP status and a message. Every code is
+ * documented in docs/errors.md (a test checks it).
+ * @module
+ */
+
+/** What each code means, with its HTTP status. */
+export const ERRORS = {
+  TRELLIS_ERR_INVALID_EVENT: { status: 400, title: 'The event breaks a CloudEvents rule' },
+  TRELLIS_ERR_MALFORMED_EVENT: {
+    status: 400,
+    title: 'The request body or headers are not a readable CloudEvent',
+  },
+  TRELLIS_ERR_TTL_EXHAUSTED: { status: 400, title: 'The event has looped through brokers too often' },
+  TRELLIS_ERR_BROKER_NOT_FOUND: { status: 404, title: 'No such Broker' },
+  TRELLIS_ERR_BROKER_NOT_READY: { status: 404, title: 'The Broker exists but is not Ready' },
+  TRELLIS_ERR_ROUTE_NOT_FOUND: { status: 404, title: 'No such path' },
+  TRELLIS_ERR_METHOD_NOT_ALLOWED: { status: 405, title: 'The method is not allowed on this path' },
+  TRELLIS_ERR_PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is over the size limit' },
+  TRELLIS_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The content type or charset is not supported' },
+  TRELLIS_ERR_STORE_UNAVAILABLE: { status: 503, title: 'The store could not make the events durable' },
+  TRELLIS_ERR_SHUTTING_DOWN: { status: 503, title: 'The server is shutting down' },
+  TRELLIS_ERR_RESOURCE_INVALID: { status: 400, title: 'A resource field breaks a rule' },
+  TRELLIS_ERR_RESOURCE_PARSE: { status: 400, title: 'The resource document is not valid YAML or JSON' },
+  TRELLIS_ERR_KIND_UNKNOWN: { status: 404, title: 'Unknown resource kind or API group' },
+  TRELLIS_ERR_RESOURCE_NOT_FOUND: { status: 404, title: 'No such resource' },
+  TRELLIS_ERR_CONFLICT: { status: 409, title: 'The resource changed since it was read' },
+  TRELLIS_ERR_INTERNAL: { status: 500, title: 'An unexpected error inside Trellis' },
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error that knows how to become an HTTP response. */
+export class TrellisError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'TrellisError';
+    this.status = ERRORS[code].status;
+  }
+
+  /** The JSON body sent to clients: `{ code, message, ...details }`. */
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, ...this.details };
+  }
+}
+
+/** Shorthand: `new TrellisError(code, message, details)`. */
+export function trellisError(
+  code: ErrorCode,
+  message: string,
+  details?: Record<string, unknown>,
+): TrellisError {
+  return new TrellisError(code, message, details);
+}

@@ -1,0 +1,62 @@
+/**
+ * Knative's `spec.filter.attributes` compiled once into a predicate: every key must match (AND), equality is
+ * case-sensitive on the canonical string, `""` means "present and non-empty", a missing attribute never matches.
+ * @module
+ */
+import { type CloudEvent, canonicalString } from '../cloudevents/event.js';
+
+/** A compiled filter: true when the event should be delivered. */
+export type Predicate = (e: CloudEvent) => boolean;
+
+/** Attribute names a filter may use (Knative: `^[a-z][a-z0-9]*$`). */
+export const FILTER_KEY = /^[a-z][a-z0-9]*$/;
+
+const always: Predicate = () => true;
+
+/**
+ * Compiles `filter.attributes` into a predicate.
+ *
+ * @example
+ * const p = compileAttributesFilter({ type: 'order.created', source: '' });
+ * p(event); // true when type is order.created and source is present
+ */
+export function compileAttributesFilter(attributes: Record<string, string> | undefined): Predicate {
+  if (attributes === undefined) return always;
+  const checks: Predicate[] = [];
+  for (const [key, want] of Object.entries(attributes)) {
+    if (want === '') {
+      checks.push((e) => {
+        const v = e.attrs[key];
+        return v !== undefined && canonicalString(v) !== '';
+      });
+    } else {
+      checks.push((e) => {
+        const v = e.attrs[key];
+        return v !== undefined && (v === want || canonicalString(v) === want);
+      });
+    }
+  }
+  if (checks.length === 0) return always;
+  if (checks.length === 1) return checks[0]!;
+  return (e) => {
+    for (const c of checks) if (!c(e)) return false;
+    return true;
+  };
+}
+
+/**
+ * Explains which key of `filter.attributes` rejects an event, or returns undefined when all match.
+ */
+export function explainAttributesFilter(
+  attributes: Record<string, string> | undefined,
+  e: CloudEvent,
+): string | undefined {
+  for (const [key, want] of Object.entries(attributes ?? {})) {
+    const v = e.attrs[key];
+    if (v === undefined) return `attribute '${key}' is missing`;
+    const s = canonicalString(v);
+    if (want === '' && s === '') return `attribute '${key}' is empty`;
+    if (want !== '' && s !== want) return `attribute '${key}' is '${s}', the filter wants '${want}'`;
+  }
+  return undefined;
+}

@@ -1,0 +1,187 @@
+/**
+ * The admin API, with Kubernetes-like paths:
+ * `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]` (list, get, apply with POST or PUT, delete)
+ * and `/apis/{group}/{version}/{plural}` (list in every namespace). Apply takes JSON or YAML.
+ * @module
+ */
+import type { FastifyInstance } from 'fastify';
+import { TrellisError } from '../../errors.js';
+import { apiVersionOf, KINDS, type KindDef, kindByPath } from '../../resources/kinds.js';
+import { parseDocuments, type ResourceRegistry } from '../../resources/registry.js';
+import { isObject } from '../../resources/validation.js';
+import { sendError } from './errors.js';
+
+interface KindParams {
+  group: string;
+  version: string;
+  plural: string;
+}
+interface NsParams extends KindParams {
+  ns: string;
+}
+interface NameParams extends NsParams {
+  name: string;
+}
+
+function kindOf(p: KindParams): KindDef {
+  const k = kindByPath(p.group, p.version, p.plural);
+  if (!k) {
+    throw new TrellisError(
+      'TRELLIS_ERR_KIND_UNKNOWN',
+      `no resource '${p.plural}' in ${p.group}/${p.version}; served: ${KINDS.map((x) => `${apiVersionOf(x)} ${x.plural}`).join(', ')}`,
+    );
+  }
+  return k;
+}
+
+function bodyDocument(body: unknown, contentType: string | undefined): unknown {
+  const text = Buffer.isBuffer(body) ? body.toString('utf8') : '';
+  if (text.trim() === '')
+    throw new TrellisError(
+      'TRELLIS_ERR_RESOURCE_PARSE',
+      'the request body is empty; send one resource as JSON or YAML',
+    );
+  let docs: unknown[];
+  if (contentType?.includes('json')) {
+    try {
+      docs = [JSON.parse(text)];
+    } catch (err) {
+      throw new TrellisError(
+        'TRELLIS_ERR_RESOURCE_PARSE',
+        `the body is not valid JSON: ${(err as Error).message}`,
+      );
+    }
+  } else docs = parseDocuments(text);
+  if (docs.length !== 1)
+    throw new TrellisError('TRELLIS_ERR_RESOURCE_PARSE', `send one resource per request, got ${docs.length}`);
+  return docs[0];
+}
+
+export function registerAdminRoutes(
+  app: FastifyInstance,
+  registry: ResourceRegistry,
+  settled: () => Promise<void>,
+): void {
+  const list = (def: KindDef, items: unknown[]) => ({
+    apiVersion: apiVersionOf(def),
+    kind: `${def.kind}List`,
+    items,
+  });
+
+  app.get('/apis', async () => ({
+    kind: 'APIResourceList',
+    resources: KINDS.map((k) => ({
+      apiVersion: apiVersionOf(k),
+      kind: k.kind,
+      plural: k.plural,
+      singular: k.singular,
+      namespaced: true,
+    })),
+  }));
+
+  app.get<{ Params: KindParams }>('/apis/:group/:version/:plural', async (req, reply) => {
+    try {
+      const def = kindOf(req.params);
+      return list(def, await registry.list(def));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.get<{ Params: NsParams }>('/apis/:group/:version/namespaces/:ns/:plural', async (req, reply) => {
+    try {
+      const def = kindOf(req.params);
+      return list(def, await registry.list(def, req.params.ns));
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.get<{ Params: NameParams }>(
+    '/apis/:group/:version/namespaces/:ns/:plural/:name',
+    async (req, reply) => {
+      try {
+        return await registry.get(kindOf(req.params), req.params.ns, req.params.name);
+      } catch (err) {
+        return sendError(reply, err);
+      }
+    },
+  );
+
+  const apply = async (p: NsParams & { name?: string }, body: unknown, contentType: string | undefined) => {
+    const def = kindOf(p);
+    const doc = bodyDocument(body, contentType);
+    if (isObject(doc)) {
+      if (doc['kind'] !== undefined && doc['kind'] !== def.kind) {
+        throw new TrellisError(
+          'TRELLIS_ERR_RESOURCE_INVALID',
+          `kind: '${String(doc['kind'])}' sent to the ${def.plural} path`,
+          { field: 'kind' },
+        );
+      }
+      const meta = isObject(doc['metadata']) ? doc['metadata'] : undefined;
+      if (meta?.['namespace'] !== undefined && meta['namespace'] !== p.ns) {
+        throw new TrellisError(
+          'TRELLIS_ERR_RESOURCE_INVALID',
+          `metadata.namespace: '${String(meta['namespace'])}' does not match the namespace in the path, '${p.ns}'`,
+          { field: 'metadata.namespace' },
+        );
+      }
+      if (p.name !== undefined && meta?.['name'] !== undefined && meta['name'] !== p.name) {
+        throw new TrellisError(
+          'TRELLIS_ERR_RESOURCE_INVALID',
+          `metadata.name: '${String(meta['name'])}' does not match the name in the path`,
+          {
+            field: 'metadata.name',
+          },
+        );
+      }
+    }
+    const res = await registry.apply(doc, p.ns);
+    await settled();
+    const fresh = await registry
+      .get(def, res.object.metadata.namespace, res.object.metadata.name)
+      .catch(() => res.object);
+    return { ...res, object: fresh };
+  };
+
+  app.post<{ Params: NsParams }>('/apis/:group/:version/namespaces/:ns/:plural', async (req, reply) => {
+    try {
+      const r = await apply(req.params, req.body, req.headers['content-type']);
+      return reply
+        .code(r.action === 'created' ? 201 : 200)
+        .header('trellis-apply-action', r.action)
+        .send(r.object);
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  app.put<{ Params: NameParams }>(
+    '/apis/:group/:version/namespaces/:ns/:plural/:name',
+    async (req, reply) => {
+      try {
+        const r = await apply(req.params, req.body, req.headers['content-type']);
+        return reply
+          .code(r.action === 'created' ? 201 : 200)
+          .header('trellis-apply-action', r.action)
+          .send(r.object);
+      } catch (err) {
+        return sendError(reply, err);
+      }
+    },
+  );
+
+  app.delete<{ Params: NameParams }>(
+    '/apis/:group/:version/namespaces/:ns/:plural/:name',
+    async (req, reply) => {
+      try {
+        const r = await registry.delete(kindOf(req.params), req.params.ns, req.params.name);
+        await settled();
+        return r;
+      } catch (err) {
+        return sendError(reply, err);
+      }
+    },
+  );
+}

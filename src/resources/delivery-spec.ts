@@ -1,0 +1,131 @@
+/**
+ * Knative's Destination (`{ref, uri}`) and DeliverySpec: validation with field paths, and the resolved
+ * retry policy the dispatcher uses.
+ * @module
+ */
+import { parseDuration } from './duration.js';
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN, invalid, objectAt, stringAt } from './validation.js';
+
+export interface KReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  namespace: string;
+}
+
+export interface Destination {
+  ref?: KReference;
+  uri?: string;
+}
+
+export interface DeliverySpec {
+  retry?: number;
+  backoffPolicy?: 'linear' | 'exponential';
+  backoffDelay?: string;
+  timeout?: string;
+  retryAfterMax?: string;
+  /** Trellis extension: the longest wait between two attempts (Knative has no cap). */
+  backoffMax?: string;
+  deadLetterSink?: Destination;
+}
+
+/** Kinds a `ref` may name, with the apiVersion they live in. */
+export const ADDRESSABLE_KINDS: Record<string, string> = { Broker: 'eventing.knative.dev/v1' };
+
+/** Validates a `{ref, uri}` destination; `namespace` is the default for `ref.namespace`. */
+export function validateDestination(path: string, v: unknown, namespace: string): Destination {
+  const o = objectAt(path, v, ['ref', 'uri', 'CACerts', 'audience'])!;
+  const out: Destination = {};
+  if (o['ref'] !== undefined) {
+    const r = objectAt(`${path}.ref`, o['ref'], ['apiVersion', 'kind', 'name', 'namespace'])!;
+    const kind = stringAt(`${path}.ref.kind`, r['kind'])!;
+    const apiVersion = stringAt(`${path}.ref.apiVersion`, r['apiVersion'])!;
+    const name = stringAt(`${path}.ref.name`, r['name'])!;
+    const ns = stringAt(`${path}.ref.namespace`, r['namespace'], true) ?? namespace;
+    const want = ADDRESSABLE_KINDS[kind];
+    if (want === undefined) {
+      invalid(
+        `${path}.ref`,
+        `kind ${kind} (${apiVersion}) is a Kubernetes object and Trellis runs without Kubernetes; ` +
+          `point at the service by URL instead, e.g. '${path.split('.').pop()}: {uri: http://127.0.0.1:8081/}'` +
+          `, or reference a ${Object.keys(ADDRESSABLE_KINDS).join(', ')}`,
+      );
+    }
+    if (apiVersion !== want) invalid(`${path}.ref.apiVersion`, `must be '${want}' for kind ${kind}`);
+    if (!DNS1123_SUBDOMAIN.test(name))
+      invalid(`${path}.ref.name`, 'must be a DNS-1123 name (a-z, 0-9, -, .)');
+    if (!DNS1123_LABEL.test(ns)) invalid(`${path}.ref.namespace`, 'must be a DNS-1123 label (a-z, 0-9, -)');
+    out.ref = { apiVersion, kind, name, namespace: ns };
+  }
+  if (o['uri'] !== undefined) {
+    const uri = stringAt(`${path}.uri`, o['uri'])!;
+    if (out.ref === undefined) {
+      let u: URL;
+      try {
+        u = new URL(uri);
+      } catch {
+        invalid(`${path}.uri`, `'${uri}' is not an absolute URL such as http://127.0.0.1:8081/`);
+      }
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') invalid(`${path}.uri`, 'must use http or https');
+    } else if (/^[a-z][a-z0-9+.-]*:/i.test(uri)) {
+      invalid(`${path}.uri`, 'with a ref, uri must be a relative path appended to the ref address');
+    }
+    out.uri = uri;
+  }
+  if (out.ref === undefined && out.uri === undefined) invalid(path, 'needs a uri or a ref');
+  return out;
+}
+
+function durationAt(path: string, v: unknown): string | undefined {
+  const s = stringAt(path, v, true);
+  if (s === undefined) return undefined;
+  if (parseDuration(s) === undefined)
+    invalid(path, `'${s}' is not an ISO-8601 duration such as PT0.5S or PT1M`);
+  return s;
+}
+
+/** Validates a DeliverySpec; returns undefined when it is absent. */
+export function validateDelivery(path: string, v: unknown, namespace: string): DeliverySpec | undefined {
+  const o = objectAt(
+    path,
+    v,
+    [
+      'retry',
+      'backoffPolicy',
+      'backoffDelay',
+      'timeout',
+      'retryAfterMax',
+      'backoffMax',
+      'deadLetterSink',
+      'format',
+    ],
+    true,
+  );
+  if (o === undefined) return undefined;
+  const out: DeliverySpec = {};
+  if (o['retry'] !== undefined) {
+    const r = o['retry'];
+    if (typeof r !== 'number' || !Number.isInteger(r) || r < 0)
+      invalid(`${path}.retry`, 'must be an integer >= 0');
+    out.retry = r;
+  }
+  if (o['backoffPolicy'] !== undefined) {
+    const p = o['backoffPolicy'];
+    if (p !== 'linear' && p !== 'exponential')
+      invalid(`${path}.backoffPolicy`, "must be 'linear' or 'exponential'");
+    out.backoffPolicy = p;
+  }
+  for (const k of ['backoffDelay', 'timeout', 'retryAfterMax', 'backoffMax'] as const) {
+    const d = durationAt(`${path}.${k}`, o[k]);
+    if (d !== undefined) out[k] = d;
+  }
+  if (out.timeout !== undefined && parseDuration(out.timeout) === 0)
+    invalid(`${path}.timeout`, 'must be longer than 0');
+  if (o['format'] !== undefined && o['format'] !== 'binary') {
+    invalid(`${path}.format`, "only 'binary' is supported: Trellis delivers in binary mode");
+  }
+  if (o['deadLetterSink'] !== undefined) {
+    out.deadLetterSink = validateDestination(`${path}.deadLetterSink`, o['deadLetterSink'], namespace);
+  }
+  return out;
+}

@@ -1,0 +1,230 @@
+/**
+ * The resource registry: apply (create or update), get, list and delete over the resource store port, with
+ * Knative's metadata rules (generation, resourceVersion, uid) and status writes that never loop.
+ * @module
+ */
+import { randomUUID } from 'node:crypto';
+import { parseAllDocuments } from 'yaml';
+import { TrellisError } from '../errors.js';
+import { ConflictError, type ResourceObject, type ResourceStore } from '../store/types.js';
+import { apiVersionOf, findKind, type KindDef } from './kinds.js';
+import {
+  DNS1123_LABEL,
+  DNS1123_SUBDOMAIN,
+  describe,
+  invalid,
+  isObject,
+  objectAt,
+  stringAt,
+} from './validation.js';
+
+export type ApplyAction = 'created' | 'configured' | 'unchanged';
+
+/** Parses one or more YAML (or JSON) documents; empty documents are skipped. */
+export function parseDocuments(text: string): unknown[] {
+  const docs = parseAllDocuments(text);
+  const out: unknown[] = [];
+  for (const [i, d] of (Array.isArray(docs) ? docs : [docs]).entries()) {
+    if (d.errors.length > 0) {
+      const e = d.errors[0]!;
+      const pos = e.linePos?.[0];
+      throw new TrellisError(
+        'TRELLIS_ERR_RESOURCE_PARSE',
+        `document ${i + 1}${pos ? ` line ${pos.line} column ${pos.col}` : ''}: ${e.message.split('\n')[0]}`,
+      );
+    }
+    const v = d.toJS({ maxAliasCount: 100 }) as unknown;
+    if (v !== null && v !== undefined) out.push(v);
+  }
+  return out;
+}
+
+function stringMap(path: string, v: unknown): Record<string, string> | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v)) invalid(path, `must be a map of strings, got ${describe(v)}`);
+  for (const [k, x] of Object.entries(v))
+    if (typeof x !== 'string') invalid(`${path}.${k}`, 'must be a string');
+  return v as Record<string, string>;
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Apply, get, list, delete and status updates for every kind in {@link KINDS}. */
+export class ResourceRegistry {
+  constructor(private readonly store: ResourceStore) {}
+
+  /** Validates a document and creates or updates the resource it describes. */
+  async apply(
+    doc: unknown,
+    defaultNamespace = 'default',
+  ): Promise<{ object: ResourceObject; action: ApplyAction }> {
+    const o = objectAt('(document)', doc, ['apiVersion', 'kind', 'metadata', 'spec', 'status'])!;
+    const kindName = stringAt('kind', o['kind'])!;
+    const def = findKind(kindName);
+    if (def === undefined || def.kind !== kindName) {
+      throw new TrellisError(
+        'TRELLIS_ERR_KIND_UNKNOWN',
+        `kind: '${kindName}' is not a kind Trellis serves (Broker, Trigger)`,
+        {
+          field: 'kind',
+        },
+      );
+    }
+    const apiVersion = stringAt('apiVersion', o['apiVersion'])!;
+    if (apiVersion !== apiVersionOf(def))
+      invalid('apiVersion', `must be '${apiVersionOf(def)}' for kind ${def.kind}`);
+    const meta = objectAt('metadata', o['metadata'], [
+      'name',
+      'namespace',
+      'labels',
+      'annotations',
+      'uid',
+      'resourceVersion',
+      'generation',
+      'creationTimestamp',
+    ])!;
+    const name = stringAt('metadata.name', meta['name'])!;
+    if (name.length > 253 || !DNS1123_SUBDOMAIN.test(name)) {
+      invalid(
+        'metadata.name',
+        'must be a DNS-1123 name: lower-case a-z, 0-9, - and ., at most 253 characters',
+      );
+    }
+    const namespace = stringAt('metadata.namespace', meta['namespace'], true) ?? defaultNamespace;
+    if (namespace.length > 63 || !DNS1123_LABEL.test(namespace)) {
+      invalid(
+        'metadata.namespace',
+        'must be a DNS-1123 label: lower-case a-z, 0-9 and -, at most 63 characters',
+      );
+    }
+    const labels = stringMap('metadata.labels', meta['labels']);
+    const annotations = stringMap('metadata.annotations', meta['annotations']);
+    const expected = meta['resourceVersion'] !== undefined ? String(meta['resourceVersion']) : undefined;
+    const spec = def.validateSpec(o['spec'], namespace);
+
+    const current = await this.store.get(def.kind, namespace, name);
+    const specChanged = current === undefined || !sameJson(current.spec, spec);
+    const metaChanged =
+      current === undefined ||
+      !sameJson(current.metadata.labels, labels) ||
+      !sameJson(current.metadata.annotations, annotations);
+    if (current !== undefined && !specChanged && !metaChanged)
+      return { object: current, action: 'unchanged' };
+    const next: ResourceObject = {
+      apiVersion,
+      kind: def.kind,
+      metadata: {
+        name,
+        namespace,
+        uid: current?.metadata.uid ?? randomUUID(),
+        generation: (current?.metadata.generation ?? 0) + (specChanged ? 1 : 0),
+        resourceVersion: current?.metadata.resourceVersion ?? '',
+        creationTimestamp: current?.metadata.creationTimestamp ?? new Date().toISOString(),
+        ...(labels ? { labels } : {}),
+        ...(annotations ? { annotations } : {}),
+      },
+      spec,
+      ...(current?.status ? { status: current.status } : {}),
+    };
+    const stored = await this.put(next, expected ?? current?.metadata.resourceVersion ?? '');
+    return { object: stored, action: current === undefined ? 'created' : 'configured' };
+  }
+
+  private async put(obj: ResourceObject, expected: string): Promise<ResourceObject> {
+    try {
+      return await this.store.put(obj, expected);
+    } catch (err) {
+      if (err instanceof ConflictError) throw new TrellisError('TRELLIS_ERR_CONFLICT', err.message);
+      throw err;
+    }
+  }
+
+  async get(def: KindDef, namespace: string, name: string): Promise<ResourceObject> {
+    const r = await this.store.get(def.kind, namespace, name);
+    if (r === undefined) {
+      throw new TrellisError(
+        'TRELLIS_ERR_RESOURCE_NOT_FOUND',
+        `${def.singular} '${name}' not found in namespace '${namespace}'`,
+      );
+    }
+    return r;
+  }
+
+  list(def: KindDef, namespace?: string): Promise<ResourceObject[]> {
+    return this.store.list(def.kind, namespace);
+  }
+
+  async delete(def: KindDef, namespace: string, name: string): Promise<ResourceObject> {
+    const r = await this.store.delete(def.kind, namespace, name);
+    if (r === undefined) {
+      throw new TrellisError(
+        'TRELLIS_ERR_RESOURCE_NOT_FOUND',
+        `${def.singular} '${name}' not found in namespace '${namespace}'`,
+      );
+    }
+    return r;
+  }
+
+  /**
+   * Writes a new status if it differs from the stored one. Re-reads and retries when the resource changed
+   * meanwhile; does nothing if it was deleted.
+   */
+  async setStatus(
+    kind: string,
+    namespace: string,
+    name: string,
+    status: Record<string, unknown>,
+  ): Promise<void> {
+    for (let i = 0; i < 5; i++) {
+      const cur = await this.store.get(kind, namespace, name);
+      if (cur === undefined) return;
+      if (sameStatus(cur.status, status)) return;
+      try {
+        await this.store.put(
+          { ...cur, status: keepTransitionTimes(cur.status, status) },
+          cur.metadata.resourceVersion,
+        );
+        return;
+      } catch (err) {
+        if (!(err instanceof ConflictError)) throw err;
+      }
+    }
+  }
+}
+
+interface Condition {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+  lastTransitionTime?: string;
+}
+
+function stripTimes(s: Record<string, unknown> | undefined): unknown {
+  if (!s) return s;
+  const conds = (s['conditions'] as Condition[] | undefined)?.map(({ lastTransitionTime: _t, ...c }) => c);
+  return { ...s, conditions: conds };
+}
+
+function sameStatus(a: Record<string, unknown> | undefined, b: Record<string, unknown>): boolean {
+  return sameJson(stripTimes(a), stripTimes(b));
+}
+
+/** A condition keeps its lastTransitionTime while its status does not change. */
+function keepTransitionTimes(
+  prev: Record<string, unknown> | undefined,
+  next: Record<string, unknown>,
+): Record<string, unknown> {
+  const old = new Map(((prev?.['conditions'] as Condition[] | undefined) ?? []).map((c) => [c.type, c]));
+  const now = new Date().toISOString();
+  const conds = ((next['conditions'] as Condition[] | undefined) ?? []).map((c) => {
+    const o = old.get(c.type);
+    return {
+      ...c,
+      lastTransitionTime: o && o.status === c.status && o.lastTransitionTime ? o.lastTransitionTime : now,
+    };
+  });
+  return { ...next, conditions: conds };
+}

@@ -1,0 +1,48 @@
+/**
+ * Server configuration: every option, its default, and the `TRELLIS_*` environment variable it reads.
+ * @module
+ */
+
+export interface ServerConfig {
+  /** Address to listen on. Env TRELLIS_HOST. */
+  host: string;
+  /** Port; 0 picks a free one. Env TRELLIS_PORT. */
+  port: number;
+  /** Where the SQLite file lives; `:memory:` for a throw-away store. Env TRELLIS_DATA_DIR. */
+  dataDir: string;
+  /** Base URL written into Broker addresses; defaults to http://{host}:{port}. Env TRELLIS_PUBLIC_URL. */
+  publicUrl?: string | undefined;
+  /** Largest request body accepted by ingress, bytes (at least 64 KiB). Env TRELLIS_MAX_BODY_BYTES. */
+  maxBodyBytes: number;
+  /** Delivery timeout when a DeliverySpec sets none, ms. */
+  deliveryTimeoutMs: number;
+  /** Deliveries in flight per Trigger. */
+  concurrency: number;
+  /** How long delivered events are kept, ms (0: removed once every delivery is done). */
+  retentionMs: number;
+  /** Grace period on shutdown for deliveries in flight, ms. */
+  shutdownGraceMs: number;
+  /** Resource files applied at start. */
+  files: string[];
+  /** Create a Broker `default` and a Trigger that prints every event (see README). */
+  quickstart: boolean;
+  /** pino log level: trace, debug, info, warn, error, silent. */
+  logLevel: string;
+}
+
+export const DEFAULT_CONFIG: ServerConfig = {
+  host: '127.0.0.1',
+  port: 8080,
+  dataDir: './.trellis',
+  maxBodyBytes: 1024 * 1024,
+  deliveryTimeoutMs: 30_000,
+  concurrency: 100,
+  retentionMs: 0,
+  shutdownGraceMs: 10_000,
+  files: [],
+  quickstart: false,
+  logLevel: 'info',
+};
+
+/** The DeliverySpec used when neither the Trigger nor its Broker sets one (Knative's config-br-defaults). */
+export const DEFAULT_DELIVERY = { retry: 10, backoffPolicy: 'exponential', backoffDelay: 'PT0.2S' } as const;

@@ -1,0 +1,196 @@
+/**
+ * The composition root: opens the store, wires ingress, dispatcher, reconciler and HTTP routes, and shuts
+ * everything down in order.
+ * @module
+ */
+import { readFileSync } from 'node:fs';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { formatEvent } from '../cloudevents/display.js';
+import { decodeHttp } from '../cloudevents/http.js';
+import { Dispatcher } from '../dataplane/dispatcher.js';
+import { Ingress } from '../dataplane/ingress.js';
+import { Sender } from '../dataplane/sender.js';
+import { TrellisError } from '../errors.js';
+import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
+import { sendError } from '../protocols/http/errors.js';
+import { registerIngressRoutes } from '../protocols/http/ingress-routes.js';
+import { StatusReconciler } from '../resources/reconciler.js';
+import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
+import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { Store } from '../store/types.js';
+import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
+import { buildRoutes } from './wiring.js';
+
+/** A running Trellis server. */
+export interface TrellisServer {
+  /** The base URL it listens on, e.g. http://127.0.0.1:8080 */
+  url: string;
+  app: FastifyInstance;
+  store: Store;
+  registry: ResourceRegistry;
+  ingress: Ingress;
+  dispatcher: Dispatcher;
+  /** Resolves when every resource change so far has reached the data plane. */
+  settled(): Promise<void>;
+  /** Stops accepting, finishes or hands back deliveries in flight, closes the store. */
+  close(): Promise<void>;
+}
+
+/** The path of the built-in event display used by the quickstart Trigger. */
+export const DISPLAY_PATH = '/_display';
+
+/**
+ * Starts a server.
+ *
+ * @example
+ * const server = await startServer({ port: 0, dataDir: ':memory:' });
+ * console.log(server.url);
+ * await server.close();
+ */
+export async function startServer(partial: Partial<ServerConfig> = {}): Promise<TrellisServer> {
+  const cfg: ServerConfig = { ...DEFAULT_CONFIG, ...partial };
+  if (cfg.maxBodyBytes < 64 * 1024)
+    throw new Error('maxBodyBytes must be at least 65536 (the CloudEvents HTTP binding asks for 64 KiB)');
+  const logger = pino({ level: cfg.logLevel, base: { name: 'trellis' } });
+  const store = openSqliteStore({ dataDir: cfg.dataDir });
+  await store.ready();
+  const registry = new ResourceRegistry(store.resources);
+  const sender = new Sender({
+    connections: Math.max(16, cfg.concurrency),
+    maxResponseBytes: cfg.maxBodyBytes,
+  });
+  let dispatcher: Dispatcher;
+  const ingress = new Ingress(store.events, { notify: (sub, seq, ev) => dispatcher.notify(sub, seq, ev) });
+  dispatcher = new Dispatcher(
+    store.events,
+    store.deliveries,
+    sender,
+    (b, evs) => ingress.accept(b, evs),
+    logger,
+    {
+      concurrency: cfg.concurrency,
+      bufferSize: 1000,
+      errorDataBytes: 1024,
+    },
+  );
+
+  const app = Fastify({
+    logger: false,
+    bodyLimit: cfg.maxBodyBytes,
+    routerOptions: { ignoreTrailingSlash: true },
+    forceCloseConnections: 'idle',
+  });
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.setErrorHandler((err, _req, reply) => sendError(reply, err));
+  app.setNotFoundHandler((req, reply) =>
+    sendError(
+      reply,
+      new TrellisError('TRELLIS_ERR_ROUTE_NOT_FOUND', `no route for ${req.method} ${req.url}`),
+    ),
+  );
+  let loaded = false;
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    try {
+      await store.ready();
+    } catch (err) {
+      return reply.code(503).send({ status: 'not ready', reason: `store: ${(err as Error).message}` });
+    }
+    if (!loaded) return reply.code(503).send({ status: 'not ready', reason: 'resources are still loading' });
+    return { status: 'ready' };
+  });
+  app.post(DISPLAY_PATH, async (req, reply) => {
+    try {
+      const { events } = decodeHttp(
+        req.raw.rawHeaders,
+        Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0),
+      );
+      for (const e of events) process.stdout.write(`${formatEvent(e)}\n`);
+      return reply.code(202).send();
+    } catch (err) {
+      return sendError(reply, err);
+    }
+  });
+
+  let reconciler: StatusReconciler | undefined;
+  const settled = async () => {
+    await reconciler?.settled();
+    await pendingUpdate;
+  };
+  registerAdminRoutes(app, registry, settled);
+  registerIngressRoutes(app, ingress);
+
+  const address = await app.listen({ host: cfg.host, port: cfg.port });
+  const url = address.replace('[::1]', 'localhost');
+  const publicUrl = cfg.publicUrl ?? url;
+
+  let pendingUpdate: Promise<void> = Promise.resolve();
+  reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
+    const { brokers, triggers } = buildRoutes(snap, cfg.deliveryTimeoutMs);
+    ingress.brokers = brokers;
+    const existing = new Set(snap.triggers.map((t) => t.metadata.uid));
+    pendingUpdate = pendingUpdate
+      .then(() => dispatcher.update(triggers, existing))
+      .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
+  });
+  try {
+    for (const f of cfg.files) {
+      const text = f === '-' ? readFileSync(0, 'utf8') : readFileSync(f, 'utf8');
+      for (const doc of parseDocuments(text)) await registry.apply(doc);
+    }
+    if (cfg.quickstart) await applyQuickstart(registry, publicUrl);
+    await reconciler.start();
+    await settled();
+  } catch (err) {
+    await app.close();
+    await store.close();
+    throw err;
+  }
+  loaded = true;
+
+  const compactor = setInterval(() => {
+    store.compact(cfg.retentionMs).catch((err: unknown) => logger.warn({ err }, 'compaction failed'));
+  }, 10_000);
+  compactor.unref();
+
+  logger.info({ url, dataDir: cfg.dataDir }, 'trellis is serving');
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    app,
+    store,
+    registry,
+    ingress,
+    dispatcher,
+    settled,
+    close: () => {
+      closing ??= (async () => {
+        ingress.accepting = false;
+        clearInterval(compactor);
+        reconciler?.stop();
+        await app.close();
+        await dispatcher.stop(cfg.shutdownGraceMs);
+        await sender.close().catch(() => undefined);
+        await store.close();
+        logger.info({}, 'trellis stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+async function applyQuickstart(registry: ResourceRegistry, publicUrl: string): Promise<void> {
+  await registry.apply({
+    apiVersion: 'eventing.knative.dev/v1',
+    kind: 'Broker',
+    metadata: { name: 'default', namespace: 'default' },
+  });
+  await registry.apply({
+    apiVersion: 'eventing.knative.dev/v1',
+    kind: 'Trigger',
+    metadata: { name: 'quickstart-display', namespace: 'default' },
+    spec: { broker: 'default', subscriber: { uri: `${publicUrl}${DISPLAY_PATH}` } },
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * Turns reconciled resources into data-plane routes: compiled filters, resolved subscriber URIs and the
+ * effective retry policy (the Trigger's DeliverySpec, else its Broker's, else the server default).
+ * @module
+ */
+
+import type { RetryPolicy } from '../dataplane/retry-policy.js';
+import type { BrokerRoute, TriggerRoute } from '../dataplane/routes.js';
+import { compileAttributesFilter } from '../filter/attributes.js';
+import type { BrokerSpec } from '../resources/broker.js';
+import type { DeliverySpec } from '../resources/delivery-spec.js';
+import { parseDuration } from '../resources/duration.js';
+import { isReady, type Snapshot } from '../resources/reconciler.js';
+import type { TriggerSpec } from '../resources/trigger.js';
+import type { ResourceObject } from '../store/types.js';
+import { DEFAULT_DELIVERY } from './config.js';
+
+/** Fills a DeliverySpec's unset fields. */
+export function toRetryPolicy(
+  spec: DeliverySpec,
+  deadLetterUri: string | undefined,
+  defaultTimeoutMs: number,
+): RetryPolicy {
+  const ms = (s: string | undefined) => (s === undefined ? undefined : parseDuration(s));
+  return {
+    retry: spec.retry ?? 0,
+    backoffPolicy: spec.backoffPolicy ?? 'exponential',
+    backoffDelayMs: ms(spec.backoffDelay) ?? 200,
+    timeoutMs: ms(spec.timeout) ?? defaultTimeoutMs,
+    retryAfterMaxMs: ms(spec.retryAfterMax),
+    backoffMaxMs: ms(spec.backoffMax),
+    deadLetterUri,
+  };
+}
+
+function hasFields(d: DeliverySpec | undefined): d is DeliverySpec {
+  return d !== undefined && Object.keys(d).length > 0;
+}
+
+/** Builds the route table from a reconciled snapshot. */
+export function buildRoutes(
+  s: Snapshot,
+  defaultTimeoutMs: number,
+): { brokers: Map<string, BrokerRoute>; triggers: TriggerRoute[] } {
+  const brokers = new Map<string, BrokerRoute>();
+  const brokerObjs = new Map<string, ResourceObject>();
+  for (const b of s.brokers) {
+    const key = `${b.metadata.namespace}/${b.metadata.name}`;
+    brokers.set(key, { key, ready: isReady(b), triggers: [] });
+    brokerObjs.set(key, b);
+  }
+  const triggers: TriggerRoute[] = [];
+  for (const t of s.triggers) {
+    if (!isReady(t)) continue;
+    const spec = t.spec as unknown as TriggerSpec;
+    const key = `${t.metadata.namespace}/${spec.broker}`;
+    const broker = brokers.get(key);
+    const bobj = brokerObjs.get(key);
+    if (!broker || !bobj) continue;
+    const bspec = bobj.spec as BrokerSpec;
+    let policy: RetryPolicy;
+    if (hasFields(spec.delivery)) {
+      policy = toRetryPolicy(
+        spec.delivery,
+        t.status?.['deadLetterSinkUri'] as string | undefined,
+        defaultTimeoutMs,
+      );
+    } else if (hasFields(bspec.delivery)) {
+      policy = toRetryPolicy(
+        bspec.delivery,
+        bobj.status?.['deadLetterSinkUri'] as string | undefined,
+        defaultTimeoutMs,
+      );
+    } else {
+      policy = toRetryPolicy(DEFAULT_DELIVERY, undefined, defaultTimeoutMs);
+    }
+    const route: TriggerRoute = {
+      id: t.metadata.uid,
+      namespace: t.metadata.namespace,
+      name: t.metadata.name,
+      broker: key,
+      predicate: compileAttributesFilter(spec.filter?.attributes),
+      subscriberUri: t.status?.['subscriberUri'] as string,
+      policy,
+    };
+    broker.triggers.push(route);
+    triggers.push(route);
+  }
+  return { brokers, triggers };
+}
