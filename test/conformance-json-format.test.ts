@@ -44,10 +44,14 @@ describe.skipIf(!dir)('JSON format conformance', () => {
           const e = eventFromJson(c.event);
           // Same event through the structured HTTP mode and back.
           const msg = encodeStructured(e);
-          const back = decodeHttp(['content-type', msg.headers['content-type']!], Buffer.from(msg.body as string)).events[0]!;
+          const back = decodeHttp(
+            ['content-type', msg.headers['content-type']!],
+            Buffer.from(msg.body as string),
+          ).events[0]!;
           expect(back).toEqual(e);
           const json = eventToJson(e);
-          for (const [k, v] of Object.entries(c.event as Record<string, unknown>)) if (v !== null) expect(json[k]).toEqual(v);
+          for (const [k, v] of Object.entries(c.event as Record<string, unknown>))
+            if (v !== null) expect(json[k]).toEqual(v);
           break;
         }
         case 'InvalidSingleEvent':
@@ -57,7 +61,10 @@ describe.skipIf(!dir)('JSON format conformance', () => {
           const events = batchFromJson(c.batch);
           expect(events.length).toBe((c.batch as unknown[]).length);
           const msg = encodeBatch(events);
-          expect(decodeHttp(['content-type', msg.headers['content-type']!], Buffer.from(msg.body as string)).events).toEqual(events);
+          expect(
+            decodeHttp(['content-type', msg.headers['content-type']!], Buffer.from(msg.body as string))
+              .events,
+          ).toEqual(events);
           break;
         }
         case 'InvalidBatch':

@@ -83,14 +83,13 @@ export function decodeHeaderValue(attribute: string, raw: string): string {
     }
     v = s;
   }
-  let nonAscii = false;
+  let highest = 0;
   for (let i = 0; i < v.length; i++) {
-    if (v.charCodeAt(i) > 0x7e) {
-      nonAscii = true;
-      break;
-    }
+    const c = v.charCodeAt(i);
+    if (c > highest) highest = c;
   }
-  if (nonAscii) {
+  // Above 0xFF the value is already Unicode (headers handed over in-process, not read from a socket).
+  if (highest > 0x7e && highest <= 0xff) {
     // Node reads header bytes as latin1; re-read them as the UTF-8 the sender meant, strictly.
     try {
       v = utf8.decode(Buffer.from(v, 'latin1'));

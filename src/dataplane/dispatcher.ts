@@ -322,7 +322,12 @@ class SubscriptionWorker {
         res.status === 429 || res.status === 503 ? parseRetryAfter(res.headers['retry-after']) : undefined;
       return { retry: isRetryable(res.status), info: { code: res.status, data: res.body }, retryAfterMs };
     }
-    if (res.status === 202 || res.status === 204 || res.body.length === 0) return 'done';
+    if (res.status === 202 || res.status === 204) return 'done';
+    const ct = res.headers['content-type'];
+    const looksLikeEvent =
+      res.headers['ce-specversion'] !== undefined ||
+      (typeof ct === 'string' && ct.toLowerCase().startsWith('application/cloudevents'));
+    if (!looksLikeEvent) return 'done';
     const headers = flattenHeaders(res.headers);
     let reply: CloudEvent[];
     try {

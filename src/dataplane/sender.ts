@@ -68,8 +68,9 @@ export class Sender {
     }
   }
 
+  /** Closes the pools; requests still in flight are aborted (their deliveries stay pending). */
   async close(): Promise<void> {
-    await this.agent.close();
+    await this.agent.destroy();
   }
 }
 

@@ -1,0 +1,62 @@
+/** Starts an in-process Trellis server on port 0 with a throw-away store, and helpers to drive it. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ServerConfig } from '../../src/server/config.js';
+import { startServer, type TrellisServer } from '../../src/server/server.js';
+
+export interface TestServer extends TrellisServer {
+  dataDir: string;
+  apply(doc: Record<string, unknown>): Promise<Response>;
+  post(path: string, headers: Record<string, string>, body?: string | Buffer): Promise<Response>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export async function testServer(cfg: Partial<ServerConfig> = {}): Promise<TestServer> {
+  const dataDir = cfg.dataDir ?? mkdtempSync(join(tmpdir(), 'trellis-test-'));
+  const s = await startServer({ port: 0, logLevel: 'silent', shutdownGraceMs: 500, ...cfg, dataDir });
+  const kindPath = (kind: string) => (kind === 'Broker' ? 'brokers' : 'triggers');
+  const stop = s.close;
+  const dispose = async () => {
+    await stop();
+    if (!cfg.dataDir) rmSync(dataDir, { recursive: true, force: true });
+  };
+  return Object.assign(s, {
+    dataDir,
+    apply: (doc: Record<string, unknown>) => {
+      const meta = (doc['metadata'] ?? {}) as { namespace?: string };
+      return fetch(
+        `${s.url}/apis/eventing.knative.dev/v1/namespaces/${meta.namespace ?? 'default'}/${kindPath(String(doc['kind']))}`,
+        { method: 'POST', body: JSON.stringify(doc), headers: { 'content-type': 'application/json' } },
+      );
+    },
+    post: (path: string, headers: Record<string, string>, body?: string | Buffer) =>
+      fetch(`${s.url}${path}`, { method: 'POST', headers, ...(body !== undefined ? { body } : {}) }),
+    [Symbol.asyncDispose]: dispose,
+    close: dispose,
+  });
+}
+
+export function broker(name: string, spec: Record<string, unknown> = {}, namespace = 'default') {
+  return { apiVersion: 'eventing.knative.dev/v1', kind: 'Broker', metadata: { name, namespace }, spec };
+}
+
+export function trigger(name: string, spec: Record<string, unknown>, namespace = 'default') {
+  return { apiVersion: 'eventing.knative.dev/v1', kind: 'Trigger', metadata: { name, namespace }, spec };
+}
+
+/** Binary-mode headers for a small event. */
+export function ceHeaders(
+  id: string,
+  type = 'demo.type',
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    'ce-specversion': '1.0',
+    'ce-id': id,
+    'ce-source': '/test',
+    'ce-type': type,
+    'content-type': 'application/json',
+    ...extra,
+  };
+}

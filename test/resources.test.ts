@@ -1,0 +1,201 @@
+/** Resource validation (field paths in every error), the admin API, and status conditions. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseDuration } from '../src/resources/duration.js';
+import { parseDocuments } from '../src/resources/registry.js';
+import { broker, testServer, trigger } from './helpers/server.js';
+
+const API = '/apis/eventing.knative.dev/v1/namespaces/default';
+
+async function rejected(res: Response): Promise<{ code: string; message: string; field?: string }> {
+  expect(res.status).toBeGreaterThanOrEqual(400);
+  return (await res.json()) as { code: string; message: string; field?: string };
+}
+
+describe('validation names the field and the rule', () => {
+  const cases: [string, Record<string, unknown>, string, RegExp][] = [
+    ['missing broker', trigger('t', { subscriber: { uri: 'http://x/' } }), 'spec.broker', /required/],
+    [
+      'bad filter key',
+      trigger('t', {
+        broker: 'b',
+        filter: { attributes: { 'Bad-Key': 'x' } },
+        subscriber: { uri: 'http://x/' },
+      }),
+      'spec.filter.attributes.Bad-Key',
+      /\^\[a-z\]/,
+    ],
+    [
+      'number in filter',
+      trigger('t', { broker: 'b', filter: { attributes: { n: 1 } }, subscriber: { uri: 'http://x/' } }),
+      'spec.filter.attributes.n',
+      /string/,
+    ],
+    [
+      'relative uri',
+      trigger('t', { broker: 'b', subscriber: { uri: '/path' } }),
+      'spec.subscriber.uri',
+      /absolute URL/,
+    ],
+    ['no subscriber', trigger('t', { broker: 'b', subscriber: {} }), 'spec.subscriber', /uri or a ref/],
+    [
+      'bad retry',
+      trigger('t', { broker: 'b', subscriber: { uri: 'http://x/' }, delivery: { retry: -1 } }),
+      'spec.delivery.retry',
+      />= 0/,
+    ],
+    [
+      'bad policy',
+      trigger('t', { broker: 'b', subscriber: { uri: 'http://x/' }, delivery: { backoffPolicy: 'random' } }),
+      'spec.delivery.backoffPolicy',
+      /linear/,
+    ],
+    [
+      'bad duration',
+      broker('b', { delivery: { backoffDelay: '5s' } }),
+      'spec.delivery.backoffDelay',
+      /ISO-8601/,
+    ],
+    ['bad name', broker('Bad_Name'), 'metadata.name', /DNS-1123/],
+    ['unknown field', broker('b', { colour: 'red' }), 'spec.colour', /unknown field/],
+    [
+      'filters dialect not yet',
+      trigger('t', { broker: 'b', filters: [{ exact: { type: 'x' } }], subscriber: { uri: 'http://x/' } }),
+      'spec.filters',
+      /not supported yet/,
+    ],
+  ];
+  for (const [name, doc, field, rule] of cases) {
+    it(name, async () => {
+      await using s = await testServer();
+      const e = await rejected(await s.apply(doc));
+      expect(e.code).toBe('TRELLIS_ERR_RESOURCE_INVALID');
+      expect(e.field).toBe(field);
+      expect(e.message).toMatch(rule);
+      expect(e.message.startsWith(field)).toBe(true);
+    });
+  }
+
+  it('a ref to a Kubernetes Service is refused with the uri form shown', async () => {
+    await using s = await testServer();
+    const doc = trigger('t', {
+      broker: 'b',
+      subscriber: { ref: { apiVersion: 'v1', kind: 'Service', name: 'event-display' } },
+    });
+    const e = await rejected(await s.apply(doc));
+    expect(e.field).toBe('spec.subscriber.ref');
+    expect(e.message).toMatch(/Kubernetes/);
+    expect(e.message).toMatch(/uri: http:\/\//);
+  });
+
+  it('unknown kinds, wrong apiVersion and unparseable bodies', async () => {
+    await using s = await testServer();
+    const wrongVersion = await s.apply({ ...broker('b'), apiVersion: 'eventing.knative.dev/v1beta1' });
+    expect((await rejected(wrongVersion)).field).toBe('apiVersion');
+    const yaml = await fetch(`${s.url}${API}/brokers`, {
+      method: 'POST',
+      body: 'kind: Broker\n  bad: [indent',
+      headers: { 'content-type': 'application/yaml' },
+    });
+    expect((await rejected(yaml)).code).toBe('TRELLIS_ERR_RESOURCE_PARSE');
+    const kind = await fetch(`${s.url}/apis/eventing.knative.dev/v1/namespaces/default/widgets`);
+    expect((await rejected(kind)).code).toBe('TRELLIS_ERR_KIND_UNKNOWN');
+    const mismatch = await fetch(`${s.url}${API}/brokers`, {
+      method: 'POST',
+      body: JSON.stringify(broker('b', {}, 'other')),
+      headers: { 'content-type': 'application/json' },
+    });
+    expect((await rejected(mismatch)).field).toBe('metadata.namespace');
+    expect((await fetch(`${s.url}${API}/brokers`)).status).toBe(200);
+  });
+});
+
+describe('admin API', () => {
+  it('creates, updates (generation), lists, gets and deletes', async () => {
+    await using s = await testServer();
+    const created = await s.apply(broker('b'));
+    expect(created.status).toBe(201);
+    expect(created.headers.get('trellis-apply-action')).toBe('created');
+    const same = await s.apply(broker('b'));
+    expect(same.headers.get('trellis-apply-action')).toBe('unchanged');
+    const changed = await s.apply(broker('b', { delivery: { retry: 2 } }));
+    expect(changed.status).toBe(200);
+    const obj = (await changed.json()) as {
+      metadata: { generation: number };
+      status: { observedGeneration: number; address: { url: string } };
+    };
+    expect(obj.metadata.generation).toBe(2);
+    expect(obj.status.observedGeneration).toBe(2);
+    expect(obj.status.address.url).toBe(`${s.url}/default/b`);
+    const yaml = await fetch(`${s.url}${API}/brokers`, {
+      method: 'POST',
+      body: 'apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: from-yaml\n',
+      headers: { 'content-type': 'application/yaml' },
+    });
+    expect(yaml.status).toBe(201);
+    const list = (await (await fetch(`${s.url}${API}/brokers`)).json()) as {
+      kind: string;
+      items: { metadata: { name: string } }[];
+    };
+    expect(list.kind).toBe('BrokerList');
+    expect(list.items.map((i) => i.metadata.name)).toEqual(['b', 'from-yaml']);
+    const all = (await (await fetch(`${s.url}/apis/eventing.knative.dev/v1/brokers`)).json()) as {
+      items: unknown[];
+    };
+    expect(all.items).toHaveLength(2);
+    expect((await fetch(`${s.url}${API}/brokers/b`, { method: 'DELETE' })).status).toBe(200);
+    const gone = await fetch(`${s.url}${API}/brokers/b`);
+    expect(gone.status).toBe(404);
+    expect(((await gone.json()) as { code: string }).code).toBe('TRELLIS_ERR_RESOURCE_NOT_FOUND');
+    expect(
+      (
+        await s.post('/default/b', {
+          'ce-specversion': '1.0',
+          'ce-id': '1',
+          'ce-source': 's',
+          'ce-type': 't',
+        })
+      ).status,
+    ).toBe(404);
+  });
+
+  it('rejects a stale resourceVersion with 409', async () => {
+    await using s = await testServer();
+    const first = (await (await s.apply(broker('b'))).json()) as { metadata: { resourceVersion: string } };
+    await s.apply(broker('b', { delivery: { retry: 1 } }));
+    const stale = broker('b', { delivery: { retry: 2 } });
+    (stale.metadata as Record<string, unknown>)['resourceVersion'] = first.metadata.resourceVersion;
+    const res = await s.apply(stale);
+    expect(res.status).toBe(409);
+    expect(((await res.json()) as { code: string }).code).toBe('TRELLIS_ERR_CONFLICT');
+  });
+
+  it('resources survive a restart on the same data directory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-restart-'));
+    const a = await testServer({ dataDir: dir });
+    await a.apply(broker('keep'));
+    await a.close();
+    const b = await testServer({ dataDir: dir });
+    expect((await fetch(`${b.url}${API}/brokers/keep`)).status).toBe(200);
+    await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('parsing', () => {
+  it('reads multi-document YAML and skips empty documents', () => {
+    const docs = parseDocuments('a: 1\n---\n---\nb: 2\n');
+    expect(docs).toEqual([{ a: 1 }, { b: 2 }]);
+    expect(() => parseDocuments('a: [1\n')).toThrow(/document 1 line/);
+  });
+  it('reads ISO-8601 durations', () => {
+    expect(parseDuration('PT0.2S')).toBe(200);
+    expect(parseDuration('PT1M30S')).toBe(90_000);
+    expect(parseDuration('P1DT1H')).toBe(90_000_000);
+    expect(parseDuration('P1M')).toBeUndefined();
+    expect(parseDuration('PT')).toBeUndefined();
+    expect(parseDuration('5s')).toBeUndefined();
+  });
+});

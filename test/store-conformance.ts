@@ -1,0 +1,168 @@
+/**
+ * The store conformance suite: every adapter runs it (SQLite today, NATS JetStream later).
+ * `open(dir)` must open a store persisted under `dir`, so durability across reopen is tested too.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { CloudEvent } from '../src/cloudevents/event.js';
+import { ConflictError, type ResourceEvent, type ResourceObject, type Store } from '../src/store/types.js';
+
+function ev(id: string, data?: string): CloudEvent {
+  const attrs = { specversion: '1.0', id, source: '/s', type: 't', n: 7, b: true };
+  return data === undefined ? { attrs } : { attrs, data: Buffer.from(data) };
+}
+
+function res(name: string, spec: Record<string, unknown> = {}): ResourceObject {
+  return {
+    apiVersion: 'eventing.knative.dev/v1',
+    kind: 'Broker',
+    metadata: {
+      name,
+      namespace: 'ns',
+      uid: `uid-${name}`,
+      generation: 1,
+      resourceVersion: '',
+      creationTimestamp: new Date(0).toISOString(),
+    },
+    spec,
+  };
+}
+
+export function runStoreConformance(adapter: string, open: (dir: string) => Promise<Store>): void {
+  describe(`store conformance: ${adapter}`, () => {
+    const dirs: string[] = [];
+    const stores: Store[] = [];
+    const fresh = async (dir?: string) => {
+      const d = dir ?? mkdtempSync(join(tmpdir(), 'trellis-store-'));
+      if (!dir) dirs.push(d);
+      const s = await open(d);
+      stores.push(s);
+      return { s, dir: d };
+    };
+    afterEach(async () => {
+      for (const s of stores.splice(0)) await s.close().catch(() => undefined);
+      for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    });
+
+    it('appends events with increasing sequence numbers and reads them back', async () => {
+      const { s } = await fresh();
+      const [a, b] = await Promise.all([
+        s.events.append([{ stream: 'ns/b', event: ev('1', 'x'), deliveries: ['sub'] }]),
+        s.events.append([{ stream: 'ns/b', event: ev('2'), deliveries: ['sub'] }]),
+      ]);
+      expect(b![0]!).toBeGreaterThan(a![0]!);
+      expect(await s.events.getEvent(a![0]!)).toEqual(ev('1', 'x'));
+      expect(await s.events.getEvent(b![0]!)).toEqual(ev('2'));
+    });
+
+    it('keeps pending deliveries per subscription, in order, after a cursor', async () => {
+      const { s } = await fresh();
+      const seqs = await s.events.append([
+        { stream: 'ns/b', event: ev('1'), deliveries: ['a', 'b'] },
+        { stream: 'ns/b', event: ev('2'), deliveries: ['a'] },
+        { stream: 'ns/b', event: ev('3'), deliveries: [] },
+      ]);
+      const pa = await s.deliveries.pending('a', 0, 10);
+      expect(pa.map((p) => p.event.attrs['id'])).toEqual(['1', '2']);
+      expect(pa[0]).toMatchObject({ subscription: 'a', seq: seqs[0], attempt: 0 });
+      expect((await s.deliveries.pending('a', seqs[0]!, 10)).map((p) => p.seq)).toEqual([seqs[1]]);
+      expect((await s.deliveries.pending('a', 0, 1)).length).toBe(1);
+      expect((await s.deliveries.pending('b', 0, 10)).length).toBe(1);
+      expect(await s.deliveries.counts()).toEqual(
+        new Map([
+          ['a', 2],
+          ['b', 1],
+        ]),
+      );
+    });
+
+    it('completes and reschedules deliveries durably', async () => {
+      const { s, dir } = await fresh();
+      const [one, two] = await s.events.append([
+        { stream: 'ns/b', event: ev('1'), deliveries: ['a'] },
+        { stream: 'ns/b', event: ev('2'), deliveries: ['a'] },
+      ]);
+      await s.deliveries.complete('a', one!);
+      await s.deliveries.reschedule('a', two!, 3, 123456);
+      await s.close();
+      const { s: again } = await fresh(dir);
+      const p = await again.deliveries.pending('a', 0, 10);
+      expect(p).toHaveLength(1);
+      expect(p[0]).toMatchObject({ seq: two, attempt: 3, dueAt: 123456 });
+    });
+
+    it('survives a reopen with every acknowledged append', async () => {
+      const { s, dir } = await fresh();
+      const items = Array.from({ length: 200 }, (_, i) => ({
+        stream: 'ns/b',
+        event: ev(String(i)),
+        deliveries: ['a'],
+      }));
+      await Promise.all(items.map((it) => s.events.append([it])));
+      await s.close();
+      const { s: again } = await fresh(dir);
+      expect((await again.deliveries.pending('a', 0, 1000)).length).toBe(200);
+    });
+
+    it('rejects appends after close', async () => {
+      const { s } = await fresh();
+      await s.close();
+      await expect(s.events.append([{ stream: 'ns/b', event: ev('1'), deliveries: [] }])).rejects.toThrow();
+    });
+
+    it('drops a subscription and compacts delivered events', async () => {
+      const { s } = await fresh();
+      const [a, b] = await s.events.append([
+        { stream: 'ns/b', event: ev('1'), deliveries: ['x'] },
+        { stream: 'ns/b', event: ev('2'), deliveries: ['y'] },
+      ]);
+      await s.deliveries.dropSubscription('x');
+      expect(await s.deliveries.pending('x', 0, 10)).toEqual([]);
+      expect(await s.compact(0)).toBe(1);
+      expect(await s.events.getEvent(a!)).toBeUndefined();
+      expect(await s.events.getEvent(b!)).toBeDefined();
+    });
+
+    it('stores resources with optimistic concurrency and a watch', async () => {
+      const { s } = await fresh();
+      const seen: ResourceEvent[] = [];
+      const stop = s.resources.watch((e) => seen.push(e));
+      const created = await s.resources.put(res('a'), '');
+      expect(created.metadata.resourceVersion).not.toBe('');
+      await expect(s.resources.put(res('a'), '')).rejects.toBeInstanceOf(ConflictError);
+      const updated = await s.resources.put(res('a', { x: 1 }), created.metadata.resourceVersion);
+      expect(Number(updated.metadata.resourceVersion)).toBeGreaterThan(
+        Number(created.metadata.resourceVersion),
+      );
+      await expect(s.resources.put(res('a'), created.metadata.resourceVersion)).rejects.toBeInstanceOf(
+        ConflictError,
+      );
+      await s.resources.put(res('b'));
+      expect((await s.resources.list('Broker', 'ns')).map((r) => r.metadata.name)).toEqual(['a', 'b']);
+      expect(await s.resources.list('Broker', 'other')).toEqual([]);
+      expect((await s.resources.get('Broker', 'ns', 'a'))?.spec).toEqual({ x: 1 });
+      expect(await s.resources.delete('Broker', 'ns', 'a')).toBeDefined();
+      expect(await s.resources.get('Broker', 'ns', 'a')).toBeUndefined();
+      expect(await s.resources.delete('Broker', 'ns', 'a')).toBeUndefined();
+      stop();
+      await s.resources.put(res('c'));
+      expect(seen.map((e) => `${e.type} ${e.object.metadata.name}`)).toEqual([
+        'ADDED a',
+        'MODIFIED a',
+        'ADDED b',
+        'DELETED a',
+      ]);
+    });
+
+    it('keeps resource versions increasing across a reopen', async () => {
+      const { s, dir } = await fresh();
+      const a = await s.resources.put(res('a'));
+      await s.close();
+      const { s: again } = await fresh(dir);
+      const b = await again.resources.put(res('b'));
+      expect(Number(b.metadata.resourceVersion)).toBeGreaterThan(Number(a.metadata.resourceVersion));
+    });
+  });
+}
