@@ -15,13 +15,6 @@ import {
 
 const base = { specversion: '1.0', id: 'e1', source: '/src', type: 't.created' };
 
-function raw(headers: Record<string, string>): string[] {
-  return Object.entries(headers).flat();
-}
-function binary(extra: Record<string, string>, body = ''): CloudEvent {
-  const h = { 'ce-specversion': '1.0', 'ce-id': 'e1', 'ce-source': '/src', 'ce-type': 't', ...extra };
-  return decodeHttp(raw(h), Buffer.from(body)).events[0]!;
-}
 function invalidAttr(fn: () => unknown): string {
   try {
     fn();

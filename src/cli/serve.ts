@@ -5,7 +5,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../resources/duration.js';
 import { DEFAULT_CONFIG } from '../server/config.js';
-import { startServer } from '../server/server.js';
 
 function int(name: string) {
   return (v: string) => {
@@ -91,6 +90,8 @@ Examples:
     )
     .action(async (opts: Record<string, unknown>) => {
       const files = opts['filename'];
+      // Loaded here so that the other commands start without the server's dependencies.
+      const { startServer } = await import('../server/server.js');
       const server = await startServer({
         port: opts['port'] as number,
         host: opts['host'] as string,
