@@ -16,7 +16,8 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'trellis-cli-'));
   sink = await startSink();
   server = await serve(['--data-dir', join(dir, 'data')]);
-  cli = (args, input) => run(args, { env: { TRELLIS_SERVER: server.url }, ...(input !== undefined ? { input } : {}) });
+  cli = (args, input) =>
+    run(args, { env: { TRELLIS_SERVER: server.url }, ...(input !== undefined ? { input } : {}) });
 });
 afterAll(async () => {
   server.child.kill('SIGTERM');
@@ -51,12 +52,17 @@ spec:
     const r = await cli(['apply', '-f', file]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe('broker.eventing.knative.dev/shop created\ntrigger.eventing.knative.dev/orders created\n');
+    expect(r.stdout).toBe(
+      'broker.eventing.knative.dev/shop created\ntrigger.eventing.knative.dev/orders created\n',
+    );
     expect((await cli(['apply', '-f', file])).stdout).toContain('broker.eventing.knative.dev/shop unchanged');
   });
 
   it('reads standard input with -f -', async () => {
-    const r = await cli(['apply', '-f', '-'], 'apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: piped\n  namespace: team\n');
+    const r = await cli(
+      ['apply', '-f', '-'],
+      'apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: piped\n  namespace: team\n',
+    );
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('broker.eventing.knative.dev/piped created');
   });
@@ -87,7 +93,19 @@ spec:
   });
 
   it('sends an event that reaches the subscriber', async () => {
-    const r = await cli(['send', '--broker', 'default/shop', '--type', 'order.created', '--source', '/cli', '--id', 'cli-1', '--data', '{"n":1}']);
+    const r = await cli([
+      'send',
+      '--broker',
+      'default/shop',
+      '--type',
+      'order.created',
+      '--source',
+      '/cli',
+      '--id',
+      'cli-1',
+      '--data',
+      '{"n":1}',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('event cli-1 accepted by broker default/shop');
     const [got] = await sink.waitFor(1);
@@ -97,17 +115,32 @@ spec:
 
   it('explains errors and exits 1', async () => {
     const bad = join(dir, 'bad.yaml');
-    writeFileSync(bad, 'apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\nspec:\n  broker: shop\n  subscriber:\n    uri: not-a-url\n');
+    writeFileSync(
+      bad,
+      'apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\nspec:\n  broker: shop\n  subscriber:\n    uri: not-a-url\n',
+    );
     const r = await cli(['apply', '-f', bad]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/bad\.yaml document 1: spec\.subscriber\.uri: 'not-a-url' is not an absolute URL/);
+    expect(r.stderr).toMatch(
+      /bad\.yaml document 1: spec\.subscriber\.uri: 'not-a-url' is not an absolute URL/,
+    );
     const kind = await cli(['get', 'widgets']);
     expect(kind.code).toBe(1);
     expect(kind.stderr).toMatch(/unknown kind 'widgets'/);
     const missing = await cli(['get', 'broker', 'nope']);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/broker 'nope' not found/);
-    const nodata = await cli(['send', '--broker', 'shop', '--type', 't', '--source', 's', '--data', 'not json']);
+    const nodata = await cli([
+      'send',
+      '--broker',
+      'shop',
+      '--type',
+      't',
+      '--source',
+      's',
+      '--data',
+      'not json',
+    ]);
     expect(nodata.code).toBe(1);
     expect(nodata.stderr).toMatch(/--data must be JSON/);
     const down = await run(['get', 'brokers', '--server', 'http://127.0.0.1:1']);
@@ -116,7 +149,9 @@ spec:
   });
 
   it('deletes by name and by file', async () => {
-    expect((await cli(['delete', 'trigger', 'orders'])).stdout).toBe('trigger.eventing.knative.dev "orders" deleted\n');
+    expect((await cli(['delete', 'trigger', 'orders'])).stdout).toBe(
+      'trigger.eventing.knative.dev "orders" deleted\n',
+    );
     const file = join(dir, 'b.yaml');
     writeFileSync(file, 'apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: shop\n');
     expect((await cli(['delete', '-f', file])).stdout).toContain('"shop" deleted');
@@ -134,7 +169,9 @@ spec:
 
 describe('display and serve -f', () => {
   it('trellis display prints events a Trigger delivers; serve -f loads resources at start', async () => {
-    const child = spawn(process.execPath, [BIN, 'display', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'display', '--port', '0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
@@ -148,7 +185,19 @@ describe('display and serve -f', () => {
     );
     const second = await serve(['--data-dir', join(dir, 'data2'), '-f', file]);
     try {
-      const r = await run(['send', '--broker', 'default', '--type', 'demo.hello', '--source', 'cli', '--data', '{"hello":"world"}', '--server', second.url]);
+      const r = await run([
+        'send',
+        '--broker',
+        'default',
+        '--type',
+        'demo.hello',
+        '--source',
+        'cli',
+        '--data',
+        '{"hello":"world"}',
+        '--server',
+        second.url,
+      ]);
       expect(r.code).toBe(0);
       await expect.poll(() => out, { timeout: 5000 }).toContain('"hello": "world"');
       expect(out).toContain('☁️  cloudevents.Event');

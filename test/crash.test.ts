@@ -12,7 +12,9 @@ import { startSink } from './helpers/sink.js';
 
 const CYCLES = Number(process.env['TRELLIS_CRASH_CYCLES'] ?? 5);
 
-it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, { timeout: 120_000 }, async () => {
+it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
+  timeout: 120_000,
+}, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'trellis-crash-'));
   await using a = await startSink();
   await using b = await startSink();
@@ -40,14 +42,19 @@ it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, { t
     const oddAcked = acked.filter((id) => Number(id.split('-')[1]) % 2 === 1);
     const count = (sink: typeof a) => {
       const m = new Map<string, number>();
-      for (const r of sink.received) m.set(String(r.event.attrs['id']), (m.get(String(r.event.attrs['id'])) ?? 0) + 1);
+      for (const r of sink.received)
+        m.set(String(r.event.attrs['id']), (m.get(String(r.event.attrs['id'])) ?? 0) + 1);
       return m;
     };
     await expect
-      .poll(() => acked.filter((id) => !count(a).has(id)).length + oddAcked.filter((id) => !count(b).has(id)).length, {
-        timeout: 60_000,
-        interval: 500,
-      })
+      .poll(
+        () =>
+          acked.filter((id) => !count(a).has(id)).length + oddAcked.filter((id) => !count(b).has(id)).length,
+        {
+          timeout: 60_000,
+          interval: 500,
+        },
+      )
       .toBe(0);
     const dupA = [...count(a).values()].reduce((s, n) => s + n - 1, 0);
     const dupB = [...count(b).values()].reduce((s, n) => s + n - 1, 0);

@@ -233,7 +233,7 @@ class SubscriptionWorker {
         const outcome = await this.handleResponse(item, res);
         if (outcome === 'done') {
           this.d.stats.delivered++;
-          await this.d.state.complete(this.route.id, item.seq);
+          this.done(item);
           return;
         }
         this.d.stats.failedAttempts++;
@@ -257,7 +257,7 @@ class SubscriptionWorker {
             },
             'delivery failed and no dead-letter sink is set: event dropped',
           );
-          await this.d.state.complete(this.route.id, item.seq);
+          this.done(item);
           return;
         }
         item.attempt = policy.retry + 1;
@@ -273,9 +273,28 @@ class SubscriptionWorker {
     }
   }
 
+  /**
+   * Records that a delivery is finished. The concurrency slot is not held while the store makes that durable:
+   * if the process dies first, the delivery is simply made again after the restart (at least once).
+   */
+  private done(item: Item): void {
+    this.d.state.complete(this.route.id, item.seq).catch((err: unknown) => {
+      this.d.logger.error(
+        { err, trigger: this.route.name, seq: item.seq },
+        'recording a finished delivery failed; it will be delivered again after a restart',
+      );
+    });
+  }
+
+  /** Records a failed attempt and brings the delivery back when the next one is due. */
   private async retryLater(item: Item, attempt: number, waitMs: number): Promise<void> {
     const due = Date.now() + waitMs;
-    await this.d.state.reschedule(this.route.id, item.seq, attempt, due);
+    this.d.state.reschedule(this.route.id, item.seq, attempt, due).catch((err: unknown) => {
+      this.d.logger.error(
+        { err, trigger: this.route.name, seq: item.seq },
+        'recording a retry failed; the retry goes ahead',
+      );
+    });
     if (!this.stopped) this.wakeAt(due, item.seq, attempt, item.lastError);
   }
 
@@ -291,7 +310,7 @@ class SubscriptionWorker {
     const res = await this.d.sender.send(policy.deadLetterUri!, ev, policy.timeoutMs);
     if (res.kind === 'response' && res.status >= 200 && res.status < 300) {
       this.d.stats.deadLettered++;
-      await this.d.state.complete(this.route.id, item.seq);
+      this.done(item);
       return;
     }
     const dlsTry = item.attempt - policy.retry; // 1 for the first dead-letter attempt
@@ -308,7 +327,7 @@ class SubscriptionWorker {
       },
       'the dead-letter sink failed too: event dropped',
     );
-    await this.d.state.complete(this.route.id, item.seq);
+    this.done(item);
   }
 
   /** 'done' on success (after storing any reply); otherwise what failed and whether to retry. */

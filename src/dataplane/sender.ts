@@ -3,7 +3,7 @@
  * reads the answer, bounded in size and time.
  * @module
  */
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher, util } from 'undici';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { encodeBinary } from '../cloudevents/http.js';
 
@@ -27,45 +27,84 @@ export class Sender {
   }
 
   /** POSTs `event` in binary mode with `Prefer: reply` and extra headers. */
-  async send(
+  send(
     url: string,
     event: CloudEvent,
     timeoutMs: number,
     extraHeaders?: Record<string, string>,
   ): Promise<SendResult> {
     const msg = encodeBinary(event);
-    const headers = { ...msg.headers, prefer: 'reply', ...extraHeaders };
-    const signal = AbortSignal.timeout(timeoutMs);
-    try {
-      const res = await request(url, {
-        method: 'POST',
-        headers,
-        body: msg.body ?? '',
-        dispatcher: this.agent,
-        signal,
-      });
+    const headers: Record<string, string> = { ...msg.headers, prefer: 'reply', ...extraHeaders };
+    const target = this.target(url);
+    const max = this.opts.maxResponseBytes;
+    return new Promise((resolve) => {
+      let status = 0;
+      let rawHeaders: Buffer[] = [];
       const chunks: Buffer[] = [];
       let size = 0;
       let cut = false;
-      for await (const chunk of res.body) {
-        const b = chunk as Buffer;
-        if (size + b.length > this.opts.maxResponseBytes) {
-          cut = true;
-          chunks.push(b.subarray(0, this.opts.maxResponseBytes - size));
-          res.body.destroy();
-          break;
-        }
-        size += b.length;
-        chunks.push(b);
+      // undici's dispatch API: no stream or promise per request (measured on the delivery hot path).
+      // headersTimeout bounds the wait for the answer, bodyTimeout the gaps while reading it.
+      const options: Dispatcher.DispatchOptions = {
+        origin: target.origin,
+        path: target.path,
+        method: 'POST',
+        headers,
+        body: msg.body ?? '',
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      };
+      const handler = {
+        onConnect() {},
+        onHeaders(statusCode: number, raw: Buffer[]) {
+          status = statusCode;
+          rawHeaders = raw;
+          return true;
+        },
+        onData(chunk: Buffer) {
+          if (cut) return true;
+          if (size + chunk.length > max) {
+            cut = true;
+            chunks.push(chunk.subarray(0, max - size));
+            size = max;
+            return true;
+          }
+          size += chunk.length;
+          chunks.push(chunk);
+          return true;
+        },
+        onComplete() {
+          const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+          resolve({ kind: 'response', status, headers: cut ? {} : util.parseHeaders(rawHeaders), body });
+        },
+        onError(err: Error) {
+          const e = err as Error & { code?: string };
+          const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
+          resolve({
+            kind: 'error',
+            error: timeout ? `timed out after ${timeoutMs} ms` : (e.code ?? e.message),
+            timeout,
+          });
+        },
+      } as unknown as Dispatcher.DispatchHandler;
+      try {
+        this.agent.dispatch(options, handler);
+      } catch (err) {
+        resolve({ kind: 'error', error: (err as Error).message, timeout: false });
       }
-      const body = Buffer.concat(chunks);
-      return { kind: 'response', status: res.statusCode, headers: cut ? {} : res.headers, body };
-    } catch (err) {
-      const timeout = signal.aborted;
-      const e = err as Error & { code?: string; cause?: { code?: string } };
-      const detail = timeout ? `timed out after ${timeoutMs} ms` : (e.code ?? e.cause?.code ?? e.message);
-      return { kind: 'error', error: detail, timeout };
+    });
+  }
+
+  private readonly targets = new Map<string, { origin: string; path: string }>();
+  private target(url: string): { origin: string; path: string } {
+    let t = this.targets.get(url);
+    if (t === undefined) {
+      const u = new URL(url);
+      t = { origin: u.origin, path: `${u.pathname}${u.search}` };
+      if (this.targets.size > 10_000) this.targets.clear();
+      this.targets.set(url, t);
     }
+    return t;
   }
 
   /** Closes the pools; requests still in flight are aborted (their deliveries stay pending). */

@@ -4,6 +4,7 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { formatEvent } from '../cloudevents/display.js';
@@ -14,7 +15,7 @@ import { Sender } from '../dataplane/sender.js';
 import { TrellisError } from '../errors.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { sendError } from '../protocols/http/errors.js';
-import { registerIngressRoutes } from '../protocols/http/ingress-routes.js';
+import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -75,11 +76,17 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     },
   );
 
+  const ingest = ingressHandler(ingress, cfg.maxBodyBytes);
   const app = Fastify({
     logger: false,
     bodyLimit: cfg.maxBodyBytes,
     routerOptions: { ignoreTrailingSlash: true },
     forceCloseConnections: 'idle',
+    // Broker ingress is served before Fastify's routing: it is the hot path.
+    serverFactory: (handler) =>
+      createServer((req, res) => {
+        if (!ingest(req, res)) handler(req, res);
+      }),
   });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -120,7 +127,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     await pendingUpdate;
   };
   registerAdminRoutes(app, registry, settled);
-  registerIngressRoutes(app, ingress);
+  registerIngressRoutes(app);
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
   const url = address.replace('[::1]', 'localhost');
@@ -150,9 +157,21 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   }
   loaded = true;
 
+  // Delivered events leave the store in small steps, so no step holds the writer for long.
+  let compacting = false;
   const compactor = setInterval(() => {
-    store.compact(cfg.retentionMs).catch((err: unknown) => logger.warn({ err }, 'compaction failed'));
-  }, 10_000);
+    if (compacting) return;
+    compacting = true;
+    void (async () => {
+      try {
+        for (let i = 0; i < 20 && (await store.compact(cfg.retentionMs)) >= 10_000; i++);
+      } catch (err) {
+        logger.warn({ err }, 'compaction failed');
+      } finally {
+        compacting = false;
+      }
+    })();
+  }, 1000);
   compactor.unref();
 
   logger.info({ url, dataDir: cfg.dataDir }, 'trellis is serving');

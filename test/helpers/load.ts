@@ -41,7 +41,13 @@ export function startLoad(url: string, opts: { concurrency: number; prefix: stri
         const res = await pool.request({
           path: '/default/b',
           method: 'POST',
-          headers: { 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/load', 'ce-type': type, 'content-type': 'application/json' },
+          headers: {
+            'ce-specversion': '1.0',
+            'ce-id': id,
+            'ce-source': '/load',
+            'ce-type': type,
+            'content-type': 'application/json',
+          },
           body,
         });
         await res.body.dump();

@@ -39,7 +39,9 @@ export function serve(args: string[], env: Record<string, string> = {}): Promise
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
-    void exit.then(({ code }) => reject(new Error(`trellis serve exited with ${code} before it was ready:\n${out}`)));
+    void exit.then(({ code }) =>
+      reject(new Error(`trellis serve exited with ${code} before it was ready:\n${out}`)),
+    );
     setTimeout(() => reject(new Error(`trellis serve did not start in 15 s:\n${out}`)), 15_000).unref();
   });
 }
@@ -51,9 +53,15 @@ export interface RunResult {
 }
 
 /** Runs one `trellis` command to completion. */
-export function run(args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Promise<RunResult> {
+export function run(
+  args: string[],
+  opts: { input?: string; env?: Record<string, string> } = {},
+): Promise<RunResult> {
   checkBuilt();
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, ...opts.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));

@@ -18,6 +18,8 @@ import {
   type ResourceStore,
   type Store,
 } from '../types.js';
+import type { WireOp } from './commit.js';
+import { inlineWriter, type Writer, workerWriter } from './writer.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -45,23 +47,16 @@ CREATE TABLE IF NOT EXISTS resources (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 `;
 
-type Op =
-  | {
-      t: 'append';
-      items: readonly AppendItem[];
-      resolve: (seqs: number[]) => void;
-      reject: (e: unknown) => void;
-    }
-  | { t: 'complete'; sub: string; seq: number; resolve: () => void; reject: (e: unknown) => void }
-  | {
-      t: 'reschedule';
-      sub: string;
-      seq: number;
-      attempt: number;
-      due: number;
-      resolve: () => void;
-      reject: (e: unknown) => void;
-    };
+/** Transactions queued at the writer at once (measured: 2 keeps the writer busy without shrinking batches). */
+const MAX_INFLIGHT = 2;
+
+interface Op {
+  wire: WireOp[];
+  append: boolean;
+  /** For appends: resolves with the items' sequence numbers. */
+  resolve: (seqs: number[]) => void;
+  reject: (e: unknown) => void;
+}
 
 export interface SqliteStoreOptions {
   /** Directory that holds `trellis.db`; created if missing. `:memory:` keeps everything in memory (tests). */
@@ -80,7 +75,10 @@ class SqliteStore implements Store {
   private readonly db: Database.Database;
   private queue: Op[] = [];
   private flushScheduled = false;
+  /** Transactions handed to the writer and not yet durable. */
+  private readonly inflight = new Set<Promise<void>>();
   private closed = false;
+  private readonly writer: Writer;
   private readonly watchers = new Set<(e: ResourceEvent) => void>();
   private readonly st: ReturnType<SqliteStore['prepare']>;
   private resourceVersion: number;
@@ -97,6 +95,10 @@ class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     this.st = this.prepare();
+    this.writer =
+      file === ':memory:' || process.env['TRELLIS_SQLITE_WRITER'] === 'inline'
+        ? inlineWriter(this.db)
+        : workerWriter(file);
     const rv = this.db.prepare(`SELECT value FROM meta WHERE key = 'resourceVersion'`).get() as
       | { value: string }
       | undefined;
@@ -111,10 +113,17 @@ class SqliteStore implements Store {
     this.deliveries = {
       pending: async (sub, afterSeq, limit) => this.pending(sub, afterSeq, limit),
       complete: (sub, seq) =>
-        new Promise<void>((resolve, reject) => this.enqueue({ t: 'complete', sub, seq, resolve, reject })),
+        new Promise<void>((resolve, reject) =>
+          this.enqueue({ wire: [['c', sub, seq]], append: false, resolve: () => resolve(), reject }),
+        ),
       reschedule: (sub, seq, attempt, due) =>
         new Promise<void>((resolve, reject) =>
-          this.enqueue({ t: 'reschedule', sub, seq, attempt, due, resolve, reject }),
+          this.enqueue({
+            wire: [['r', sub, seq, attempt, due]],
+            append: false,
+            resolve: () => resolve(),
+            reject,
+          }),
         ),
       dropSubscription: async (sub) => {
         this.st.dropSub.run(sub);
@@ -154,10 +163,6 @@ class SqliteStore implements Store {
   private prepare() {
     const db = this.db;
     return {
-      insertEvent: db.prepare('INSERT INTO events (stream, attrs, data, created) VALUES (?, ?, ?, ?)'),
-      insertDelivery: db.prepare('INSERT INTO deliveries (sub, seq, attempt, due) VALUES (?, ?, 0, 0)'),
-      deleteDelivery: db.prepare('DELETE FROM deliveries WHERE sub = ? AND seq = ?'),
-      updateDelivery: db.prepare('UPDATE deliveries SET attempt = ?, due = ? WHERE sub = ? AND seq = ?'),
       pending: db.prepare(
         `SELECT d.seq AS seq, d.attempt AS attempt, d.due AS due, e.attrs AS attrs, e.data AS data
          FROM deliveries d JOIN events e ON e.seq = d.seq
@@ -177,8 +182,6 @@ class SqliteStore implements Store {
       setMeta: db.prepare(
         'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
       ),
-      minPending: db.prepare('SELECT MIN(seq) AS m FROM deliveries'),
-      compact: db.prepare('DELETE FROM events WHERE seq < ? AND created < ?'),
     };
   }
 
@@ -237,7 +240,14 @@ class SqliteStore implements Store {
   }
 
   private enqueueAppend(items: readonly AppendItem[]): Promise<number[]> {
-    return new Promise((resolve, reject) => this.enqueue({ t: 'append', items, resolve, reject }));
+    const wire: WireOp[] = items.map((it) => [
+      'a',
+      it.stream,
+      JSON.stringify(it.event.attrs),
+      it.event.data ?? null,
+      it.deliveries as string[],
+    ]);
+    return new Promise((resolve, reject) => this.enqueue({ wire, append: true, resolve, reject }));
   }
 
   private enqueue(op: Op): void {
@@ -246,66 +256,66 @@ class SqliteStore implements Store {
       return;
     }
     this.queue.push(op);
-    if (!this.flushScheduled) {
+    if (!this.flushScheduled && this.inflight.size < MAX_INFLIGHT) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.flush();
+      });
     }
   }
 
-  /** Writes every queued operation in one transaction, then settles their promises. */
+  /**
+   * Group commit: everything queued goes in one transaction. Up to MAX_INFLIGHT transactions are handed to
+   * the writer at once (it applies them in order), so it never waits for the main thread between two;
+   * what arrives meanwhile forms the next batch.
+   */
   private flush(): void {
-    this.flushScheduled = false;
+    if (this.inflight.size >= MAX_INFLIGHT || this.queue.length === 0) return;
     const ops = this.queue;
-    if (ops.length === 0) return;
     this.queue = [];
-    const now = Date.now();
-    const results: number[][] = [];
-    const st = this.st;
-    try {
-      this.db.transaction(() => {
+    const wire: WireOp[] = [];
+    for (const op of ops) for (const w of op.wire) wire.push(w);
+    const p = this.writer.commit(wire, Date.now()).then(
+      (seqs) => {
+        let i = 0;
         for (const op of ops) {
-          if (op.t === 'append') {
-            const seqs: number[] = [];
-            for (const item of op.items) {
-              const r = st.insertEvent.run(
-                item.stream,
-                JSON.stringify(item.event.attrs),
-                item.event.data ?? null,
-                now,
-              );
-              const seq = Number(r.lastInsertRowid);
-              for (const sub of item.deliveries) st.insertDelivery.run(sub, seq);
-              seqs.push(seq);
-            }
-            results.push(seqs);
-          } else if (op.t === 'complete') {
-            st.deleteDelivery.run(op.sub, op.seq);
-          } else {
-            st.updateDelivery.run(op.attempt, op.due, op.sub, op.seq);
-          }
+          const n = op.append ? op.wire.length : 0;
+          op.resolve(seqs.slice(i, i + n));
+          i += n;
         }
-      })();
-    } catch (err) {
-      for (const op of ops) op.reject(err);
-      return;
-    }
-    let i = 0;
-    for (const op of ops) {
-      if (op.t === 'append') op.resolve(results[i++]!);
-      else op.resolve();
-    }
+      },
+      (err: unknown) => {
+        for (const op of ops) op.reject(err);
+      },
+    );
+    this.inflight.add(p);
+    void p.finally(() => {
+      this.inflight.delete(p);
+      this.flush();
+    });
   }
 
-  async compact(olderThanMs: number): Promise<number> {
-    const row = this.st.minPending.get() as { m: number | null };
-    const below = row.m ?? Number.MAX_SAFE_INTEGER;
-    return this.st.compact.run(below, Date.now() - olderThanMs).changes;
+  /** Removes up to 10,000 delivered events per call, in the writer's own transaction (never on this thread). */
+  compact(olderThanMs: number): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.enqueue({
+        wire: [['x', Date.now() - olderThanMs, 10_000]],
+        append: true,
+        resolve: (r) => resolve(r[0] ?? 0),
+        reject,
+      }),
+    );
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.flush();
     this.closed = true;
+    while (this.inflight.size > 0 || this.queue.length > 0) {
+      this.flush();
+      await Promise.all(this.inflight);
+    }
+    await this.writer.close();
     this.watchers.clear();
     this.db.close();
   }
