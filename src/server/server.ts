@@ -189,7 +189,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         ingress.accepting = false;
         clearInterval(compactor);
         reconciler?.stop();
+        // Requests already in progress get their answer; keep-alive connections are closed after it
+        // (ingress answers with Connection: close now), and any still open after 2 s are cut.
+        const force = setTimeout(() => app.server.closeAllConnections(), 2000);
         await app.close();
+        clearTimeout(force);
         await dispatcher.stop(cfg.shutdownGraceMs);
         await sender.close().catch(() => undefined);
         await store.close();

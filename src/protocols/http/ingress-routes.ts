@@ -31,6 +31,7 @@ export function ingressHandler(
   };
   return (req, res) => {
     if (req.method !== 'POST') return false;
+    if (!ingress.accepting) res.shouldKeepAlive = false;
     const m = BROKER_PATH.exec(req.url ?? '');
     if (m === null || m[1] === 'apis') return false;
     const key = `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}`;

@@ -1,0 +1,48 @@
+/** The documentation keeps up with the code: every error code is documented, every example applies. */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ERRORS } from '../src/errors.js';
+import { parseDocuments } from '../src/resources/registry.js';
+import { testServer } from './helpers/server.js';
+import { ROOT } from './helpers/shared.js';
+
+describe('docs', () => {
+  it('documents every error code in docs/errors.md, with a fix', () => {
+    const text = readFileSync(join(ROOT, 'docs', 'errors.md'), 'utf8');
+    for (const [code, { status }] of Object.entries(ERRORS)) {
+      const heading = `### ${code} (${status})`;
+      expect(text, `docs/errors.md lacks '${heading}'`).toContain(heading);
+      const section = text.slice(text.indexOf(heading)).split('\n### ')[0]!;
+      expect(section, `${code} has no **Fix:**`).toContain('**Fix:**');
+    }
+  });
+
+  it('every example in docs/examples applies cleanly', async () => {
+    await using s = await testServer({ quickstart: true }); // the tour's examples use Broker 'default'
+    const dir = join(ROOT, 'docs', 'examples');
+    const files = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
+    expect(files.length).toBeGreaterThan(3);
+    for (const f of files) {
+      for (const doc of parseDocuments(readFileSync(join(dir, f), 'utf8'))) {
+        const res = await s.apply(doc as Record<string, unknown>);
+        expect(res.status, `${f}: ${await res.clone().text()}`).toBeLessThan(300);
+      }
+    }
+    const triggers = (await (await fetch(`${s.url}/apis/eventing.knative.dev/v1/triggers`)).json()) as {
+      items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[] } }[];
+    };
+    for (const t of triggers.items) {
+      expect(t.status.conditions[0], `Trigger ${t.metadata.name} is not Ready`).toMatchObject({
+        type: 'Ready',
+        status: 'True',
+      });
+    }
+  });
+
+  it('the README gives the two set-up commands', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    expect(readme).toContain('npm install && npm start');
+    expect(readme).toContain('npm test');
+  });
+});
