@@ -135,7 +135,9 @@ class SubscriptionWorker {
   ) {}
 
   notify(seq: number, event: CloudEvent): void {
-    if (this.stopped) return;
+    // A scan may already have read this delivery: the store makes a commit visible a moment before the
+    // append resolves. Commits are applied in order, so everything up to the cursor has been read.
+    if (this.stopped || seq <= this.cursor) return;
     if (!this.backlog && !this.scanning && this.buffer.length < this.d.opts.bufferSize) {
       this.buffer.push({ seq, attempt: 0, event });
       this.cursor = seq;

@@ -18,6 +18,8 @@ export interface ServerConfig {
   deliveryTimeoutMs: number;
   /** Deliveries in flight per Trigger. */
   concurrency: number;
+  /** Deliveries kept in memory per Trigger beyond those in flight; the rest wait in the store. */
+  deliveryBufferSize: number;
   /** How long delivered events are kept, ms (0: removed once every delivery is done). */
   retentionMs: number;
   /** Grace period on shutdown for deliveries in flight, ms. */
@@ -37,6 +39,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxBodyBytes: 1024 * 1024,
   deliveryTimeoutMs: 30_000,
   concurrency: 100,
+  deliveryBufferSize: 1000,
   retentionMs: 0,
   shutdownGraceMs: 10_000,
   files: [],

@@ -71,7 +71,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     logger,
     {
       concurrency: cfg.concurrency,
-      bufferSize: 1000,
+      bufferSize: cfg.deliveryBufferSize,
       errorDataBytes: 1024,
     },
   );
