@@ -241,11 +241,13 @@ if (!only || only === 'e2e') {
   const ours = await fixedRate(t.url, sink.url, 'trellis', () => peakRssMiB(t.child.pid));
   await stop(t);
   rmSync(dir, { recursive: true, force: true });
-  const relay = await start([join(ROOT, 'bench', 'relay-server.mjs'), sink.url], /listening on (\S+)/);
-  const base = await fixedRate(relay.url, sink.url, 'relay baseline (no store, no retries)', undefined);
-  await stop(relay);
+  if (!process.env.BENCH_NO_RELAY) {
+    const relay = await start([join(ROOT, 'bench', 'relay-server.mjs'), sink.url], /listening on (\S+)/);
+    const base = await fixedRate(relay.url, sink.url, 'relay baseline (no store, no retries)', undefined);
+    await stop(relay);
+    row('end-to-end ratio trellis/relay', ours / base, '', '(floor: trellis sustains 5,000 events/s)');
+  }
   await stop(sink);
-  row('end-to-end ratio trellis/relay', ours / base, '', '(floor: trellis sustains 5,000 events/s)');
 }
 
 if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));

@@ -235,13 +235,18 @@ export interface HttpMessage {
   body: Buffer | string | undefined;
 }
 
-/** Encodes an event in binary mode: one `ce-` header per attribute, data as the body. */
-export function encodeBinary(e: CloudEvent): HttpMessage {
+/**
+ * Encodes an event in binary mode: one `ce-` header per attribute, data as the body. `omit` names attributes
+ * left out (the Broker drops its loop guard on delivery); `extra` headers are added as they are.
+ */
+export function encodeBinary(e: CloudEvent, omit?: string, extra?: Record<string, string>): HttpMessage {
   const headers: Record<string, string> = {};
   for (const name in e.attrs) {
+    if (name === omit) continue;
     if (name === 'datacontenttype') headers['content-type'] = e.attrs[name] as string;
     else headers[`ce-${name}`] = percentEncode(canonicalString(e.attrs[name]!));
   }
+  if (extra !== undefined) for (const k in extra) headers[k] = extra[k]!;
   return { headers, body: e.data };
 }
 

@@ -227,11 +227,7 @@ class SubscriptionWorker {
     const { policy } = this.route;
     try {
       if (item.attempt <= policy.retry) {
-        const res = await this.d.sender.send(
-          this.route.subscriberUri,
-          withoutTtl(item.event),
-          policy.timeoutMs,
-        );
+        const res = await this.d.sender.send(this.route.subscriberUri, item.event, policy.timeoutMs, TTL);
         const outcome = await this.handleResponse(item, res);
         if (outcome === 'done') {
           this.d.stats.delivered++;
@@ -308,8 +304,8 @@ class SubscriptionWorker {
     const data = info?.data ?? Buffer.from('the delivery failed before a restart; the response was not kept');
     if (data.length > 0)
       ext['knativeerrordata'] = data.subarray(0, this.d.opts.errorDataBytes).toString('base64');
-    const ev: CloudEvent = { ...item.event, attrs: { ...withoutTtl(item.event).attrs, ...ext } };
-    const res = await this.d.sender.send(policy.deadLetterUri!, ev, policy.timeoutMs);
+    const ev: CloudEvent = { ...item.event, attrs: { ...item.event.attrs, ...ext } };
+    const res = await this.d.sender.send(policy.deadLetterUri!, ev, policy.timeoutMs, TTL);
     if (res.kind === 'response' && res.status >= 200 && res.status < 300) {
       this.d.stats.deadLettered++;
       this.done(item);
@@ -385,10 +381,4 @@ class SubscriptionWorker {
       };
     }
   }
-}
-
-function withoutTtl(e: CloudEvent): CloudEvent {
-  if (e.attrs[TTL] === undefined) return e;
-  const { [TTL]: _ttl, ...attrs } = e.attrs;
-  return { ...e, attrs };
 }

@@ -72,10 +72,10 @@ export class Ingress {
           );
         }
       }
-      const event: CloudEvent = {
-        ...e,
-        attrs: { ...e.attrs, knativebrokerttl: ttl, knativearrivaltime: arrival },
-      };
+      // The decoded event belongs to this request: the Broker's attributes are set in place.
+      e.attrs['knativebrokerttl'] = ttl;
+      e.attrs['knativearrivaltime'] = arrival;
+      const event = e;
       const deliveries: string[] = [];
       for (const t of broker.triggers) if (t.predicate(event)) deliveries.push(t.id);
       return { stream: key, event, deliveries };

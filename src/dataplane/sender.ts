@@ -7,6 +7,8 @@ import { Agent, type Dispatcher, util } from 'undici';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { encodeBinary } from '../cloudevents/http.js';
 
+const PREFER_REPLY = { prefer: 'reply' };
+
 /** What came back from one attempt. */
 export type SendResult =
   | { kind: 'response'; status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }
@@ -26,15 +28,10 @@ export class Sender {
     this.agent = new Agent({ connections: opts.connections, keepAliveTimeout: 30_000, pipelining: 1 });
   }
 
-  /** POSTs `event` in binary mode with `Prefer: reply` and extra headers. */
-  send(
-    url: string,
-    event: CloudEvent,
-    timeoutMs: number,
-    extraHeaders?: Record<string, string>,
-  ): Promise<SendResult> {
-    const msg = encodeBinary(event);
-    const headers: Record<string, string> = { ...msg.headers, prefer: 'reply', ...extraHeaders };
+  /** POSTs `event` in binary mode with `Prefer: reply`, leaving out the attribute `omit`. */
+  send(url: string, event: CloudEvent, timeoutMs: number, omit?: string): Promise<SendResult> {
+    const msg = encodeBinary(event, omit, PREFER_REPLY);
+    const headers = msg.headers;
     const target = this.target(url);
     const max = this.opts.maxResponseBytes;
     return new Promise((resolve) => {
