@@ -170,8 +170,23 @@ if (!only || only === 'ingress') {
 // 3. end to end at a fixed rate, Trellis and then the relay baseline (bench/relay-server.mjs). The
 // subscriber runs in its own process (bench/sink-server.mjs) and measures latency from the send time.
 async function fixedRate(url, sinkUrl, label, getRss) {
-  await fetch(`${sinkUrl}reset`, { method: 'POST' });
   const pool = new Pool(url, { connections: 256 }); // enough that the generator, not the pool, sets the rate
+  // Warm-up, not measured: open the connections (a burst of new connections can overflow the listen
+  // backlog, and a dropped SYN costs a 1 s retransmit), and let the JIT settle.
+  await Promise.all(
+    Array.from({ length: 256 }, (_, i) =>
+      pool.request({ path: '/default/b', method: 'POST', headers: ceHeaders(`warm-${i}`), body }).then((r) => r.body.dump()),
+    ),
+  );
+  for (let k = 0; k < 20; k++) {
+    await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        pool.request({ path: '/default/b', method: 'POST', headers: ceHeaders(`warm-${k}-${i}`), body }).then((r) => r.body.dump()),
+      ),
+    );
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  await fetch(`${sinkUrl}reset`, { method: 'POST' });
   let n = 0;
   let accepted = 0;
   let refused = 0;
