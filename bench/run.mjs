@@ -175,13 +175,17 @@ async function fixedRate(url, sinkUrl, label, getRss) {
   // backlog, and a dropped SYN costs a 1 s retransmit), and let the JIT settle.
   await Promise.all(
     Array.from({ length: 256 }, (_, i) =>
-      pool.request({ path: '/default/b', method: 'POST', headers: ceHeaders(`warm-${i}`), body }).then((r) => r.body.dump()),
+      pool
+        .request({ path: '/default/b', method: 'POST', headers: ceHeaders(`warm-${i}`), body })
+        .then((r) => r.body.dump()),
     ),
   );
   for (let k = 0; k < 20; k++) {
     await Promise.all(
       Array.from({ length: 100 }, (_, i) =>
-        pool.request({ path: '/default/b', method: 'POST', headers: ceHeaders(`warm-${k}-${i}`), body }).then((r) => r.body.dump()),
+        pool
+          .request({ path: '/default/b', method: 'POST', headers: ceHeaders(`warm-${k}-${i}`), body })
+          .then((r) => r.body.dump()),
       ),
     );
   }

@@ -18,6 +18,8 @@ export const ERRORS = {
   TRELLIS_ERR_METHOD_NOT_ALLOWED: { status: 405, title: 'The method is not allowed on this path' },
   TRELLIS_ERR_PAYLOAD_TOO_LARGE: { status: 413, title: 'The request body is over the size limit' },
   TRELLIS_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The content type or charset is not supported' },
+  TRELLIS_ERR_BROKER_LAGGING: { status: 429, title: "The Broker's subscribers are too far behind" },
+  TRELLIS_ERR_OVERLOADED: { status: 503, title: 'The store is too far behind' },
   TRELLIS_ERR_STORE_UNAVAILABLE: { status: 503, title: 'The store could not make the events durable' },
   TRELLIS_ERR_SHUTTING_DOWN: { status: 503, title: 'The server is shutting down' },
   TRELLIS_ERR_RESOURCE_INVALID: { status: 400, title: 'A resource field breaks a rule' },

@@ -71,6 +71,21 @@ export function runServe(program: Command): void {
         .argParser(duration('--retention')),
     )
     .addOption(
+      new Option(
+        '--max-lag <n>',
+        "a Broker's default lag ceiling: pending deliveries before ingress answers 429",
+      )
+        .env('TRELLIS_MAX_LAG')
+        .default(DEFAULT_CONFIG.maxLag)
+        .argParser(int('--max-lag')),
+    )
+    .addOption(
+      new Option('--max-pending-writes <n>', 'events waiting for the disk before ingress answers 503')
+        .env('TRELLIS_MAX_PENDING_WRITES')
+        .default(DEFAULT_CONFIG.maxPendingWrites)
+        .argParser(int('--max-pending-writes')),
+    )
+    .addOption(
       new Option('--quickstart', "create Broker 'default' and a Trigger that prints every event").env(
         'TRELLIS_QUICKSTART',
       ),
@@ -101,6 +116,8 @@ Examples:
         deliveryTimeoutMs: opts['deliveryTimeout'] as number,
         concurrency: Math.max(1, opts['concurrency'] as number),
         retentionMs: opts['retention'] as number,
+        maxLag: Math.max(1, opts['maxLag'] as number),
+        maxPendingWrites: Math.max(1, opts['maxPendingWrites'] as number),
         files: Array.isArray(files) ? (files as string[]) : typeof files === 'string' ? files.split(',') : [],
         quickstart: opts['quickstart'] === true || opts['quickstart'] === 'true',
         logLevel: opts['logLevel'] as string,

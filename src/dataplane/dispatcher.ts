@@ -7,6 +7,7 @@
 import type { CloudEvent } from '../cloudevents/event.js';
 import { decodeHttp, flattenHeaders } from '../cloudevents/http.js';
 import type { DeliveryState, EventLog, PendingDelivery } from '../store/types.js';
+import { LagCounter } from './lag.js';
 import { backoffMs } from './retry-policy.js';
 import type { Logger, TriggerRoute } from './routes.js';
 import { isRetryable, parseRetryAfter, type Sender, type SendResult } from './sender.js';
@@ -64,6 +65,7 @@ export class Dispatcher {
     readonly ingest: Ingest,
     readonly logger: Logger,
     readonly opts: DispatcherOptions,
+    readonly lag: LagCounter = new LagCounter(),
   ) {}
 
   /**
@@ -90,6 +92,9 @@ export class Dispatcher {
       }
     }
     const counts = await this.state.counts();
+    const lag = new Map<string, number>();
+    for (const r of routes) lag.set(r.broker, (lag.get(r.broker) ?? 0) + (counts.get(r.id) ?? 0));
+    this.lag.reset(lag);
     for (const id of counts.keys()) {
       if (!existing.has(id)) {
         this.logger.info({ subscription: id }, 'removing pending deliveries of a deleted Trigger');
@@ -276,6 +281,7 @@ class SubscriptionWorker {
    * if the process dies first, the delivery is simply made again after the restart (at least once).
    */
   private done(item: Item): void {
+    this.d.lag.sub(this.route.broker, 1);
     this.d.state.complete(this.route.id, item.seq).catch((err: unknown) => {
       this.d.logger.error(
         { err, trigger: this.route.name, seq: item.seq },

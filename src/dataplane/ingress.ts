@@ -6,6 +6,7 @@
 import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
 import type { EventLog } from '../store/types.js';
+import { LagCounter } from './lag.js';
 import type { BrokerRoute } from './routes.js';
 
 /** Knative's default loop guard. */
@@ -14,6 +15,11 @@ export const DEFAULT_TTL = 255;
 export interface IngressHooks {
   /** Called for each stored delivery, so the Trigger's worker can start at once. */
   notify(subscription: string, seq: number, event: CloudEvent): void;
+}
+
+export interface IngressLimits {
+  /** Refuse events (503) while this many are waiting to be made durable. */
+  maxPendingWrites: number;
 }
 
 export class Ingress {
@@ -25,6 +31,8 @@ export class Ingress {
   constructor(
     private readonly log: EventLog,
     private readonly hooks: IngressHooks,
+    readonly lag: LagCounter = new LagCounter(),
+    private readonly limits: IngressLimits = { maxPendingWrites: Number.POSITIVE_INFINITY },
   ) {}
 
   /** Looks a Broker up, or throws the 404 the producer should see. */
@@ -48,6 +56,22 @@ export class Ingress {
         'the server is shutting down; retry on another instance or later',
       );
     const broker = this.route(key);
+    if (this.log.pendingWrites() >= this.limits.maxPendingWrites) {
+      throw new TrellisError(
+        'TRELLIS_ERR_OVERLOADED',
+        `the store is ${this.log.pendingWrites()} events behind; nothing was accepted, retry after the Retry-After delay`,
+        { retryAfter: 1 },
+      );
+    }
+    const lag = this.lag.get(key);
+    if (lag >= broker.maxLag) {
+      throw new TrellisError(
+        'TRELLIS_ERR_BROKER_LAGGING',
+        `Broker ${key} has ${lag} deliveries waiting (its ceiling is ${broker.maxLag}); its subscribers are behind. ` +
+          'Nothing was accepted; retry after the Retry-After delay',
+        { broker: key, lag, maxLag: broker.maxLag, retryAfter: 1 },
+      );
+    }
     const arrival = new Date().toISOString();
     const items = events.map((e) => {
       const ttlRaw = e.attrs['knativebrokerttl'];
@@ -92,6 +116,9 @@ export class Ingress {
       );
     }
     this.accepted += items.length;
+    let stored = 0;
+    for (const it of items) stored += it.deliveries.length;
+    if (stored > 0) this.lag.add(key, stored);
     for (let i = 0; i < items.length; i++) {
       const it = items[i]!;
       for (const sub of it.deliveries) this.hooks.notify(sub, seqs[i]!, it.event);

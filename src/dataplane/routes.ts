@@ -22,6 +22,8 @@ export interface BrokerRoute {
   /** `namespace/name` */
   key: string;
   ready: boolean;
+  /** Ingress answers 429 while this many deliveries of the Broker are pending. */
+  maxLag: number;
   triggers: TriggerRoute[];
 }
 

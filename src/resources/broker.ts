@@ -3,7 +3,21 @@
  * @module
  */
 import { type DeliverySpec, validateDelivery } from './delivery-spec.js';
-import { objectAt } from './validation.js';
+import { invalid, objectAt } from './validation.js';
+
+/** Annotation that sets a Broker's lag ceiling (pending deliveries before ingress answers 429). */
+export const MAX_LAG_ANNOTATION = 'trellis.dev/max-lag';
+
+/** Checks the Trellis annotations a Broker may carry. */
+export function validateBrokerAnnotations(annotations: Record<string, string> | undefined): void {
+  const v = annotations?.[MAX_LAG_ANNOTATION];
+  if (v !== undefined && (!/^[1-9][0-9]*$/.test(v) || !Number.isSafeInteger(Number(v)))) {
+    invalid(
+      `metadata.annotations.${MAX_LAG_ANNOTATION}`,
+      `must be a whole number above 0 (quoted in YAML), got '${v}'`,
+    );
+  }
+}
 
 export interface BrokerSpec {
   /** Knative's reference to a ConfigMap; accepted so Knative YAML applies, and not used. */

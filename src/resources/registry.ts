@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { parseAllDocuments } from 'yaml';
 import { TrellisError } from '../errors.js';
 import { ConflictError, type ResourceObject, type ResourceStore } from '../store/types.js';
+import { validateBrokerAnnotations } from './broker.js';
 import { apiVersionOf, findKind, type KindDef } from './kinds.js';
 import {
   DNS1123_LABEL,
@@ -102,6 +103,7 @@ export class ResourceRegistry {
     const labels = stringMap('metadata.labels', meta['labels']);
     const annotations = stringMap('metadata.annotations', meta['annotations']);
     const expected = meta['resourceVersion'] !== undefined ? String(meta['resourceVersion']) : undefined;
+    if (def.kind === 'Broker') validateBrokerAnnotations(annotations);
     const spec = def.validateSpec(o['spec'], namespace);
 
     const current = await this.store.get(def.kind, namespace, name);

@@ -18,6 +18,10 @@ export interface ServerConfig {
   deliveryTimeoutMs: number;
   /** Deliveries in flight per Trigger. */
   concurrency: number;
+  /** Default ceiling of a Broker's lag (deliveries pending); ingress answers 429 above it. */
+  maxLag: number;
+  /** Ingress answers 503 while this many events wait to be made durable. */
+  maxPendingWrites: number;
   /** Deliveries kept in memory per Trigger beyond those in flight; the rest wait in the store. */
   deliveryBufferSize: number;
   /** How long delivered events are kept, ms (0: removed once every delivery is done). */
@@ -40,6 +44,8 @@ export const DEFAULT_CONFIG: ServerConfig = {
   deliveryTimeoutMs: 30_000,
   concurrency: 100,
   deliveryBufferSize: 1000,
+  maxLag: 1_000_000,
+  maxPendingWrites: 20_000,
   retentionMs: 0,
   shutdownGraceMs: 10_000,
   files: [],

@@ -11,6 +11,7 @@ import { formatEvent } from '../cloudevents/display.js';
 import { decodeHttp } from '../cloudevents/http.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
+import { LagCounter } from '../dataplane/lag.js';
 import { Sender } from '../dataplane/sender.js';
 import { TrellisError } from '../errors.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
@@ -62,7 +63,15 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     maxResponseBytes: cfg.maxBodyBytes,
   });
   let dispatcher: Dispatcher;
-  const ingress = new Ingress(store.events, { notify: (sub, seq, ev) => dispatcher.notify(sub, seq, ev) });
+  const lag = new LagCounter();
+  const ingress = new Ingress(
+    store.events,
+    { notify: (sub, seq, ev) => dispatcher.notify(sub, seq, ev) },
+    lag,
+    {
+      maxPendingWrites: cfg.maxPendingWrites,
+    },
+  );
   dispatcher = new Dispatcher(
     store.events,
     store.deliveries,
@@ -74,6 +83,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       bufferSize: cfg.deliveryBufferSize,
       errorDataBytes: 1024,
     },
+    lag,
   );
 
   const ingest = ingressHandler(ingress, cfg.maxBodyBytes);
@@ -135,7 +145,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
 
   let pendingUpdate: Promise<void> = Promise.resolve();
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
-    const { brokers, triggers } = buildRoutes(snap, cfg.deliveryTimeoutMs);
+    const { brokers, triggers } = buildRoutes(snap, cfg.deliveryTimeoutMs, cfg.maxLag);
     ingress.brokers = brokers;
     const existing = new Set(snap.triggers.map((t) => t.metadata.uid));
     pendingUpdate = pendingUpdate

@@ -8,6 +8,7 @@ import type { RetryPolicy } from '../dataplane/retry-policy.js';
 import type { BrokerRoute, TriggerRoute } from '../dataplane/routes.js';
 import { compileAttributesFilter } from '../filter/attributes.js';
 import type { BrokerSpec } from '../resources/broker.js';
+import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
 import type { DeliverySpec } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
 import { isReady, type Snapshot } from '../resources/reconciler.js';
@@ -41,12 +42,14 @@ function hasFields(d: DeliverySpec | undefined): d is DeliverySpec {
 export function buildRoutes(
   s: Snapshot,
   defaultTimeoutMs: number,
+  defaultMaxLag: number,
 ): { brokers: Map<string, BrokerRoute>; triggers: TriggerRoute[] } {
   const brokers = new Map<string, BrokerRoute>();
   const brokerObjs = new Map<string, ResourceObject>();
   for (const b of s.brokers) {
     const key = `${b.metadata.namespace}/${b.metadata.name}`;
-    brokers.set(key, { key, ready: isReady(b), triggers: [] });
+    const maxLag = Number(b.metadata.annotations?.[MAX_LAG_ANNOTATION] ?? defaultMaxLag);
+    brokers.set(key, { key, ready: isReady(b), maxLag, triggers: [] });
     brokerObjs.set(key, b);
   }
   const triggers: TriggerRoute[] = [];

@@ -34,6 +34,8 @@ export interface EventLog {
   append(items: readonly AppendItem[]): Promise<number[]>;
   /** Reads one stored event by sequence number. */
   getEvent(seq: number): Promise<CloudEvent | undefined>;
+  /** Events handed to `append` and not yet durable: how far the store is behind (ingress backpressure). */
+  pendingWrites(): number;
 }
 
 /** Per-subscription delivery progress: pending deliveries and their retry schedule. */

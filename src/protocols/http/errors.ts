@@ -51,6 +51,7 @@ export function toTrellisError(err: unknown): TrellisError {
 /** Sends an error as JSON, with Retry-After for 503s. */
 export function sendError(reply: FastifyReply, err: unknown): FastifyReply {
   const te = toTrellisError(err);
-  if (te.status === 503) reply.header('retry-after', String(te.details['retryAfter'] ?? 1));
+  if (te.status === 503 || te.status === 429)
+    reply.header('retry-after', String(te.details['retryAfter'] ?? 1));
   return reply.code(te.status).type('application/json').send(te.toJSON());
 }

@@ -26,7 +26,8 @@ export function ingressHandler(
   const fail = (res: ServerResponse, err: unknown) => {
     const te = toTrellisError(err);
     const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8' };
-    if (te.status === 503) headers['retry-after'] = String(te.details['retryAfter'] ?? 1);
+    if (te.status === 503 || te.status === 429)
+      headers['retry-after'] = String(te.details['retryAfter'] ?? 1);
     res.writeHead(te.status, headers).end(JSON.stringify(te.toJSON()));
   };
   return (req, res) => {

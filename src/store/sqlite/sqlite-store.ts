@@ -77,6 +77,8 @@ class SqliteStore implements Store {
   private flushScheduled = false;
   /** Transactions handed to the writer and not yet durable. */
   private readonly inflight = new Set<Promise<void>>();
+  /** Appended events queued or in flight at the writer. */
+  private pendingEvents = 0;
   private closed = false;
   private readonly writer: Writer;
   private readonly watchers = new Set<(e: ResourceEvent) => void>();
@@ -105,6 +107,7 @@ class SqliteStore implements Store {
     this.resourceVersion = rv ? Number(rv.value) : 0;
     this.events = {
       append: (items) => this.enqueueAppend(items),
+      pendingWrites: () => this.pendingEvents,
       getEvent: async (seq) => {
         const row = this.st.getEvent.get(seq) as { attrs: string; data: Buffer | null } | undefined;
         return row ? rowToEvent(row.attrs, row.data) : undefined;
@@ -247,7 +250,24 @@ class SqliteStore implements Store {
       it.event.data ?? null,
       it.deliveries as string[],
     ]);
-    return new Promise((resolve, reject) => this.enqueue({ wire, append: true, resolve, reject }));
+    this.pendingEvents += wire.length;
+    const done = () => {
+      this.pendingEvents -= wire.length;
+    };
+    return new Promise((resolve, reject) =>
+      this.enqueue({
+        wire,
+        append: true,
+        resolve: (seqs) => {
+          done();
+          resolve(seqs);
+        },
+        reject: (err) => {
+          done();
+          reject(err);
+        },
+      }),
+    );
   }
 
   private enqueue(op: Op): void {
