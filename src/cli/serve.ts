@@ -53,6 +53,15 @@ export function runServe(program: Command): void {
         .argParser(int('--max-body-bytes')),
     )
     .addOption(
+      new Option(
+        '--request-timeout <duration>',
+        'a request must arrive whole within this time (408 after it)',
+      )
+        .env('TRELLIS_REQUEST_TIMEOUT')
+        .default(DEFAULT_CONFIG.requestTimeoutMs, 'PT30S')
+        .argParser(duration('--request-timeout')),
+    )
+    .addOption(
       new Option('--delivery-timeout <duration>', 'delivery timeout when a DeliverySpec sets none')
         .env('TRELLIS_DELIVERY_TIMEOUT')
         .default(DEFAULT_CONFIG.deliveryTimeoutMs, 'PT30S')
@@ -114,6 +123,7 @@ Examples:
         publicUrl: opts['publicUrl'] as string | undefined,
         maxBodyBytes: opts['maxBodyBytes'] as number,
         deliveryTimeoutMs: opts['deliveryTimeout'] as number,
+        requestTimeoutMs: Math.max(1000, opts['requestTimeout'] as number),
         concurrency: Math.max(1, opts['concurrency'] as number),
         retentionMs: opts['retention'] as number,
         maxLag: Math.max(1, opts['maxLag'] as number),

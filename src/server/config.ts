@@ -14,6 +14,8 @@ export interface ServerConfig {
   publicUrl?: string | undefined;
   /** Largest request body accepted by ingress, bytes (at least 64 KiB). Env TRELLIS_MAX_BODY_BYTES. */
   maxBodyBytes: number;
+  /** A request must arrive whole (headers and body) within this time, ms. */
+  requestTimeoutMs: number;
   /** Delivery timeout when a DeliverySpec sets none, ms. */
   deliveryTimeoutMs: number;
   /** Deliveries in flight per Trigger. */
@@ -41,6 +43,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   port: 8080,
   dataDir: './.trellis',
   maxBodyBytes: 1024 * 1024,
+  requestTimeoutMs: 30_000,
   deliveryTimeoutMs: 30_000,
   concurrency: 100,
   deliveryBufferSize: 1000,

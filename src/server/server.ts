@@ -4,7 +4,8 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { formatEvent } from '../cloudevents/display.js';
@@ -13,7 +14,7 @@ import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
 import { Sender } from '../dataplane/sender.js';
-import { TrellisError } from '../errors.js';
+import { type ErrorCode, TrellisError } from '../errors.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { sendError } from '../protocols/http/errors.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
@@ -93,10 +94,36 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     routerOptions: { ignoreTrailingSlash: true },
     forceCloseConnections: 'idle',
     // Broker ingress is served before Fastify's routing: it is the hot path.
-    serverFactory: (handler) =>
-      createServer((req, res) => {
-        if (!ingest(req, res)) handler(req, res);
-      }),
+    serverFactory: (handler) => {
+      const server = createServer(
+        {
+          // A request must arrive whole within these bounds (slow-loris senders are cut off).
+          headersTimeout: Math.min(cfg.requestTimeoutMs, 60_000),
+          requestTimeout: cfg.requestTimeoutMs,
+          connectionsCheckingInterval: Math.min(1000, cfg.requestTimeoutMs),
+        },
+        (req, res) => {
+          let mine: boolean;
+          try {
+            mine = ingest(req, res);
+          } catch (err) {
+            // A bug must cost one request, never the process.
+            logger.error({ err, url: req.url }, 'ingress failed on a request');
+            if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
+            res.end(
+              JSON.stringify({
+                code: 'TRELLIS_ERR_INTERNAL',
+                message: `internal error: ${(err as Error).message}`,
+              }),
+            );
+            return;
+          }
+          if (!mine) handler(req, res);
+        },
+      );
+      server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket));
+      return server;
+    },
   });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -212,6 +239,33 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       return closing;
     },
   };
+}
+
+/**
+ * Requests Node's HTTP parser rejects (bad request line or headers, headers over 16 KiB, timeouts) get the
+ * same JSON error body as everything else, then the connection is closed.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || (socket as Duplex & { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy();
+    return;
+  }
+  let status = 400;
+  let code: ErrorCode = 'TRELLIS_ERR_BAD_REQUEST';
+  let message = `the request is not valid HTTP/1.1 (${err.code ?? err.message})`;
+  if (err.code === 'HPE_HEADER_OVERFLOW') {
+    status = 431;
+    code = 'TRELLIS_ERR_HEADERS_TOO_LARGE';
+    message = 'the request headers are over 16 KiB; send large attributes as data instead';
+  } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    status = 408;
+    code = 'TRELLIS_ERR_REQUEST_TIMEOUT';
+    message = 'the request did not arrive whole in time';
+  }
+  const body = JSON.stringify({ code, message });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 async function applyQuickstart(registry: ResourceRegistry, publicUrl: string): Promise<void> {

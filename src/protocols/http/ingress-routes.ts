@@ -25,17 +25,23 @@ export function ingressHandler(
 ): (req: IncomingMessage, res: ServerResponse) => boolean {
   const fail = (res: ServerResponse, err: unknown) => {
     const te = toTrellisError(err);
-    const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8' };
+    const body = JSON.stringify(te.toJSON());
+    const headers: Record<string, string> = {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': String(Buffer.byteLength(body)),
+    };
     if (te.status === 503 || te.status === 429)
       headers['retry-after'] = String(te.details['retryAfter'] ?? 1);
-    res.writeHead(te.status, headers).end(JSON.stringify(te.toJSON()));
+    res.writeHead(te.status, headers).end(body);
   };
   return (req, res) => {
     if (req.method !== 'POST') return false;
     if (!ingress.accepting) res.shouldKeepAlive = false;
     const m = BROKER_PATH.exec(req.url ?? '');
     if (m === null || m[1] === 'apis') return false;
-    const key = `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}`;
+    // Namespaces and Broker names are DNS labels: nothing in them is percent-encoded, so the path is
+    // used as it is (a '%' in it simply names no Broker).
+    const key = `${m[1]!}/${m[2]!}`;
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > maxBodyBytes) {
       fail(res, tooLarge(maxBodyBytes));
@@ -91,6 +97,12 @@ function tooLarge(limit: number): TrellisError {
 /** OPTIONS (the CloudEvents webhook handshake, http-webhook.md §4) and 405 for methods other than POST. */
 export function registerIngressRoutes(app: FastifyInstance): void {
   app.all<{ Params: { namespace: string; broker: string } }>('/:namespace/:broker', async (req, reply) => {
+    if (req.params.namespace === 'apis') {
+      return sendError(
+        reply,
+        new TrellisError('TRELLIS_ERR_ROUTE_NOT_FOUND', `no route for ${req.method} ${req.url}`),
+      );
+    }
     if (req.method === 'OPTIONS') {
       const origin = req.headers['webhook-request-origin'];
       reply.header('allow', ALLOW);
