@@ -224,7 +224,11 @@ it(`survives ${CASES} malformed requests and slow-loris senders, delivering ever
         () => (i < head.length && !sock.destroyed ? sock.write(head[i++]!) : undefined),
         200,
       );
-      return { state, stop: () => (clearInterval(t), sock.destroy()) };
+      const stop = () => {
+        clearInterval(t);
+        sock.destroy();
+      };
+      return { state, stop };
     });
     const seed = Number(process.env['TRELLIS_FUZZ_SEED'] ?? 20261130);
     const r = prng(seed);
