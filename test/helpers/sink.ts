@@ -22,7 +22,10 @@ export interface Sink {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-export async function startSink(respond: Responder = (_r, res) => res.writeHead(202).end()): Promise<Sink> {
+export async function startSink(
+  respond: Responder = (_r, res) => res.writeHead(202).end(),
+  port = 0,
+): Promise<Sink> {
   const received: Received[] = [];
   const waiters: { n: number; resolve: () => void }[] = [];
   const sink = { respond } as Sink;
@@ -49,15 +52,15 @@ export async function startSink(respond: Responder = (_r, res) => res.writeHead(
       }
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  const bound = (server.address() as AddressInfo).port;
   const close = () =>
     new Promise<void>((r) => {
       server.closeAllConnections();
       server.close(() => r());
     });
   return Object.assign(sink, {
-    url: `http://127.0.0.1:${port}/`,
+    url: `http://127.0.0.1:${bound}/`,
     received,
     waitFor(n: number, ms = 10_000) {
       if (received.length >= n) return Promise.resolve(received);
