@@ -34,7 +34,13 @@ export function parseDocuments(text: string): unknown[] {
         `document ${i + 1}${pos ? ` line ${pos.line} column ${pos.col}` : ''}: ${e.message.split('\n')[0]}`,
       );
     }
-    const v = d.toJS({ maxAliasCount: 100 }) as unknown;
+    let v: unknown;
+    try {
+      v = d.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      // e.g. an alias bomb ("billion laughs"), refused by the alias limit
+      throw new TrellisError('TRELLIS_ERR_RESOURCE_PARSE', `document ${i + 1}: ${(err as Error).message}`);
+    }
     if (v !== null && v !== undefined) out.push(v);
   }
   return out;
