@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { startLoad } from './helpers/load.js';
 import { serve } from './helpers/process.js';
+import { peakRssMiB, report } from './helpers/report.js';
 import { startSink } from './helpers/sink.js';
 
 const CYCLES = Number(process.env['TRELLIS_CRASH_CYCLES'] ?? 5);
@@ -29,8 +30,10 @@ it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
   let server = await serve(args);
   const load = startLoad(server.url, { concurrency: 32, prefix: 'ev', types: ['even', 'odd'] });
   try {
+    let rss = 0;
     for (let i = 0; i < CYCLES; i++) {
       await new Promise((r) => setTimeout(r, 300 + Math.random() * 700));
+      rss = Math.max(rss, peakRssMiB(server.child.pid!));
       server.child.kill('SIGKILL');
       await server.exited();
       server = await serve(args);
@@ -62,6 +65,16 @@ it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
       `crash test: ${CYCLES} kill -9 cycles, sent ${load.sent}, acknowledged ${acked.length}, ` +
         `delivered ${a.received.length + b.received.length}, lost 0, duplicated ${dupA + dupB}`,
     );
+    report({
+      scenario: `crash: ${CYCLES} x kill -9 under load, 2 Triggers`,
+      sent: load.sent,
+      acknowledged: acked.length,
+      delivered: a.received.length + b.received.length,
+      duplicated: dupA + dupB,
+      lost: 0,
+      deadLettered: 0,
+      peakRssMiB: Math.max(rss, peakRssMiB(server.child.pid!)),
+    });
     expect(acked.length).toBeGreaterThan(CYCLES * 100);
   } finally {
     await load.stop().catch(() => undefined);

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import { report } from './helpers/report.js';
 import { broker, ceHeaders, testServer, trigger } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
@@ -56,6 +57,16 @@ it.skipIf(!mounted)(
       await sink.waitFor(acked.length);
       const got = new Set(sink.received.map((r) => String(r.event.attrs['id'])));
       expect(acked.filter((id) => !got.has(id))).toEqual([]);
+      report({
+        scenario: 'disk full (3 MiB tmpfs), then room again (in-process: RSS of the test)',
+        sent: acked.length + 1,
+        acknowledged: acked.length,
+        delivered: sink.received.length,
+        duplicated: sink.received.length - got.size,
+        lost: 0,
+        deadLettered: 0,
+        peakRssMiB: Math.round(process.memoryUsage().rss / 1048576),
+      });
     } finally {
       await s.close();
       execFileSync('umount', ['-l', dir]);

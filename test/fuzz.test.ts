@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { serve } from './helpers/process.js';
+import { peakRssMiB, report } from './helpers/report.js';
 import { startSink } from './helpers/sink.js';
 
 const CASES = Number(process.env['TRELLIS_FUZZ_CASES'] ?? 400);
@@ -284,6 +285,16 @@ it(`survives ${CASES} malformed requests and slow-loris senders, delivering ever
       `fuzz: seed ${seed}, ${CASES} malformed requests (${answered} complete, all 4xx with a code), ${validIds.length} valid events delivered, server RSS ${rss.toFixed(0)} MiB`,
     );
     expect(rss).toBeLessThan(400);
+    report({
+      scenario: `bad input: ${CASES} malformed requests, 20 slow-loris connections`,
+      sent: CASES + validIds.length,
+      acknowledged: validIds.length,
+      delivered: sink.received.length,
+      duplicated: sink.received.length - validIds.length,
+      lost: 0,
+      deadLettered: 0,
+      peakRssMiB: peakRssMiB(server.child.pid!),
+    });
     expect(server.child.exitCode).toBeNull();
   } finally {
     if (server.child.exitCode !== null) console.log(`the server exited:\n${server.output()}`);

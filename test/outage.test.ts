@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { serve } from './helpers/process.js';
+import { peakRssMiB, report } from './helpers/report.js';
 import { type Sink, startSink } from './helpers/sink.js';
 
 async function freePort(): Promise<number> {
@@ -79,6 +80,17 @@ it('every event is delivered after an outage, or dead-lettered once retries run 
         `outage: 200 events; flaky (503 for ${outageMs} ms): 200 delivered after ${flaky.received.length - 200} failed attempts; ` +
           `refused: 200 delivered; never: 200 dead-lettered after 600 attempts`,
       );
+      report({
+        scenario: 'subscriber outage: 503 for 1.5 s, refused for 1.5 s, never up (dead letter)',
+        sent: 200,
+        acknowledged: 200,
+        delivered: 400,
+        duplicated:
+          later.received.length - 200 + (flaky.received.filter((r) => r.at - start >= outageMs).length - 200),
+        lost: 0,
+        deadLettered: dls.received.length,
+        peakRssMiB: peakRssMiB(server.child.pid!),
+      });
     } finally {
       await later.close();
     }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { startLoad } from './helpers/load.js';
 import { serve } from './helpers/process.js';
+import { peakRssMiB, report } from './helpers/report.js';
 import { startSink } from './helpers/sink.js';
 
 it('SIGTERM under load exits 0; after a restart every acknowledged event is delivered', {
@@ -23,6 +24,7 @@ it('SIGTERM under load exits 0; after a restart every acknowledged event is deli
     const first = await serve(args);
     const load = startLoad(first.url, { concurrency: 16, prefix: 'sd', types: ['t'] });
     await new Promise((r) => setTimeout(r, 1500));
+    const rss = peakRssMiB(first.child.pid!);
     first.child.kill('SIGTERM');
     const { code } = await first.exited();
     await load.stop();
@@ -37,6 +39,17 @@ it('SIGTERM under load exits 0; after a restart every acknowledged event is deli
           timeout: 30_000,
         })
         .toBe(0);
+      const got = new Set(sink.received.map((r) => String(r.event.attrs['id'])));
+      report({
+        scenario: 'graceful shutdown: SIGTERM under load, then restart',
+        sent: load.sent,
+        acknowledged: acked.length,
+        delivered: sink.received.length,
+        duplicated: sink.received.length - got.size,
+        lost: 0,
+        deadLettered: 0,
+        peakRssMiB: Math.max(rss, peakRssMiB(second.child.pid!)),
+      });
     } finally {
       second.child.kill('SIGTERM');
       await second.exited();
