@@ -170,6 +170,10 @@ if (!only || only === 'ingress') {
 // 3. end to end at a fixed rate, Trellis and then the relay baseline (bench/relay-server.mjs). The
 // subscriber runs in its own process (bench/sink-server.mjs) and measures latency from the send time.
 async function fixedRate(url, sinkUrl, label, getRss) {
+  return fixedRateAt(RATE, url, sinkUrl, label, getRss);
+}
+
+async function fixedRateAt(RATE, url, sinkUrl, label, getRss) {
   const pool = new Pool(url, { connections: 256 }); // enough that the generator, not the pool, sets the rate
   // Warm-up, not measured: open the connections (a burst of new connections can overflow the listen
   // backlog, and a dropped SYN costs a 1 s retransmit), and let the JIT settle.
@@ -267,6 +271,30 @@ if (!only || only === 'e2e') {
     row('end-to-end ratio trellis/relay', ours / base, '', '(floor: trellis sustains 5,000 events/s)');
   }
   await stop(sink);
+}
+
+// 4. isolation: the same end-to-end run at a rate above what one process delivers, once with one healthy
+// Trigger and once with a second Trigger whose subscriber never answers (30 s timeout). The healthy
+// Trigger's delivery rate should drop by less than 10%.
+if (only === 'isolation' || (!only && process.env.BENCH_ISOLATION !== '0')) {
+  const rate = Number(process.env.BENCH_ISOLATION_RATE ?? 6000);
+  console.log(`isolation: ${rate} events/s offered for ${DURATION} s; healthy Trigger alone, then beside a hanging one`);
+  const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
+  const hang = await start(['-e', "const s=require('node:http').createServer(()=>{}).listen(0,'127.0.0.1',()=>console.log('listening on http://127.0.0.1:'+s.address().port+'/'))"], /listening on (\S+)/);
+  const trig = (name, uri) =>
+    `---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: ${name}\nspec:\n  broker: b\n  subscriber:\n    uri: ${uri}\n  delivery:\n    timeout: PT30S\n`;
+  const rates = [];
+  for (const withHang of [false, true]) {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+    const t = await trellis(dir, `${BROKER}${trig('healthy', sink.url)}${withHang ? trig('hangs', hang.url) : ''}`);
+    const r = await fixedRateAt(rate, t.url, sink.url, withHang ? 'healthy beside a hanging Trigger' : 'healthy Trigger alone');
+    rates.push(r);
+    await stop(t);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  await stop(hang);
+  await stop(sink);
+  row('isolation: healthy rate with a hanging neighbour / alone', rates[1] / rates[0], '', '(goal: above 0.9)');
 }
 
 if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));
