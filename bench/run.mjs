@@ -278,23 +278,44 @@ if (!only || only === 'e2e') {
 // Trigger's delivery rate should drop by less than 10%.
 if (only === 'isolation' || (!only && process.env.BENCH_ISOLATION !== '0')) {
   const rate = Number(process.env.BENCH_ISOLATION_RATE ?? 6000);
-  console.log(`isolation: ${rate} events/s offered for ${DURATION} s; healthy Trigger alone, then beside a hanging one`);
+  console.log(
+    `isolation: ${rate} events/s offered for ${DURATION} s; healthy Trigger alone, then beside a hanging one`,
+  );
   const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
-  const hang = await start(['-e', "const s=require('node:http').createServer(()=>{}).listen(0,'127.0.0.1',()=>console.log('listening on http://127.0.0.1:'+s.address().port+'/'))"], /listening on (\S+)/);
+  const hang = await start(
+    [
+      '-e',
+      "const s=require('node:http').createServer(()=>{}).listen(0,'127.0.0.1',()=>console.log('listening on http://127.0.0.1:'+s.address().port+'/'))",
+    ],
+    /listening on (\S+)/,
+  );
   const trig = (name, uri) =>
     `---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: ${name}\nspec:\n  broker: b\n  subscriber:\n    uri: ${uri}\n  delivery:\n    timeout: PT30S\n`;
   const rates = [];
   for (const withHang of [false, true]) {
     const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
-    const t = await trellis(dir, `${BROKER}${trig('healthy', sink.url)}${withHang ? trig('hangs', hang.url) : ''}`);
-    const r = await fixedRateAt(rate, t.url, sink.url, withHang ? 'healthy beside a hanging Trigger' : 'healthy Trigger alone');
+    const t = await trellis(
+      dir,
+      `${BROKER}${trig('healthy', sink.url)}${withHang ? trig('hangs', hang.url) : ''}`,
+    );
+    const r = await fixedRateAt(
+      rate,
+      t.url,
+      sink.url,
+      withHang ? 'healthy beside a hanging Trigger' : 'healthy Trigger alone',
+    );
     rates.push(r);
     await stop(t);
     rmSync(dir, { recursive: true, force: true });
   }
   await stop(hang);
   await stop(sink);
-  row('isolation: healthy rate with a hanging neighbour / alone', rates[1] / rates[0], '', '(goal: above 0.9)');
+  row(
+    'isolation: healthy rate with a hanging neighbour / alone',
+    rates[1] / rates[0],
+    '',
+    '(goal: above 0.9)',
+  );
 }
 
 if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));

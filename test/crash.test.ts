@@ -14,7 +14,7 @@ import { startSink } from './helpers/sink.js';
 const CYCLES = Number(process.env['TRELLIS_CRASH_CYCLES'] ?? 5);
 
 it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
-  timeout: 120_000,
+  timeout: 60_000 + CYCLES * 15_000,
 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'trellis-crash-'));
   await using a = await startSink();

@@ -200,7 +200,7 @@ function rssMiB(pid: number): number {
 }
 
 it(`survives ${CASES} malformed requests and slow-loris senders, delivering every valid event`, {
-  timeout: 120_000,
+  timeout: 60_000 + CASES * 50,
 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'trellis-fuzz-'));
   await using sink = await startSink();
