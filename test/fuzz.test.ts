@@ -8,22 +8,12 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import { prng } from './helpers/prng.js';
 import { serve } from './helpers/process.js';
 import { peakRssMiB, report } from './helpers/report.js';
 import { startSink } from './helpers/sink.js';
 
 const CASES = Number(process.env['TRELLIS_FUZZ_CASES'] ?? 400);
-
-/** mulberry32: a small seeded PRNG, so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Case {
   name: string;
