@@ -28,11 +28,14 @@ it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
   );
   const args = ['--data-dir', join(dir, 'data'), '-f', file];
   let server = await serve(args);
-  const load = startLoad(server.url, { concurrency: 32, prefix: 'ev', types: ['even', 'odd'] });
+  const load = startLoad(server.url, { concurrency: 64, prefix: 'ev', types: ['even', 'odd'] });
   try {
     let rss = 0;
+    let upMs = 0;
     for (let i = 0; i < CYCLES; i++) {
-      await new Promise((r) => setTimeout(r, 300 + Math.random() * 700));
+      const wait = 500 + Math.random() * 1500;
+      upMs += wait;
+      await new Promise((r) => setTimeout(r, wait));
       rss = Math.max(rss, peakRssMiB(server.child.pid!));
       server.child.kill('SIGKILL');
       await server.exited();
@@ -40,6 +43,7 @@ it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
       load.retarget(server.url);
     }
     await new Promise((r) => setTimeout(r, 300));
+    upMs += 300;
     await load.stop();
     const acked = [...load.acked];
     const oddAcked = acked.filter((id) => Number(id.split('-')[1]) % 2 === 1);
@@ -63,7 +67,8 @@ it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
     const dupB = [...count(b).values()].reduce((s, n) => s + n - 1, 0);
     console.log(
       `crash test: ${CYCLES} kill -9 cycles, sent ${load.sent}, acknowledged ${acked.length}, ` +
-        `delivered ${a.received.length + b.received.length}, lost 0, duplicated ${dupA + dupB}`,
+        `delivered ${a.received.length + b.received.length}, lost 0, duplicated ${dupA + dupB}; ` +
+        `${Math.round(acked.length / (upMs / 1000))} acknowledged/s while up`,
     );
     report({
       scenario: `crash: ${CYCLES} x kill -9 under load, 2 Triggers`,
