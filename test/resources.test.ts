@@ -61,10 +61,24 @@ describe('validation names the field and the rule', () => {
     ['bad name', broker('Bad_Name'), 'metadata.name', /DNS-1123/],
     ['unknown field', broker('b', { colour: 'red' }), 'spec.colour', /unknown field/],
     [
-      'filters dialect not yet',
-      trigger('t', { broker: 'b', filters: [{ exact: { type: 'x' } }], subscriber: { uri: 'http://x/' } }),
-      'spec.filters',
-      /not supported yet/,
+      'filters: two dialects in one entry',
+      trigger('t', {
+        broker: 'b',
+        filters: [{ exact: { type: 'x' }, prefix: { type: 'y' } }],
+        subscriber: { uri: 'http://x/' },
+      }),
+      'spec.filters[0]',
+      /exactly one dialect/,
+    ],
+    [
+      'filters: CESQL that does not parse',
+      trigger('t', {
+        broker: 'b',
+        filters: [{ all: [{ cesql: "type = 'a' AND" }] }],
+        subscriber: { uri: 'http://x/' },
+      }),
+      'spec.filters[0].all[0].cesql',
+      /position 14/,
     ],
   ];
   for (const [name, doc, field, rule] of cases) {

@@ -100,8 +100,7 @@ export class Ingress {
       e.attrs['knativebrokerttl'] = ttl;
       e.attrs['knativearrivaltime'] = arrival;
       const event = e;
-      const deliveries: string[] = [];
-      for (const t of broker.triggers) if (t.predicate(event)) deliveries.push(t.id);
+      const deliveries = broker.index.match(event);
       return { stream: key, event, deliveries };
     });
     let seqs: number[];

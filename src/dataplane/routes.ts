@@ -3,8 +3,15 @@
  * policies. Built by the composition root from resources; read by ingress and dispatcher per event.
  * @module
  */
+import type { CloudEvent } from '../cloudevents/event.js';
 import type { Predicate } from '../filter/attributes.js';
 import type { RetryPolicy } from './retry-policy.js';
+
+/** An exact constraint every event of a Trigger must meet, used to find candidate Triggers by lookup. */
+export interface Anchor {
+  attribute: string;
+  value: string;
+}
 
 export interface TriggerRoute {
   /** The Trigger's uid: its subscription id in the store. */
@@ -14,6 +21,8 @@ export interface TriggerRoute {
   /** `namespace/broker` */
   broker: string;
   predicate: Predicate;
+  /** Set when the filter requires an exact attribute value: the Trigger is found by lookup. */
+  anchor?: Anchor | undefined;
   subscriberUri: string;
   policy: RetryPolicy;
 }
@@ -25,6 +34,45 @@ export interface BrokerRoute {
   /** Ingress answers 429 while this many deliveries of the Broker are pending. */
   maxLag: number;
   triggers: TriggerRoute[];
+  /** Finds the Triggers an event matches; built once when resources change. */
+  index: TriggerIndex;
+}
+
+/**
+ * A Broker's Triggers indexed by an exact attribute value their filter requires (`type` first): an event
+ * is checked only against the Triggers its own values select, plus those without such a constraint. The
+ * cost per event follows the number of candidate Triggers, not the number of Triggers.
+ */
+export class TriggerIndex {
+  private readonly byAttr = new Map<string, Map<string, TriggerRoute[]>>();
+  private readonly rest: TriggerRoute[] = [];
+
+  constructor(triggers: readonly TriggerRoute[]) {
+    for (const t of triggers) {
+      if (t.anchor === undefined) {
+        this.rest.push(t);
+        continue;
+      }
+      let m = this.byAttr.get(t.anchor.attribute);
+      if (m === undefined) this.byAttr.set(t.anchor.attribute, (m = new Map()));
+      const list = m.get(t.anchor.value);
+      if (list === undefined) m.set(t.anchor.value, [t]);
+      else list.push(t);
+    }
+  }
+
+  /** The ids of the Triggers whose filter passes the event. */
+  match(e: CloudEvent): string[] {
+    const out: string[] = [];
+    for (const [attr, m] of this.byAttr) {
+      const v = e.attrs[attr];
+      if (v === undefined) continue;
+      const list = m.get(typeof v === 'string' ? v : String(v));
+      if (list !== undefined) for (const t of list) if (t.predicate(e)) out.push(t.id);
+    }
+    for (const t of this.rest) if (t.predicate(e)) out.push(t.id);
+    return out;
+  }
 }
 
 /** Minimal structured logger (pino's shape). */

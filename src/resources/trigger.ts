@@ -3,6 +3,7 @@
  * @module
  */
 import { FILTER_KEY } from '../filter/attributes.js';
+import { FilterError, type SubscriptionsFilter, validateFilters } from '../filter/dialect.js';
 import {
   type DeliverySpec,
   type Destination,
@@ -14,6 +15,8 @@ import { DNS1123_SUBDOMAIN, describe, invalid, isObject, objectAt, stringAt } fr
 export interface TriggerSpec {
   broker: string;
   filter?: { attributes?: Record<string, string> };
+  /** Knative's filters dialect; when non-empty it overrides filter.attributes. */
+  filters?: SubscriptionsFilter[];
   subscriber: Destination;
   delivery?: DeliverySpec;
 }
@@ -29,8 +32,14 @@ export function validateTriggerSpec(spec: unknown, namespace: string): Record<st
     broker,
     subscriber: validateDestination('spec.subscriber', o['subscriber'], namespace),
   };
-  if (Array.isArray(o['filters']) && o['filters'].length > 0) {
-    invalid('spec.filters', 'the filters dialect is not supported yet; use spec.filter.attributes');
+  if (o['filters'] !== undefined && o['filters'] !== null) {
+    try {
+      const filters = validateFilters('spec.filters', o['filters']);
+      if (filters.length > 0) out.filters = filters;
+    } catch (err) {
+      if (err instanceof FilterError) invalid(err.path, err.rule);
+      throw err;
+    }
   }
   const filter = objectAt('spec.filter', o['filter'], ['attributes'], true);
   if (filter !== undefined) {

@@ -5,8 +5,9 @@
  */
 
 import type { RetryPolicy } from '../dataplane/retry-policy.js';
-import type { BrokerRoute, TriggerRoute } from '../dataplane/routes.js';
+import { type Anchor, type BrokerRoute, TriggerIndex, type TriggerRoute } from '../dataplane/routes.js';
 import { compileAttributesFilter } from '../filter/attributes.js';
+import { compileFilters } from '../filter/dialect.js';
 import type { BrokerSpec } from '../resources/broker.js';
 import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
 import type { DeliverySpec } from '../resources/delivery-spec.js';
@@ -49,7 +50,7 @@ export function buildRoutes(
   for (const b of s.brokers) {
     const key = `${b.metadata.namespace}/${b.metadata.name}`;
     const maxLag = Number(b.metadata.annotations?.[MAX_LAG_ANNOTATION] ?? defaultMaxLag);
-    brokers.set(key, { key, ready: isReady(b), maxLag, triggers: [] });
+    brokers.set(key, { key, ready: isReady(b), maxLag, triggers: [], index: new TriggerIndex([]) });
     brokerObjs.set(key, b);
   }
   const triggers: TriggerRoute[] = [];
@@ -82,12 +83,28 @@ export function buildRoutes(
       namespace: t.metadata.namespace,
       name: t.metadata.name,
       broker: key,
-      predicate: compileAttributesFilter(spec.filter?.attributes),
+      predicate: spec.filters
+        ? compileFilters(spec.filters)
+        : compileAttributesFilter(spec.filter?.attributes),
+      anchor: anchorOf(spec),
       subscriberUri: t.status?.['subscriberUri'] as string,
       policy,
     };
     broker.triggers.push(route);
     triggers.push(route);
   }
+  for (const b of brokers.values()) b.index = new TriggerIndex(b.triggers);
   return { brokers, triggers };
+}
+
+/** An exact value the Trigger's filter requires (type preferred), so the index can find it by lookup. */
+export function anchorOf(spec: TriggerSpec): Anchor | undefined {
+  const exact: Record<string, string> = {};
+  if (spec.filters) {
+    for (const f of spec.filters) if ('exact' in f) Object.assign(exact, f.exact);
+  } else {
+    for (const [k, v] of Object.entries(spec.filter?.attributes ?? {})) if (v !== '') exact[k] = v;
+  }
+  const attribute = 'type' in exact ? 'type' : 'source' in exact ? 'source' : Object.keys(exact)[0];
+  return attribute === undefined ? undefined : { attribute, value: exact[attribute]! };
 }
