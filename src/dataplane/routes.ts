@@ -54,7 +54,10 @@ export class TriggerIndex {
         continue;
       }
       let m = this.byAttr.get(t.anchor.attribute);
-      if (m === undefined) this.byAttr.set(t.anchor.attribute, (m = new Map()));
+      if (m === undefined) {
+        m = new Map();
+        this.byAttr.set(t.anchor.attribute, m);
+      }
       const list = m.get(t.anchor.value);
       if (list === undefined) m.set(t.anchor.value, [t]);
       else list.push(t);
