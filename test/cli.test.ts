@@ -113,6 +113,21 @@ spec:
     expect(got!.event.data?.toString()).toBe('{"n":1}');
   });
 
+  it('explain says whether a Trigger gets an event, and which clause rejects it', async () => {
+    const yes = await cli(['explain', 'trigger', 'orders', '--type', 'order.created']);
+    expect(yes.code).toBe(0);
+    expect(yes.stdout).toContain('filter: spec.filter.attributes');
+    expect(yes.stdout).toContain('MATCH');
+    const no = await cli(['explain', 'trigger', 'orders', '--type', 'order.cancelled']);
+    expect(no.code).toBe(2);
+    expect(no.stdout).toContain(
+      "NO MATCH: spec.filter.attributes: attribute 'type' is 'order.cancelled', the filter wants 'order.created'",
+    );
+    const file = join(dir, 'event.json');
+    writeFileSync(file, JSON.stringify({ specversion: '1.0', id: 'x', source: '/s', type: 'order.created' }));
+    expect((await cli(['explain', 'trigger', 'orders', '--event-file', file])).code).toBe(0);
+  });
+
   it('explains errors and exits 1', async () => {
     const bad = join(dir, 'bad.yaml');
     writeFileSync(
@@ -159,7 +174,7 @@ spec:
   });
 
   it('has --help with examples on every command', async () => {
-    for (const cmd of ['serve', 'apply', 'get', 'describe', 'delete', 'send', 'display']) {
+    for (const cmd of ['serve', 'apply', 'get', 'describe', 'delete', 'send', 'display', 'explain']) {
       const r = await run([cmd, '--help']);
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(/Example/);

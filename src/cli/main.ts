@@ -13,6 +13,7 @@ import { findKind, KINDS } from '../resources/kinds.js';
 import { parseDocuments } from '../resources/registry.js';
 import { isObject } from '../resources/validation.js';
 import { runDisplay } from './display.js';
+import { registerExplain } from './explain.js';
 import { formatDescribe, formatObject, formatTable } from './format.js';
 import { runServe } from './serve.js';
 
@@ -284,6 +285,8 @@ Examples:
         fail(err);
       }
     });
+
+  registerExplain(program, serverOption, nsOption);
 
   program
     .command('display')
