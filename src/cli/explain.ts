@@ -80,7 +80,7 @@ export function registerExplain(program: Command, serverOption: () => Option, ns
     )
     .action(async (kind: string, name: string, opts: Record<string, string | string[] | undefined>) => {
       const def = findKind(kind);
-      if (!def || def.kind !== 'Trigger')
+      if (def?.kind !== 'Trigger' || !def)
         throw new InvalidArgumentError(`explain works on a trigger, not '${kind}'`);
       let e: CloudEvent;
       if (opts['eventFile']) e = readEvent(String(opts['eventFile']));
