@@ -318,4 +318,95 @@ if (only === 'isolation' || (!only && process.env.BENCH_ISOLATION !== '0')) {
   );
 }
 
+// 5. filters: nanoseconds per evaluation of compiled filters, and ingress into a Broker with 10,000
+// Triggers (distinct exact types, one of which matches) against a Broker with one Trigger.
+if (!only || only === 'filters') {
+  const { compileAttributesFilter } = await import('../dist/filter/attributes.js');
+  const { compileFilters } = await import('../dist/filter/dialect.js');
+  console.log('filters: ns per evaluation of a compiled filter on a matching event');
+  const e = {
+    attrs: {
+      specversion: '1.0',
+      id: '1',
+      source: '/shop/eu',
+      type: 'order.created',
+      subject: 'o-1',
+      amount: '150',
+      region: 'eu',
+    },
+  };
+  const time = (fn) => {
+    for (let i = 0; i < 100000; i++) fn(e);
+    const n = 1000000;
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) fn(e);
+    return Number(process.hrtime.bigint() - t0) / n;
+  };
+  row(
+    'exact (filter.attributes type)',
+    time(compileAttributesFilter({ type: 'order.created' })),
+    'ns/op',
+    "(Knative's Go exact filter: about 425 ns/op)",
+  );
+  row('prefix (filters)', time(compileFilters([{ prefix: { type: 'order.' } }])), 'ns/op');
+  row(
+    "CESQL simple: type = 'order.created'",
+    time(compileFilters([{ cesql: "type = 'order.created'" }])),
+    'ns/op',
+  );
+  row(
+    'CESQL complex',
+    time(
+      compileFilters([
+        {
+          cesql:
+            "type LIKE 'order.%' AND INT(amount) > 100 AND region IN ('eu', 'us') AND NOT (subject LIKE '%.test')",
+        },
+      ]),
+    ),
+    'ns/op',
+  );
+
+  const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
+  const matching = `---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: match\nspec:\n  broker: b\n  filter:\n    attributes:\n      type: bench.event\n  subscriber:\n    uri: ${sink.url}\n`;
+  let many = '';
+  for (let i = 0; i < 9999; i++) {
+    many += `---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t${i}\nspec:\n  broker: b\n  filter:\n    attributes:\n      type: other.${i}\n  subscriber:\n    uri: ${sink.url}\n`;
+  }
+  const rssNow = (pid) => {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : Number.NaN;
+  };
+  const result = {};
+  for (const [label, yaml] of [
+    ['1 Trigger', `${BROKER}${matching}`],
+    ['10,000 Triggers', `${BROKER}${matching}${many}`],
+  ]) {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+    const t0 = Date.now();
+    const t = await trellis(dir, yaml);
+    const startup = (Date.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 1000));
+    const rss = rssNow(t.child.pid);
+    const r = await cannon(`${t.url}/default/b`);
+    await stop(t);
+    rmSync(dir, { recursive: true, force: true });
+    result[label] = { rate: r.requests.average, rss };
+    row(
+      `ingress into a Broker with ${label}`,
+      r.requests.average,
+      'events/s',
+      `(start-up ${startup.toFixed(1)} s, RSS at rest ${rss.toFixed(0)} MiB)`,
+    );
+  }
+  await stop(sink);
+  row(
+    'throughput ratio 10,000 Triggers / 1 Trigger',
+    result['10,000 Triggers'].rate / result['1 Trigger'].rate,
+    '',
+    '(floor 0.8)',
+  );
+  row('memory per Trigger', ((result['10,000 Triggers'].rss - result['1 Trigger'].rss) * 1024) / 9999, 'KiB');
+}
+
 if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));

@@ -3,6 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ERRORS } from '../src/errors.js';
+import { compileFilters, validateFilters } from '../src/filter/dialect.js';
 import { parseDocuments } from '../src/resources/registry.js';
 import { testServer } from './helpers/server.js';
 import { ROOT } from './helpers/shared.js';
@@ -38,6 +39,27 @@ describe('docs', () => {
         status: 'True',
       });
     }
+  });
+
+  it('the filter examples in docs/filters.md select the events the page says', () => {
+    const load = (f: string) => {
+      const doc = parseDocuments(readFileSync(join(ROOT, 'docs', 'examples', f), 'utf8'))[0] as {
+        spec: { filters: unknown };
+      };
+      return compileFilters(validateFilters('spec.filters', doc.spec.filters));
+    };
+    const e = (attrs: Record<string, string>) => ({ attrs: { specversion: '1.0', id: '1', ...attrs } });
+    const big = load('filters-dialect.yaml');
+    expect(big(e({ type: 'order.created', source: '/shop/eu/checkout', amount: '150' }))).toBe(true);
+    expect(big(e({ type: 'order.created', source: '/shop/eu/checkout', amount: '50' }))).toBe(false);
+    expect(big(e({ type: 'order.created', source: '/shop/asia/checkout', amount: '150' }))).toBe(false);
+    expect(
+      big(e({ type: 'order.created', source: '/shop/us/checkout', amount: '150', subject: 'o1.test' })),
+    ).toBe(false);
+    const eu = load('filters-sql.yaml');
+    expect(eu(e({ type: 'user.created', source: '/s', region: 'eu-west', email: 'a@b' }))).toBe(true);
+    expect(eu(e({ type: 'user.created', source: '/s', region: 'eu-west' }))).toBe(false);
+    expect(eu(e({ type: 'user.created', source: '/s', region: 'us-east', email: 'a@b' }))).toBe(false);
   });
 
   it('the README gives the two set-up commands', () => {

@@ -131,8 +131,8 @@ export class StatusReconciler {
           );
       }
       status['conditions'] = ready(conds);
+      await this.registry.setStatus('Broker', b.metadata.namespace, b.metadata.name, status, b);
       b.status = status;
-      await this.registry.setStatus('Broker', b.metadata.namespace, b.metadata.name, status);
     }
     const readyBrokers = new Set(
       brokers.filter((b) => isReady(b)).map((b) => `${b.metadata.namespace}/${b.metadata.name}`),
@@ -171,8 +171,8 @@ export class StatusReconciler {
           );
       }
       status['conditions'] = ready(conds);
+      await this.registry.setStatus('Trigger', ns, t.metadata.name, status, t);
       t.status = status;
-      await this.registry.setStatus('Trigger', ns, t.metadata.name, status);
     }
     this.onChange({ brokers, triggers });
   }

@@ -184,7 +184,10 @@ export class ResourceRegistry {
     namespace: string,
     name: string,
     status: Record<string, unknown>,
+    /** The object as the caller read it: when its status is already this one, the store is not read. */
+    seen?: ResourceObject,
   ): Promise<void> {
+    if (seen !== undefined && sameStatus(seen.status, status)) return;
     for (let i = 0; i < 5; i++) {
       const cur = await this.store.get(kind, namespace, name);
       if (cur === undefined) return;
