@@ -56,7 +56,11 @@ it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
     await expect
       .poll(
         () =>
-          acked.filter((id) => !count(a).has(id)).length + oddAcked.filter((id) => !count(b).has(id)).length,
+          (() => {
+            const ca = count(a);
+            const cb = count(b);
+            return acked.filter((id) => !ca.has(id)).length + oddAcked.filter((id) => !cb.has(id)).length;
+          })(),
         {
           timeout: 60_000,
           interval: 500,

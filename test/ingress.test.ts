@@ -161,10 +161,12 @@ describe('webhook handshake, health and readiness', () => {
         deadLetterSink: { ref: { apiVersion: 'eventing.knative.dev/v1', kind: 'Broker', name: 'missing' } },
       },
     });
-    expect((await s.apply(bad)).status).toBe(201);
+    const applied = await s.apply(bad);
+    expect(applied.status, await applied.clone().text()).toBe(201);
     const res = await s.post('/default/unready', ceHeaders('x'), '{}');
-    expect(res.status).toBe(404);
-    expect((await errorOf(res)).code).toBe('TRELLIS_ERR_BROKER_NOT_READY');
+    const text = await res.clone().text();
+    expect(res.status, text).toBe(404);
+    expect((await errorOf(res)).code, text).toBe('TRELLIS_ERR_BROKER_NOT_READY');
   });
   it('unknown paths answer JSON 404', async () => {
     const res = await fetch(`${s.url}/a/b/c`);

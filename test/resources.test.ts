@@ -175,6 +175,29 @@ describe('admin API', () => {
     ).toBe(404);
   });
 
+  it('applies while the writer thread is committing events (no SQLITE_BUSY_SNAPSHOT)', async () => {
+    await using s = await testServer();
+    await s.apply(broker('busy'));
+    await s.apply(
+      trigger('t', { broker: 'busy', subscriber: { uri: 'http://127.0.0.1:1/' }, delivery: { retry: 0 } }),
+    );
+    const failures: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const traffic = Array.from({ length: 5 }, (_, k) =>
+        s.post('/default/busy', {
+          'ce-specversion': '1.0',
+          'ce-id': `${i}-${k}`,
+          'ce-source': 's',
+          'ce-type': 't',
+        }),
+      );
+      const res = await s.apply(broker(`b${i}`));
+      if (res.status !== 201) failures.push(`b${i}: ${res.status} ${await res.text()}`);
+      await Promise.all(traffic);
+    }
+    expect(failures).toEqual([]);
+  });
+
   it('rejects a stale resourceVersion with 409', async () => {
     await using s = await testServer();
     const first = (await (await s.apply(broker('b'))).json()) as { metadata: { resourceVersion: string } };

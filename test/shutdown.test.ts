@@ -35,9 +35,15 @@ it('SIGTERM under load exits 0; after a restart every acknowledged event is deli
     const second = await serve(args);
     try {
       await expect
-        .poll(() => acked.filter((id) => !sink.received.some((r) => r.event.attrs['id'] === id)).length, {
-          timeout: 30_000,
-        })
+        .poll(
+          () => {
+            const got = new Set(sink.received.map((r) => String(r.event.attrs['id'])));
+            return acked.filter((id) => !got.has(id)).length;
+          },
+          {
+            timeout: 30_000,
+          },
+        )
         .toBe(0);
       const got = new Set(sink.received.map((r) => String(r.event.attrs['id'])));
       report({

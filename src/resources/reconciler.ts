@@ -4,7 +4,7 @@
  * state to the data plane through `onChange`.
  * @module
  */
-import type { ResourceObject, ResourceStore } from '../store/types.js';
+import type { ResourceEvent, ResourceObject, ResourceStore } from '../store/types.js';
 import type { BrokerSpec } from './broker.js';
 import type { Destination } from './delivery-spec.js';
 import type { ResourceRegistry } from './registry.js';
@@ -43,6 +43,14 @@ export class StatusReconciler {
   private running: Promise<void> | undefined;
   private again = false;
   private stopWatch: (() => void) | undefined;
+  /** Every Broker and Trigger, by `namespace/name`, kept current from the store's watch. */
+  private readonly brokers = new Map<string, ResourceObject>();
+  private readonly triggers = new Map<string, ResourceObject>();
+  /** What to recompute on the next run: everything, or these keys. */
+  private all = true;
+  private readonly dirtyBrokers = new Set<string>();
+  private readonly dirtyTriggers = new Set<string>();
+  private changed = true;
 
   constructor(
     private readonly store: ResourceStore,
@@ -51,9 +59,12 @@ export class StatusReconciler {
     private readonly onChange: (s: Snapshot) => void,
   ) {}
 
-  /** Reconciles everything once, then on every change. */
+  /** Loads every resource, reconciles them all once, then only what each change touches. */
   async start(): Promise<void> {
-    this.stopWatch = this.store.watch(() => this.schedule());
+    this.stopWatch = this.store.watch((e) => this.onEvent(e));
+    for (const b of await this.store.list('Broker')) this.brokers.set(keyOf(b), b);
+    for (const t of await this.store.list('Trigger')) this.triggers.set(keyOf(t), t);
+    this.all = true;
     await this.reconcileAll();
   }
 
@@ -65,6 +76,54 @@ export class StatusReconciler {
   async settled(): Promise<void> {
     while (this.scheduled || this.running) {
       await (this.running ?? new Promise((r) => setImmediate(r)));
+    }
+  }
+
+  private onEvent(e: ResourceEvent): void {
+    const o = e.object;
+    const map = o.kind === 'Broker' ? this.brokers : o.kind === 'Trigger' ? this.triggers : undefined;
+    if (map === undefined) return;
+    const key = keyOf(o);
+    const prev = map.get(key);
+    if (e.type === 'DELETED') {
+      map.delete(key);
+      if (o.kind === 'Broker') this.markDependents(key);
+    } else {
+      map.set(key, o);
+      // A status write (this reconciler's own) changes neither spec nor annotations: nothing to redo.
+      const same =
+        prev !== undefined &&
+        prev.metadata.uid === o.metadata.uid &&
+        prev.metadata.generation === o.metadata.generation &&
+        JSON.stringify(prev.metadata.annotations) === JSON.stringify(o.metadata.annotations);
+      if (same) return;
+      if (o.kind === 'Broker') {
+        this.dirtyBrokers.add(key);
+        this.markDependents(key);
+      } else this.dirtyTriggers.add(key);
+    }
+    this.changed = true;
+    this.schedule();
+  }
+
+  /** Marks what depends on a Broker: its Triggers, and whatever refers to it as subscriber or dead-letter sink. */
+  private markDependents(brokerKey: string): void {
+    const refersTo = (ns: string, d: Destination | undefined) =>
+      d?.ref !== undefined && `${d.ref.namespace ?? ns}/${d.ref.name}` === brokerKey;
+    for (const [k, t] of this.triggers) {
+      const spec = t.spec as unknown as TriggerSpec;
+      const ns = t.metadata.namespace;
+      if (
+        `${ns}/${spec.broker}` === brokerKey ||
+        refersTo(ns, spec.subscriber) ||
+        refersTo(ns, spec.delivery?.deadLetterSink)
+      ) {
+        this.dirtyTriggers.add(k);
+      }
+    }
+    for (const [k, b] of this.brokers) {
+      if (refersTo(b.metadata.namespace, (b.spec as BrokerSpec).delivery?.deadLetterSink))
+        this.dirtyBrokers.add(k);
     }
   }
 
@@ -97,28 +156,34 @@ export class StatusReconciler {
   }
 
   private async run(): Promise<void> {
-    const brokers = await this.store.list('Broker');
-    const triggers = await this.store.list('Trigger');
-    const brokerUrls = new Map<string, string>();
-    for (const b of brokers) {
-      brokerUrls.set(
-        `${b.metadata.namespace}/${b.metadata.name}`,
-        brokerAddress(this.publicUrl, b.metadata.namespace, b.metadata.name),
-      );
-    }
+    const brokerKeys = this.all ? [...this.brokers.keys()] : [...this.dirtyBrokers];
+    const triggerKeys = this.all ? [...this.triggers.keys()] : [...this.dirtyTriggers];
+    const changed = this.changed || this.all;
+    this.all = false;
+    this.changed = false;
+    this.dirtyBrokers.clear();
+    this.dirtyTriggers.clear();
+    if (!changed && brokerKeys.length === 0 && triggerKeys.length === 0) return;
+
+    const brokerUrl = (key: string) => {
+      const b = this.brokers.get(key);
+      return b && brokerAddress(this.publicUrl, b.metadata.namespace, b.metadata.name);
+    };
     const resolve = (d: Destination): { uri?: string; error?: string } => {
       if (d.ref === undefined) return { uri: d.uri! };
-      const base = brokerUrls.get(`${d.ref.namespace}/${d.ref.name}`);
+      const base = brokerUrl(`${d.ref.namespace}/${d.ref.name}`);
       if (base === undefined)
         return { error: `${d.ref.kind} ${d.ref.namespace}/${d.ref.name} does not exist` };
       return { uri: d.uri ? new URL(d.uri, base.endsWith('/') ? base : `${base}/`).toString() : base };
     };
-    for (const b of brokers) {
+    for (const key of brokerKeys) {
+      const b = this.brokers.get(key);
+      if (b === undefined) continue;
       const spec = b.spec as BrokerSpec;
       const conds: Cond[] = [ok('Addressable'), ok('IngressReady')];
       const status: Record<string, unknown> = {
         observedGeneration: b.metadata.generation,
-        address: { url: brokerUrls.get(`${b.metadata.namespace}/${b.metadata.name}`) },
+        address: { url: brokerUrl(key) },
       };
       if (spec.delivery?.deadLetterSink) {
         const r = resolve(spec.delivery.deadLetterSink);
@@ -131,27 +196,26 @@ export class StatusReconciler {
           );
       }
       status['conditions'] = ready(conds);
-      await this.registry.setStatus('Broker', b.metadata.namespace, b.metadata.name, status, b);
-      b.status = status;
+      await this.write(this.brokers, key, b, status);
     }
-    const readyBrokers = new Set(
-      brokers.filter((b) => isReady(b)).map((b) => `${b.metadata.namespace}/${b.metadata.name}`),
-    );
-    for (const t of triggers) {
+    for (const key of triggerKeys) {
+      const t = this.triggers.get(key);
+      if (t === undefined) continue;
       const spec = t.spec as unknown as TriggerSpec;
       const ns = t.metadata.namespace;
       const conds: Cond[] = [];
       const status: Record<string, unknown> = { observedGeneration: t.metadata.generation };
-      const key = `${ns}/${spec.broker}`;
-      if (readyBrokers.has(key)) conds.push(ok('BrokerReady'));
-      else if (brokerUrls.has(key))
-        conds.push(notOk('BrokerReady', 'BrokerNotReady', `Broker ${key} is not Ready`));
+      const bkey = `${ns}/${spec.broker}`;
+      const broker = this.brokers.get(bkey);
+      if (broker !== undefined && isReady(broker)) conds.push(ok('BrokerReady'));
+      else if (broker !== undefined)
+        conds.push(notOk('BrokerReady', 'BrokerNotReady', `Broker ${bkey} is not Ready`));
       else
         conds.push(
           notOk(
             'BrokerReady',
             'BrokerDoesNotExist',
-            `Broker ${key} does not exist; apply it and this Trigger turns Ready`,
+            `Broker ${bkey} does not exist; apply it and this Trigger turns Ready`,
           ),
         );
       const sub = resolve(spec.subscriber);
@@ -171,11 +235,27 @@ export class StatusReconciler {
           );
       }
       status['conditions'] = ready(conds);
-      await this.registry.setStatus('Trigger', ns, t.metadata.name, status, t);
-      t.status = status;
+      await this.write(this.triggers, key, t, status);
     }
-    this.onChange({ brokers, triggers });
+    this.onChange({ brokers: [...this.brokers.values()], triggers: [...this.triggers.values()] });
   }
+
+  /** Stores a status; the cache gets the stored object through the watch, or keeps this one if unchanged. */
+  private async write(
+    map: Map<string, ResourceObject>,
+    key: string,
+    o: ResourceObject,
+    status: Record<string, unknown>,
+  ): Promise<void> {
+    await this.registry.setStatus(o.kind, o.metadata.namespace, o.metadata.name, status, o);
+    const now = map.get(key);
+    // If the watch did not bring a stored copy (nothing was written), keep the computed status in the cache.
+    if (now === o && now.status === undefined) map.set(key, { ...o, status });
+  }
+}
+
+function keyOf(o: ResourceObject): string {
+  return `${o.metadata.namespace}/${o.metadata.name}`;
 }
 
 /** True when a resource's Ready condition is True. */

@@ -23,7 +23,7 @@ import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
-import { buildRoutes } from './wiring.js';
+import { buildRoutes, type CompiledFilter } from './wiring.js';
 
 /** A running Trellis server. */
 export interface TrellisServer {
@@ -171,8 +171,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const publicUrl = cfg.publicUrl ?? url;
 
   let pendingUpdate: Promise<void> = Promise.resolve();
+  const compiledFilters = new Map<string, CompiledFilter>();
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
-    const { brokers, triggers } = buildRoutes(snap, cfg.deliveryTimeoutMs, cfg.maxLag);
+    const { brokers, triggers } = buildRoutes(snap, cfg.deliveryTimeoutMs, cfg.maxLag, compiledFilters);
     ingress.brokers = brokers;
     const existing = new Set(snap.triggers.map((t) => t.metadata.uid));
     pendingUpdate = pendingUpdate

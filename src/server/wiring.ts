@@ -44,7 +44,10 @@ export function buildRoutes(
   s: Snapshot,
   defaultTimeoutMs: number,
   defaultMaxLag: number,
+  /** Filters compiled by earlier calls, by uid and generation: a change recompiles only what changed. */
+  cache: Map<string, CompiledFilter> = new Map(),
 ): { brokers: Map<string, BrokerRoute>; triggers: TriggerRoute[] } {
+  const used = new Set<string>();
   const brokers = new Map<string, BrokerRoute>();
   const brokerObjs = new Map<string, ResourceObject>();
   for (const b of s.brokers) {
@@ -83,10 +86,7 @@ export function buildRoutes(
       namespace: t.metadata.namespace,
       name: t.metadata.name,
       broker: key,
-      predicate: spec.filters
-        ? compileFilters(spec.filters)
-        : compileAttributesFilter(spec.filter?.attributes),
-      anchor: anchorOf(spec),
+      ...compiledFilter(t, spec, cache, used),
       subscriberUri: t.status?.['subscriberUri'] as string,
       policy,
     };
@@ -94,7 +94,35 @@ export function buildRoutes(
     triggers.push(route);
   }
   for (const b of brokers.values()) b.index = new TriggerIndex(b.triggers);
+  for (const k of cache.keys()) if (!used.has(k)) cache.delete(k);
   return { brokers, triggers };
+}
+
+/** A Trigger's filter, compiled once per generation. */
+export interface CompiledFilter {
+  predicate: TriggerRoute['predicate'];
+  anchor: Anchor | undefined;
+}
+
+function compiledFilter(
+  t: ResourceObject,
+  spec: TriggerSpec,
+  cache: Map<string, CompiledFilter>,
+  used: Set<string>,
+): CompiledFilter {
+  const key = `${t.metadata.uid}/${t.metadata.generation}`;
+  used.add(key);
+  let c = cache.get(key);
+  if (c === undefined) {
+    c = {
+      predicate: spec.filters
+        ? compileFilters(spec.filters)
+        : compileAttributesFilter(spec.filter?.attributes),
+      anchor: anchorOf(spec),
+    };
+    cache.set(key, c);
+  }
+  return c;
 }
 
 /** An exact value the Trigger's filter requires (type preferred), so the index can find it by lookup. */

@@ -220,7 +220,9 @@ class SqliteStore implements Store {
       this.st.setMeta.run('resourceVersion', String(this.resourceVersion));
       return { stored, existed: current !== undefined };
     });
-    const { stored, existed } = tx();
+    // IMMEDIATE: take the write lock before reading, so a commit by the writer thread in between cannot
+    // turn this read transaction stale (SQLITE_BUSY_SNAPSHOT, which no busy timeout retries).
+    const { stored, existed } = tx.immediate();
     this.emit({ type: existed ? 'MODIFIED' : 'ADDED', object: stored });
     return stored;
   }
