@@ -29,6 +29,7 @@ export const ERRORS = {
   TRELLIS_ERR_RESOURCE_PARSE: { status: 400, title: 'The resource document is not valid YAML or JSON' },
   TRELLIS_ERR_KIND_UNKNOWN: { status: 404, title: 'Unknown resource kind or API group' },
   TRELLIS_ERR_RESOURCE_NOT_FOUND: { status: 404, title: 'No such resource' },
+  TRELLIS_ERR_EVENT_NOT_FOUND: { status: 404, title: 'The Broker holds no such event' },
   TRELLIS_ERR_CONFLICT: { status: 409, title: 'The resource changed since it was read' },
   TRELLIS_ERR_INTERNAL: { status: 500, title: 'An unexpected error inside Trellis' },
 } as const;

@@ -126,6 +126,31 @@ spec:
     const file = join(dir, 'event.json');
     writeFileSync(file, JSON.stringify({ specversion: '1.0', id: 'x', source: '/s', type: 'order.created' }));
     expect((await cli(['explain', 'trigger', 'orders', '--event-file', file])).code).toBe(0);
+    // An event the Broker still holds (a Trigger whose subscriber is down keeps it pending).
+    const stuck = `apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: stuck\nspec:\n  broker: shop\n  subscriber:\n    uri: http://127.0.0.1:1/\n  delivery:\n    retry: 100\n    backoffDelay: PT10S\n`;
+    expect((await cli(['apply', '-f', '-'], stuck)).code).toBe(0);
+    expect(
+      (
+        await cli([
+          'send',
+          '--broker',
+          'shop',
+          '--type',
+          'order.cancelled',
+          '--source',
+          '/cli',
+          '--id',
+          'held-1',
+        ])
+      ).code,
+    ).toBe(0);
+    const held = await cli(['explain', 'trigger', 'orders', '--event-id', 'held-1']);
+    expect(held.code).toBe(2);
+    expect(held.stdout).toContain("attribute 'type' is 'order.cancelled'");
+    const gone = await cli(['explain', 'trigger', 'orders', '--event-id', 'no-such-id']);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain('TRELLIS_ERR_EVENT_NOT_FOUND');
+    expect((await cli(['delete', 'trigger', 'stuck'])).code).toBe(0);
   });
 
   it('explains errors and exits 1', async () => {

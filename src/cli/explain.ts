@@ -68,6 +68,8 @@ export function registerExplain(program: Command, serverOption: () => Option, ns
     .argument('<kind>', 'trigger')
     .argument('<name>', 'the Trigger')
     .option('--event-file <file>', "the event as structured JSON ('-' reads standard input)")
+    .option('--event-id <id>', "an event the Trigger's Broker still holds, by id")
+    .option('--event-source <source>', 'with --event-id: the event source, when ids repeat across sources')
     .option('--type <type>', 'the event type (instead of --event-file)')
     .option('--source <source>', 'the event source', '/explain')
     .option('--subject <subject>', 'the event subject')
@@ -76,17 +78,29 @@ export function registerExplain(program: Command, serverOption: () => Option, ns
     .addOption(serverOption())
     .addHelpText(
       'after',
-      `\nExamples:\n  trellis explain trigger new-orders --type order.created --source /shop/checkout\n  trellis explain trigger billing --event-file event.json -n shop`,
+      `\nExamples:\n  trellis explain trigger new-orders --type order.created --source /shop/checkout\n  trellis explain trigger billing --event-file event.json -n shop\n  trellis explain trigger billing --event-id 8c1f-42    # an event the Broker still holds`,
     )
     .action(async (kind: string, name: string, opts: Record<string, string | string[] | undefined>) => {
       const def = findKind(kind);
       if (def?.kind !== 'Trigger' || !def)
         throw new InvalidArgumentError(`explain works on a trigger, not '${kind}'`);
+      const client = new AdminClient(String(opts['server']));
+      const t = await client.get(def, String(opts['namespace']), name);
       let e: CloudEvent;
-      if (opts['eventFile']) e = readEvent(String(opts['eventFile']));
+      if (opts['eventId']) {
+        const json = await client.event(
+          String(opts['namespace']),
+          String(t.spec['broker']),
+          String(opts['eventId']),
+          opts['eventSource'] as string | undefined,
+        );
+        e = eventFromJson(json);
+      } else if (opts['eventFile']) e = readEvent(String(opts['eventFile']));
       else {
         if (!opts['type'])
-          throw new InvalidArgumentError('give --event-file FILE, or --type (with --source, --subject, -e)');
+          throw new InvalidArgumentError(
+            'give --event-id ID, --event-file FILE, or --type (with --source, --subject, -e)',
+          );
         const attrs: Record<string, AttributeValue> = {
           specversion: '1.0',
           id: 'explain',
@@ -101,7 +115,6 @@ export function registerExplain(program: Command, serverOption: () => Option, ns
         }
         e = { attrs };
       }
-      const t = await new AdminClient(String(opts['server'])).get(def, String(opts['namespace']), name);
       const r = explain(t, e);
       process.stdout.write(`${r.lines.join('\n')}\n`);
       if (!r.match) process.exitCode = 2;

@@ -100,6 +100,13 @@ export class AdminClient {
     return (await this.call('DELETE', `${this.base(k, ns)}/${encodeURIComponent(name)}`)).json as ApiResource;
   }
 
+  /** One event the Broker still holds, as structured JSON. */
+  async event(ns: string, broker: string, id: string, source?: string): Promise<unknown> {
+    const q = source === undefined ? '' : `?source=${encodeURIComponent(source)}`;
+    const base = `/apis/eventing.knative.dev/v1/namespaces/${encodeURIComponent(ns)}/brokers/${encodeURIComponent(broker)}`;
+    return (await this.call('GET', `${base}/events/${encodeURIComponent(id)}${q}`)).json;
+  }
+
   /** Sends one event to a Broker in binary mode. */
   async send(namespace: string, broker: string, event: CloudEvent): Promise<void> {
     const msg = encodeBinary(event);

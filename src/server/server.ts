@@ -163,7 +163,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     await reconciler?.settled();
     await pendingUpdate;
   };
-  registerAdminRoutes(app, registry, settled);
+  registerAdminRoutes(app, registry, settled, (stream, id, source) =>
+    store.events.findEvent(stream, id, source),
+  );
   registerIngressRoutes(app);
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });

@@ -34,6 +34,11 @@ export interface EventLog {
   append(items: readonly AppendItem[]): Promise<number[]>;
   /** Reads one stored event by sequence number. */
   getEvent(seq: number): Promise<CloudEvent | undefined>;
+  /**
+   * The newest stored event of a stream with this `id` (and `source`, when given); only events still in
+   * the store (pending delivery, or kept by the retention) are found.
+   */
+  findEvent(stream: string, id: string, source?: string): Promise<CloudEvent | undefined>;
   /** Events handed to `append` and not yet durable: how far the store is behind (ingress backpressure). */
   pendingWrites(): number;
 }

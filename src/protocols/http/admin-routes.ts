@@ -5,6 +5,8 @@
  * @module
  */
 import type { FastifyInstance } from 'fastify';
+import type { CloudEvent } from '../../cloudevents/event.js';
+import { eventToJson } from '../../cloudevents/json-format.js';
 import { TrellisError } from '../../errors.js';
 import { apiVersionOf, KINDS, type KindDef, kindByPath } from '../../resources/kinds.js';
 import { parseDocuments, type ResourceRegistry } from '../../resources/registry.js';
@@ -61,7 +63,29 @@ export function registerAdminRoutes(
   app: FastifyInstance,
   registry: ResourceRegistry,
   settled: () => Promise<void>,
+  findEvent: (stream: string, id: string, source?: string) => Promise<CloudEvent | undefined>,
 ): void {
+  // One stored event of a Broker, by id (and source), for `trellis explain --event-id`.
+  app.get<{ Params: { ns: string; name: string; id: string }; Querystring: { source?: string } }>(
+    '/apis/eventing.knative.dev/v1/namespaces/:ns/brokers/:name/events/:id',
+    async (req, reply) => {
+      try {
+        const { ns, name, id } = req.params;
+        const e = await findEvent(`${ns}/${name}`, id, req.query.source);
+        if (e === undefined) {
+          const src = req.query.source ? ` and source '${req.query.source}'` : '';
+          throw new TrellisError(
+            'TRELLIS_ERR_EVENT_NOT_FOUND',
+            `Broker ${ns}/${name} holds no event with id '${id}'${src}; delivered events are kept only with --retention`,
+          );
+        }
+        return eventToJson(e);
+      } catch (err) {
+        return sendError(reply, err);
+      }
+    },
+  );
+
   const list = (def: KindDef, items: unknown[]) => ({
     apiVersion: apiVersionOf(def),
     kind: `${def.kind}List`,

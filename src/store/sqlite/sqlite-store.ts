@@ -108,6 +108,14 @@ class SqliteStore implements Store {
     this.events = {
       append: (items) => this.enqueueAppend(items),
       pendingWrites: () => this.pendingEvents,
+      findEvent: async (stream, id, source) => {
+        const rows = this.st.findEvent.all(stream, id) as { attrs: string; data: Buffer | null }[];
+        for (const r of rows) {
+          const e = rowToEvent(r.attrs, r.data);
+          if (source === undefined || e.attrs['source'] === source) return e;
+        }
+        return undefined;
+      },
       getEvent: async (seq) => {
         const row = this.st.getEvent.get(seq) as { attrs: string; data: Buffer | null } | undefined;
         return row ? rowToEvent(row.attrs, row.data) : undefined;
@@ -172,6 +180,10 @@ class SqliteStore implements Store {
          WHERE d.sub = ? AND d.seq > ? ORDER BY d.seq LIMIT ?`,
       ),
       getEvent: db.prepare('SELECT attrs, data FROM events WHERE seq = ?'),
+      // A debugging lookup (trellis explain --event-id): a scan of the stream, newest first.
+      findEvent: db.prepare(
+        "SELECT attrs, data FROM events WHERE stream = ? AND json_extract(attrs, '$.id') = ? ORDER BY seq DESC LIMIT 100",
+      ),
       dropSub: db.prepare('DELETE FROM deliveries WHERE sub = ?'),
       counts: db.prepare('SELECT sub, COUNT(*) AS n FROM deliveries GROUP BY sub'),
       getRes: db.prepare('SELECT body FROM resources WHERE kind = ? AND namespace = ? AND name = ?'),
