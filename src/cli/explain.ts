@@ -6,11 +6,12 @@
 import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, type Option } from 'commander';
 import { AdminClient } from '../client/admin-client.js';
-import type { AttributeValue, CloudEvent } from '../cloudevents/event.js';
+import type { CloudEvent } from '../cloudevents/event.js';
 import { eventFromJson } from '../cloudevents/json-format.js';
 import { explainAttributesFilter } from '../filter/attributes.js';
 import { explainFilters, type SubscriptionsFilter } from '../filter/dialect.js';
 import { findKind } from '../resources/kinds.js';
+import { attributesFromFlags } from './event-flags.js';
 
 interface Cond {
   type: string;
@@ -101,19 +102,7 @@ export function registerExplain(program: Command, serverOption: () => Option, ns
           throw new InvalidArgumentError(
             'give --event-id ID, --event-file FILE, or --type (with --source, --subject, -e)',
           );
-        const attrs: Record<string, AttributeValue> = {
-          specversion: '1.0',
-          id: 'explain',
-          source: String(opts['source']),
-          type: String(opts['type']),
-        };
-        if (opts['subject']) attrs['subject'] = String(opts['subject']);
-        for (const kv of (opts['extension'] as string[] | undefined) ?? []) {
-          const eq = kv.indexOf('=');
-          if (eq < 1) throw new InvalidArgumentError(`--extension '${kv}': write it as name=value`);
-          attrs[kv.slice(0, eq)] = kv.slice(eq + 1);
-        }
-        e = { attrs };
+        e = { attrs: attributesFromFlags(opts, 'explain') };
       }
       const r = explain(t, e);
       process.stdout.write(`${r.lines.join('\n')}\n`);

@@ -7,12 +7,13 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { AdminClient, ApiError } from '../client/admin-client.js';
-import type { AttributeValue, CloudEvent } from '../cloudevents/event.js';
+import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
 import { findKind, KINDS } from '../resources/kinds.js';
 import { parseDocuments } from '../resources/registry.js';
 import { isObject } from '../resources/validation.js';
 import { runDisplay } from './display.js';
+import { attributesFromFlags } from './event-flags.js';
 import { registerExplain } from './explain.js';
 import { formatDescribe, formatObject, formatTable } from './format.js';
 import { runServe } from './serve.js';
@@ -251,18 +252,7 @@ Examples:
         const [ns, broker] = String(opts['broker']).includes('/')
           ? (String(opts['broker']).split('/', 2) as [string, string])
           : [String(opts['namespace']), String(opts['broker'])];
-        const attrs: Record<string, AttributeValue> = {
-          specversion: '1.0',
-          id: (opts['id'] as string | undefined) ?? randomUUID(),
-          source: String(opts['source']),
-          type: String(opts['type']),
-        };
-        if (opts['subject']) attrs['subject'] = String(opts['subject']);
-        for (const kv of (opts['extension'] as string[] | undefined) ?? []) {
-          const eq = kv.indexOf('=');
-          if (eq < 1) throw new InvalidArgumentError(`--extension '${kv}': write it as name=value`);
-          attrs[kv.slice(0, eq)] = kv.slice(eq + 1);
-        }
+        const attrs = attributesFromFlags(opts, (opts['id'] as string | undefined) ?? randomUUID());
         let data: Buffer | undefined;
         if (opts['data'] !== undefined && opts['dataFile'] !== undefined)
           throw new InvalidArgumentError('give --data or --data-file, not both');

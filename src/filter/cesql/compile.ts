@@ -323,6 +323,17 @@ function compileCall(name: string, args: Compiled[]): Compiled {
   };
 }
 
+/**
+ * Evaluates both operands, left first; undefined when either is a missing attribute or met an error,
+ * in which case the operator returns its zero value.
+ */
+function operands(c: Ctx, le: Ev, re: Ev): [Value, Value] | undefined {
+  const n = c.errors.length;
+  const a = le(c);
+  const b = re(c);
+  return a === MISSING || b === MISSING || c.errors.length > n ? undefined : [a, b];
+}
+
 function compileBinary(op: string, l: Compiled, r: Compiled): Compiled {
   const le = l.ev;
   const re = r.ev;
@@ -355,11 +366,8 @@ function compileBinary(op: string, l: Compiled, r: Compiled): Compiled {
     case 'XOR':
       return {
         ev: (c) => {
-          const n = c.errors.length;
-          const a = le(c);
-          const b = re(c);
-          if (a === MISSING || b === MISSING || c.errors.length > n) return false;
-          return implicitBool(a, c) !== implicitBool(b, c);
+          const ab = operands(c, le, re);
+          return ab !== undefined && implicitBool(ab[0], c) !== implicitBool(ab[1], c);
         },
         type: 'Boolean',
       };
@@ -368,12 +376,10 @@ function compileBinary(op: string, l: Compiled, r: Compiled): Compiled {
       const eq = op === '=';
       return {
         ev: (c) => {
-          const n = c.errors.length;
-          const a = le(c);
-          const b = re(c);
-          if (a === MISSING || b === MISSING || c.errors.length > n) return false;
+          const ab = operands(c, le, re);
+          if (ab === undefined) return false;
           // '=' is ambiguous: the right operand's type picks the definition, the left is cast to it.
-          return (cast(a, typeOf(b), c) === b) === eq;
+          return (cast(ab[0], typeOf(ab[1]), c) === ab[1]) === eq;
         },
         type: 'Boolean',
       };
@@ -392,11 +398,8 @@ function compileBinary(op: string, l: Compiled, r: Compiled): Compiled {
               : (x: number, y: number) => x >= y;
       return {
         ev: (c) => {
-          const n = c.errors.length;
-          const a = le(c);
-          const b = re(c);
-          if (a === MISSING || b === MISSING || c.errors.length > n) return false;
-          return cmp(toInt(a, c), toInt(b, c));
+          const ab = operands(c, le, re);
+          return ab !== undefined && cmp(toInt(ab[0], c), toInt(ab[1], c));
         },
         type: 'Boolean',
       };
@@ -415,12 +418,10 @@ function compileBinary(op: string, l: Compiled, r: Compiled): Compiled {
       const divides = op === '/' || op === '%';
       return {
         ev: (c) => {
-          const n = c.errors.length;
-          const a = le(c);
-          const b = re(c);
-          if (a === MISSING || b === MISSING || c.errors.length > n) return 0;
-          const x = toInt(a, c);
-          const y = toInt(b, c);
+          const ab = operands(c, le, re);
+          if (ab === undefined) return 0;
+          const x = toInt(ab[0], c);
+          const y = toInt(ab[1], c);
           if (divides && y === 0) {
             c.errors.push(new CesqlError('math', `${op === '/' ? 'division' : 'modulo'} by zero`));
             return 0;
