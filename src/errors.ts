@@ -55,12 +55,3 @@ export class TrellisError extends Error {
     return { code: this.code, message: this.message, ...this.details };
   }
 }
-
-/** Shorthand: `new TrellisError(code, message, details)`. */
-export function trellisError(
-  code: ErrorCode,
-  message: string,
-  details?: Record<string, unknown>,
-): TrellisError {
-  return new TrellisError(code, message, details);
-}

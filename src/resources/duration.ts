@@ -20,8 +20,3 @@ export function parseDuration(s: string): number | undefined {
   const n = (x: string | undefined) => (x === undefined ? 0 : Number(x));
   return Math.round(((((n(w) * 7 + n(d)) * 24 + n(h)) * 60 + n(min)) * 60 + n(sec)) * 1000);
 }
-
-/** Formats milliseconds as an ISO-8601 duration (`PT1.5S`). */
-export function formatDuration(ms: number): string {
-  return `PT${ms / 1000}S`;
-}
