@@ -8,6 +8,7 @@
  */
 import type { AttributeValue } from '../../cloudevents/event.js';
 import { CesqlError, type Node, type Value, type ValueType } from './ast.js';
+import { compileLike } from './like.js';
 import { parse } from './parser.js';
 
 interface Ctx {
@@ -80,20 +81,6 @@ function int32(n: number, c: Ctx): number {
     return n | 0;
   }
   return n;
-}
-
-/** Turns a LIKE pattern into a regular expression: % any run, _ one character, \ escapes. */
-export function likeToRegExp(pattern: string): RegExp {
-  let re = '^';
-  for (let i = 0; i < pattern.length; i++) {
-    const ch = pattern[i]!;
-    if (ch === '\\' && (pattern[i + 1] === '%' || pattern[i + 1] === '_')) {
-      re += pattern[++i]; // an escaped wildcard is itself; neither needs escaping in a RegExp
-    } else if (ch === '%') re += '[\\s\\S]*';
-    else if (ch === '_') re += '[\\s\\S]';
-    else re += ch.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-  }
-  return new RegExp(`${re}$`, 'u');
 }
 
 interface Fn {
@@ -247,14 +234,14 @@ function compileNode(n: Node): Compiled {
     }
     case 'like': {
       const e = compileNode(n.e).ev;
-      const re = likeToRegExp(n.pattern);
+      const like = compileLike(n.pattern);
       const not = n.not;
       return {
         ev: (c) => {
           const n = c.errors.length;
           const v = e(c);
           if (v === MISSING || c.errors.length > n) return false;
-          return re.test(toStr(v)) !== not;
+          return like(toStr(v)) !== not;
         },
         type: 'Boolean',
       };

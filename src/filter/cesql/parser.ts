@@ -81,13 +81,36 @@ function lex(src: string): Tok[] {
 
 const INT32_MAX = 2147483647;
 
+/** The longest expression accepted, in characters. */
+export const MAX_EXPRESSION_LENGTH = 16_384;
+/** How deep sub-expressions may nest in the text (parentheses, NOT, -, function calls). */
+export const MAX_DEPTH = 64;
+/** The tallest syntax tree accepted (a chain of 1,000 operators is 1,000 tall). */
+export const MAX_HEIGHT = 1000;
+
 /**
  * Parses a CESQL expression into a tree. Throws {@link CesqlError} of kind `parse` with the position and
  * what was expected.
  */
 export function parse(src: string): Node {
+  if (src.length > MAX_EXPRESSION_LENGTH)
+    throw new CesqlError(
+      'parse',
+      `the expression is ${src.length} characters long; at most ${MAX_EXPRESSION_LENGTH} are accepted`,
+      MAX_EXPRESSION_LENGTH,
+    );
   const toks = lex(src);
   let p = 0;
+  // Nesting is bounded so that parsing, compiling and evaluating never exhaust the stack.
+  let depth = 0;
+  const enter = (pos: number) => {
+    if (++depth > MAX_DEPTH)
+      throw new CesqlError(
+        'parse',
+        `the expression nests deeper than ${MAX_DEPTH} levels at position ${pos}; split it into several filters`,
+        pos,
+      );
+  };
   const peek = () => toks[p]!;
   const describe = (t: Tok) =>
     t.t === 'eof'
@@ -96,6 +119,21 @@ export function parse(src: string): Node {
   const fail = (expected: string): never => {
     const t = peek();
     throw new CesqlError('parse', `expected ${expected} at position ${t.pos}, found ${describe(t)}`, t.pos);
+  };
+  // Each node's height, so a long chain of operators cannot make compiling or evaluating recurse too deep.
+  const heights = new WeakMap<Node, number>();
+  const h = (n: Node) => heights.get(n) ?? 1;
+  const node = <N extends Node>(n: N, ...children: Node[]): N => {
+    let m = 0;
+    for (const c of children) m = Math.max(m, h(c));
+    if (m + 1 > MAX_HEIGHT)
+      throw new CesqlError(
+        'parse',
+        `the expression is more than ${MAX_HEIGHT} operators deep at position ${n.pos}; split it into several filters`,
+        n.pos,
+      );
+    heights.set(n, m + 1);
+    return n;
   };
   const isKw = (t: Tok, kw: string) => t.t === 'word' && t.v.toUpperCase() === kw;
   const isOp = (t: Tok, op: string) => t.t === 'op' && t.v === op;
@@ -122,7 +160,7 @@ export function parse(src: string): Node {
         return left;
       p++;
       const right = binaryAt(level + 1);
-      left = { k: 'bin', op: op as BinaryOp, l: left, r: right, pos: t.pos };
+      left = node({ k: 'bin', op: op as BinaryOp, l: left, r: right, pos: t.pos }, left, right);
     }
   };
   const postfix = (): Node => {
@@ -140,7 +178,7 @@ export function parse(src: string): Node {
         const pat = peek();
         if (pat.t !== 'str') fail('a string literal as the LIKE pattern');
         p++;
-        e = { k: 'like', e, pattern: (pat as { v: string }).v, not, pos: u.pos };
+        e = node({ k: 'like', e, pattern: (pat as { v: string }).v, not, pos: u.pos }, e);
       } else if (isKw(u, 'IN')) {
         p++;
         expectOp('(');
@@ -150,7 +188,7 @@ export function parse(src: string): Node {
           set.push(binaryAt(0));
         }
         expectOp(')');
-        e = { k: 'in', e, set, not, pos: u.pos };
+        e = node({ k: 'in', e, set, not, pos: u.pos }, e, ...set);
       } else {
         if (not) fail('LIKE or IN after NOT');
         return e;
@@ -161,7 +199,10 @@ export function parse(src: string): Node {
     const t = peek();
     if (isKw(t, 'NOT')) {
       p++;
-      return { k: 'not', e: unary(), pos: t.pos };
+      enter(t.pos);
+      const e = unary();
+      depth--;
+      return node({ k: 'not', e, pos: t.pos }, e);
     }
     if (isOp(t, '-')) {
       p++;
@@ -176,7 +217,10 @@ export function parse(src: string): Node {
           );
         return { k: 'lit', v: -Number(n.raw), pos: t.pos };
       }
-      return { k: 'neg', e: unary(), pos: t.pos };
+      enter(t.pos);
+      const e = unary();
+      depth--;
+      return node({ k: 'neg', e, pos: t.pos }, e);
     }
     if (isOp(t, '+') && toks[p + 1]?.t === 'int') p++;
     if (isKw(t, 'EXISTS')) {
@@ -206,8 +250,10 @@ export function parse(src: string): Node {
     }
     if (isOp(t, '(')) {
       p++;
+      enter(t.pos);
       const e = binaryAt(0);
       expectOp(')');
+      depth--;
       return e;
     }
     if (t.t === 'word') {
@@ -219,6 +265,7 @@ export function parse(src: string): Node {
       if (isOp(toks[p + 1]!, '(')) {
         if (!/^[A-Za-z][A-Za-z_]*$/.test(t.v)) fail('a function name (letters and _)');
         p += 2;
+        enter(t.pos);
         const args: Node[] = [];
         if (!isOp(peek(), ')')) {
           args.push(binaryAt(0));
@@ -228,7 +275,8 @@ export function parse(src: string): Node {
           }
         }
         expectOp(')');
-        return { k: 'call', name: up, args, pos: t.pos };
+        depth--;
+        return node({ k: 'call', name: up, args, pos: t.pos }, ...args);
       }
       if (KEYWORDS.has(up)) fail('a value');
       if (!/^[A-Za-z0-9]+$/.test(t.v)) fail('an attribute name (letters and digits)');
