@@ -2,7 +2,14 @@
 import { describe, expect, it } from 'vitest';
 import type { CloudEvent } from '../src/cloudevents/event.js';
 import { TriggerIndex, type TriggerRoute } from '../src/dataplane/routes.js';
-import { compileFilters, explainFilters, FilterError, validateFilters } from '../src/filter/dialect.js';
+import { compileAttributesFilter } from '../src/filter/attributes.js';
+import {
+  compileFilters,
+  explainFilters,
+  FilterError,
+  filterWarnings,
+  validateFilters,
+} from '../src/filter/dialect.js';
 import { anchorOf } from '../src/server/wiring.js';
 import { broker, ceHeaders, testServer, trigger } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
@@ -25,19 +32,91 @@ function refused(filters: unknown): FilterError {
 
 describe('validation', () => {
   it('names the path of the bad entry', () => {
-    expect(refused([{ exact: {} }]).path).toBe('spec.filters[0].exact');
     expect(refused([{ exact: { Type: 'x' } }]).path).toBe('spec.filters[0].exact.Type');
     expect(refused([{ exact: { type: '' } }]).path).toBe('spec.filters[0].exact.type');
-    expect(refused([{ all: [] }]).path).toBe('spec.filters[0].all');
     expect(refused([{ any: [{ exact: { a: 'b' } }, { nope: {} }] }]).path).toBe(
       'spec.filters[0].any[1].nope',
     );
     expect(refused([{ not: { exact: { a: 'b' }, suffix: { a: 'c' } } }]).rule).toMatch(/exactly one dialect/);
-    expect(refused([{}]).rule).toMatch(/needs one of/);
+    // Knative's attribute-name rule, inside every dialect and at any depth.
+    for (const d of ['exact', 'prefix', 'suffix'])
+      expect(refused([{ all: [{ [d]: { '0invalid': 'x' } }] }]).rule).toMatch(/\^\[a-z\]\[a-z0-9\]\*\$/);
+    expect(refused([{ not: { prefix: { 'a-b': 'x' } } }]).path).toBe('spec.filters[0].not.prefix.a-b');
     const cesql = refused([{ cesql: 'type = ' }]);
     expect(cesql.path).toBe('spec.filters[0].cesql');
     expect(cesql.rule).toMatch(/expected a value.*position 7/);
     expect(refused({ exact: { a: 'b' } }).rule).toMatch(/list/);
+  });
+});
+
+describe('empty dialects, as Knative accepts them', () => {
+  const empties: unknown[] = [
+    { all: [] },
+    { any: [] },
+    { not: {} },
+    { cesql: '' },
+    { all: null },
+    { exact: {} },
+    {},
+  ];
+  it('accepts each, matches every event, and warns', () => {
+    for (const f of empties) {
+      expect(matches([f], ev({}))).toBe(true);
+      expect(matches([f, { exact: { type: 'nope' } }], ev({}))).toBe(false);
+      expect(filterWarnings([f]).join()).toMatch(/matches every event/);
+    }
+    expect(filterWarnings([{ exact: { type: 'x' } }])).toEqual([]);
+    expect(filterWarnings([{ all: [{ exact: { a: 'b' } }, { any: [] }] }])).toEqual([
+      'spec.filters[0].all[1].any: is empty, so it is no filter and matches every event (as in Knative)',
+    ]);
+    // An empty dialect beside a real one is not a second dialect (Knative counts non-empty ones).
+    expect(matches([{ exact: { type: 'order.created' }, all: [] }], ev({}))).toBe(true);
+    expect(matches([{ not: { all: [] } }], ev({}))).toBe(true);
+  });
+
+  it('applies unchanged, with a warning in the apply answer and in the status', async () => {
+    await using s = await testServer();
+    await s.apply(broker('b'));
+    const res = await s.apply(
+      trigger('t', {
+        broker: 'b',
+        subscriber: { uri: 'http://127.0.0.1:9/' },
+        filters: [{ all: [] }, { cesql: '' }],
+      }),
+    );
+    expect(res.status).toBe(201);
+    expect(res.headers.get('warning')).toMatch(/299 - "spec.filters\[0\].all: is empty/);
+    const t = (await res.json()) as {
+      spec: { filters: unknown[] };
+      status: { conditions: { type: string; message?: string }[] };
+    };
+    expect(t.spec.filters).toEqual([{ all: [] }, { cesql: '' }]);
+    const c = t.status.conditions.find((x) => x.type === 'FiltersValid');
+    expect(c?.message).toMatch(/spec.filters\[1\].cesql: is empty/);
+    expect(t.status.conditions.find((x) => x.type === 'Ready')?.status).toBe('True');
+  });
+});
+
+describe('schemaurl and datamediatype', () => {
+  const e = ev({
+    dataschema: 'https://schemas.example/order',
+    datacontenttype: 'Application/JSON; charset=utf-8',
+  });
+  it('schemaurl is dataschema, datamediatype is the content type without parameters', () => {
+    expect(compileAttributesFilter({ schemaurl: 'https://schemas.example/order' })(e)).toBe(true);
+    expect(compileAttributesFilter({ datamediatype: 'application/json' })(e)).toBe(true);
+    expect(compileAttributesFilter({ datamediatype: 'text/plain' })(e)).toBe(false);
+    expect(compileAttributesFilter({ datamediatype: '' })(ev({}))).toBe(false);
+    expect(matches([{ exact: { datamediatype: 'application/json' } }], e)).toBe(true);
+    expect(matches([{ prefix: { schemaurl: 'https://schemas.example/' } }], e)).toBe(true);
+    // Not used as an index anchor: the event has no attribute of that name.
+    expect(
+      anchorOf({
+        broker: 'b',
+        subscriber: { uri: 'http://x/' },
+        filter: { attributes: { datamediatype: 'application/json' } },
+      }),
+    ).toBeUndefined();
   });
 });
 

@@ -103,6 +103,7 @@ Examples:
             const meta = isObject(doc['metadata']) ? doc['metadata'] : {};
             const ns = typeof meta['namespace'] === 'string' ? meta['namespace'] : opts.namespace;
             const r = await client.apply(kind, ns, doc);
+            for (const w of r.warnings) process.stderr.write(`Warning: ${where}: ${w}\n`);
             process.stdout.write(`${kind.singular}.${kind.group}/${r.object.metadata.name} ${r.action}\n`);
           } catch (err) {
             if (err instanceof ApiError && err.status === 0) fail(err);

@@ -91,9 +91,17 @@ export class AdminClient {
   }
 
   /** Creates or updates; resolves with the stored object and what happened. */
-  async apply(k: KindPath, ns: string, doc: unknown): Promise<{ object: ApiResource; action: string }> {
+  async apply(
+    k: KindPath,
+    ns: string,
+    doc: unknown,
+  ): Promise<{ object: ApiResource; action: string; warnings: string[] }> {
     const r = await this.call('POST', this.base(k, ns), JSON.stringify(doc), 'application/json');
-    return { object: r.json as ApiResource, action: r.headers.get('trellis-apply-action') ?? 'configured' };
+    return {
+      object: r.json as ApiResource,
+      action: r.headers.get('trellis-apply-action') ?? 'configured',
+      warnings: parseWarnings(r.headers.get('warning')),
+    };
   }
 
   async delete(k: KindPath, ns: string, name: string): Promise<ApiResource> {
@@ -145,4 +153,10 @@ export class AdminClient {
       );
     }
   }
+}
+
+/** The texts of `Warning: 299 - "text"` headers (several are joined with commas by fetch). */
+export function parseWarnings(header: string | null): string[] {
+  if (header === null) return [];
+  return [...header.matchAll(/299 - "([^"]*)"/g)].map((m) => m[1]!);
 }

@@ -14,6 +14,26 @@ export const FILTER_KEY = /^[a-z][a-z0-9]*$/;
 const always: Predicate = () => true;
 
 /**
+ * Names Knative's filters know beside the event's own attributes: `schemaurl` (CloudEvents 0.3's name of
+ * `dataschema`) and `datamediatype` (`datacontenttype` without its parameters, lower-cased).
+ */
+export const DERIVED_ATTRIBUTES: ReadonlySet<string> = new Set(['schemaurl', 'datamediatype']);
+
+/** An attribute as Knative's filters look it up, as its canonical string; undefined when absent. */
+export function filterAttribute(e: CloudEvent, name: string): string | undefined {
+  if (name === 'schemaurl') name = 'dataschema';
+  else if (name === 'datamediatype') {
+    const ct = e.attrs['datacontenttype'];
+    if (ct === undefined) return undefined;
+    const s = canonicalString(ct);
+    const semi = s.indexOf(';');
+    return (semi < 0 ? s : s.slice(0, semi)).trim().toLowerCase();
+  }
+  const v = e.attrs[name];
+  return v === undefined ? undefined : canonicalString(v);
+}
+
+/**
  * Compiles `filter.attributes` into a predicate.
  *
  * @example
@@ -24,7 +44,12 @@ export function compileAttributesFilter(attributes: Record<string, string> | und
   if (attributes === undefined) return always;
   const checks: Predicate[] = [];
   for (const [key, want] of Object.entries(attributes)) {
-    if (want === '') {
+    if (DERIVED_ATTRIBUTES.has(key)) {
+      checks.push((e) => {
+        const v = filterAttribute(e, key);
+        return v !== undefined && (want === '' ? v !== '' : v === want);
+      });
+    } else if (want === '') {
       checks.push((e) => {
         const v = e.attrs[key];
         return v !== undefined && canonicalString(v) !== '';
@@ -52,9 +77,8 @@ export function explainAttributesFilter(
   e: CloudEvent,
 ): string | undefined {
   for (const [key, want] of Object.entries(attributes ?? {})) {
-    const v = e.attrs[key];
-    if (v === undefined) return `attribute '${key}' is missing`;
-    const s = canonicalString(v);
+    const s = filterAttribute(e, key);
+    if (s === undefined) return `attribute '${key}' is missing`;
     if (want === '' && s === '') return `attribute '${key}' is empty`;
     if (want !== '' && s !== want) return `attribute '${key}' is '${s}', the filter wants '${want}'`;
   }

@@ -5,8 +5,8 @@
  * path of the bad entry, compiled once per Trigger.
  * @module
  */
-import { type CloudEvent, canonicalString } from '../cloudevents/event.js';
-import type { Predicate } from './attributes.js';
+import type { CloudEvent } from '../cloudevents/event.js';
+import { FILTER_KEY, filterAttribute, type Predicate } from './attributes.js';
 import { CesqlError } from './cesql/ast.js';
 import { type CesqlExpression, compileCesql } from './cesql/compile.js';
 
@@ -19,10 +19,11 @@ export type SubscriptionsFilter =
   | { any: SubscriptionsFilter[] }
   | { not: SubscriptionsFilter }
   | { cesql: string }
-  | { sql: string };
+  | { sql: string }
+  /** No dialect set, or only empty ones (`{}`, `all: []`, `cesql: ""`): Knative's "no filter", kept as written. */
+  | Record<string, never>;
 
 const DIALECTS = ['exact', 'prefix', 'suffix', 'all', 'any', 'not', 'cesql', 'sql'] as const;
-const NAME = /^[a-z0-9]+$/;
 
 /** A filter the dialect refuses: the path of the bad entry and the rule. */
 export class FilterError extends Error {
@@ -45,24 +46,35 @@ export function validateFilters(path: string, v: unknown): SubscriptionsFilter[]
   return v.map((f, i) => validateFilter(`${path}[${i}]`, f));
 }
 
+/** True when a dialect's value is empty: Knative then treats the dialect as not set. */
+function isEmptyDialect(v: unknown): boolean {
+  if (v === null || v === undefined) return true;
+  if (Array.isArray(v)) return v.length === 0;
+  if (typeof v === 'string') return v.trim() === '';
+  return isObj(v) && Object.keys(v).length === 0;
+}
+
 function validateFilter(path: string, f: unknown): SubscriptionsFilter {
   if (!isObj(f)) throw new FilterError(path, `must be an object with one of ${DIALECTS.join(', ')}`);
   const keys = Object.keys(f);
-  const used = keys.filter((k) => (DIALECTS as readonly string[]).includes(k));
   const unknown = keys.filter((k) => !(DIALECTS as readonly string[]).includes(k));
   if (unknown.length > 0)
     throw new FilterError(
       `${path}.${unknown[0]}`,
       `unknown filter dialect; use one of ${DIALECTS.join(', ')}`,
     );
-  if (used.length !== 1) {
+  // As Knative does, an empty dialect (`all: []`, `cesql: ""`, `exact: {}`) counts as not set, except
+  // `not`, whose inner filter is checked (and is "no filter" when empty).
+  const used = keys.filter((k) =>
+    k === 'not' ? f[k] !== null && f[k] !== undefined : !isEmptyDialect(f[k]),
+  );
+  if (used.length > 1) {
     throw new FilterError(
       path,
-      used.length === 0
-        ? `needs one of ${DIALECTS.join(', ')}`
-        : `has ${used.join(' and ')}: use exactly one dialect per filter (wrap several in all)`,
+      `has ${used.join(' and ')}: use exactly one dialect per filter (wrap several in all)`,
     );
   }
+  if (used.length === 0) return { ...f } as unknown as SubscriptionsFilter;
   const d = used[0]!;
   const body = f[d];
   const at = `${path}.${d}`;
@@ -70,11 +82,13 @@ function validateFilter(path: string, f: unknown): SubscriptionsFilter {
     case 'exact':
     case 'prefix':
     case 'suffix': {
-      if (!isObj(body) || Object.keys(body).length === 0)
-        throw new FilterError(at, 'must be a non-empty map of attribute name to value');
+      if (!isObj(body)) throw new FilterError(at, 'must be a map of attribute name to value');
       for (const [k, val] of Object.entries(body)) {
-        if (!NAME.test(k))
-          throw new FilterError(`${at}.${k}`, 'attribute names are lower-case letters and digits');
+        if (!FILTER_KEY.test(k))
+          throw new FilterError(
+            `${at}.${k}`,
+            'attribute names must match ^[a-z][a-z0-9]*$ (a lower-case letter, then letters and digits)',
+          );
         if (typeof val !== 'string' || val === '')
           throw new FilterError(`${at}.${k}`, 'must be a non-empty string (quote numbers and booleans)');
       }
@@ -82,15 +96,13 @@ function validateFilter(path: string, f: unknown): SubscriptionsFilter {
     }
     case 'all':
     case 'any': {
-      if (!Array.isArray(body) || body.length === 0)
-        throw new FilterError(at, 'must be a non-empty list of filters');
+      if (!Array.isArray(body)) throw new FilterError(at, 'must be a list of filters');
       return { [d]: validateFilters(at, body) } as SubscriptionsFilter;
     }
     case 'not':
       return { not: validateFilter(at, body) };
     default: {
-      if (typeof body !== 'string' || body.trim() === '')
-        throw new FilterError(at, 'must be a CESQL expression');
+      if (typeof body !== 'string') throw new FilterError(at, 'must be a CESQL expression');
       try {
         compileCesql(body);
       } catch (err) {
@@ -102,12 +114,42 @@ function validateFilter(path: string, f: unknown): SubscriptionsFilter {
   }
 }
 
-function attr(e: CloudEvent, k: string): string | undefined {
-  const v = e.attrs[k];
-  return v === undefined ? undefined : canonicalString(v);
+/**
+ * Warnings for filters that Knative accepts but that do nothing: an empty dialect matches every event.
+ * Returned by apply and shown in the Trigger's status.
+ */
+export function filterWarnings(filters: unknown, path = 'spec.filters'): string[] {
+  const out: string[] = [];
+  const walkList = (list: unknown, at: string) => {
+    if (!Array.isArray(list)) return;
+    list.forEach((f, i) => walk(f, `${at}[${i}]`));
+  };
+  const walk = (f: unknown, at: string) => {
+    if (!isObj(f)) return;
+    const keys = Object.keys(f);
+    const set = keys.filter((k) => !isEmptyDialect(f[k]));
+    for (const k of keys) {
+      if (isEmptyDialect(f[k]) && !(k === 'not' && f[k] !== null && f[k] !== undefined))
+        out.push(`${at}.${k}: is empty, so it is no filter and matches every event (as in Knative)`);
+    }
+    if (keys.length === 0) out.push(`${at}: sets no dialect, so it matches every event (as in Knative)`);
+    for (const k of set) {
+      if (k === 'all' || k === 'any') walkList(f[k], `${at}.${k}`);
+    }
+    if (isObj(f['not'])) {
+      if (Object.keys(f['not']).length === 0)
+        out.push(`${at}.not: is empty, so it is no filter and matches every event (as in Knative)`);
+      else walk(f['not'], `${at}.not`);
+    }
+  };
+  walkList(filters, path);
+  return out;
 }
 
+const attr = filterAttribute;
+
 function compileOne(f: SubscriptionsFilter): Predicate {
+  if (isNoFilter(f)) return always;
   if ('exact' in f) {
     const kv = Object.entries(f.exact);
     return (e) => kv.every(([k, want]) => attr(e, k) === want);
@@ -122,18 +164,31 @@ function compileOne(f: SubscriptionsFilter): Predicate {
   }
   if ('all' in f) return and(f.all.map(compileOne));
   if ('any' in f) {
+    if (f.any.length === 0) return always;
     const ps = f.any.map(compileOne);
     return (e) => ps.some((p) => p(e));
   }
   if ('not' in f) {
+    // Knative: `not` of no filter is no filter.
+    if (isNoFilter(f.not)) return always;
     const p = compileOne(f.not);
     return (e) => !p(e);
   }
+  if (!('cesql' in f) && !('sql' in f)) return always;
   const expr: CesqlExpression = compileCesql('cesql' in f ? f.cesql : f.sql);
   return (e) => expr.matches(e.attrs);
 }
 
+const always: Predicate = () => true;
+
+/** True for a filter whose every dialect is empty (Knative's "no filter"). */
+function isNoFilter(f: SubscriptionsFilter): boolean {
+  for (const v of Object.values(f)) if (!isEmptyDialect(v)) return false;
+  return true;
+}
+
 function and(ps: Predicate[]): Predicate {
+  if (ps.length === 0) return always;
   if (ps.length === 1) return ps[0]!;
   return (e) => {
     for (const p of ps) if (!p(e)) return false;

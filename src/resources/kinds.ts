@@ -3,7 +3,7 @@
  * @module
  */
 import { validateBrokerSpec } from './broker.js';
-import { validateTriggerSpec } from './trigger.js';
+import { triggerWarnings, validateTriggerSpec } from './trigger.js';
 
 export interface KindDef {
   kind: string;
@@ -14,6 +14,8 @@ export interface KindDef {
   shortNames: readonly string[];
   /** Validates and normalises a spec; throws TRELLIS_ERR_RESOURCE_INVALID with the field path. */
   validateSpec(spec: unknown, namespace: string): Record<string, unknown>;
+  /** What in a valid spec is accepted but probably not what the user meant (shown by apply and in status). */
+  warnings?(spec: Record<string, unknown>): string[];
 }
 
 export const KINDS: readonly KindDef[] = [
@@ -34,6 +36,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'trigger',
     shortNames: [],
     validateSpec: validateTriggerSpec,
+    warnings: triggerWarnings,
   },
 ];
 

@@ -8,7 +8,7 @@ import type { ResourceEvent, ResourceObject, ResourceStore } from '../store/type
 import type { BrokerSpec } from './broker.js';
 import type { Destination } from './delivery-spec.js';
 import type { ResourceRegistry } from './registry.js';
-import type { TriggerSpec } from './trigger.js';
+import { type TriggerSpec, triggerWarnings } from './trigger.js';
 
 export interface Snapshot {
   brokers: ResourceObject[];
@@ -234,6 +234,14 @@ export class StatusReconciler {
             notOk('DeadLetterSinkResolved', 'Unresolved', `spec.delivery.deadLetterSink: ${r.error}`),
           );
       }
+      const warnings = triggerWarnings(t.spec);
+      if (warnings.length > 0)
+        conds.push({
+          type: 'FiltersValid',
+          status: 'True',
+          reason: 'EmptyFilter',
+          message: warnings.join('; '),
+        });
       status['conditions'] = ready(conds);
       await this.write(this.triggers, key, t, status);
     }

@@ -21,6 +21,13 @@ import {
 
 export type ApplyAction = 'created' | 'configured' | 'unchanged';
 
+/** What apply did, with the warnings the user should see. */
+export interface ApplyResult {
+  object: ResourceObject;
+  action: ApplyAction;
+  warnings: string[];
+}
+
 /** Parses one or more YAML (or JSON) documents; empty documents are skipped. */
 export function parseDocuments(text: string): unknown[] {
   const docs = parseAllDocuments(text);
@@ -63,10 +70,7 @@ export class ResourceRegistry {
   constructor(private readonly store: ResourceStore) {}
 
   /** Validates a document and creates or updates the resource it describes. */
-  async apply(
-    doc: unknown,
-    defaultNamespace = 'default',
-  ): Promise<{ object: ResourceObject; action: ApplyAction }> {
+  async apply(doc: unknown, defaultNamespace = 'default'): Promise<ApplyResult> {
     const o = objectAt('(document)', doc, ['apiVersion', 'kind', 'metadata', 'spec', 'status'])!;
     const kindName = stringAt('kind', o['kind'])!;
     const def = findKind(kindName);
@@ -111,6 +115,7 @@ export class ResourceRegistry {
     const expected = meta['resourceVersion'] !== undefined ? String(meta['resourceVersion']) : undefined;
     if (def.kind === 'Broker') validateBrokerAnnotations(annotations);
     const spec = def.validateSpec(o['spec'], namespace);
+    const warnings = def.warnings?.(spec) ?? [];
 
     const current = await this.store.get(def.kind, namespace, name);
     const specChanged = current === undefined || !sameJson(current.spec, spec);
@@ -119,7 +124,7 @@ export class ResourceRegistry {
       !sameJson(current.metadata.labels, labels) ||
       !sameJson(current.metadata.annotations, annotations);
     if (current !== undefined && !specChanged && !metaChanged)
-      return { object: current, action: 'unchanged' };
+      return { object: current, action: 'unchanged', warnings };
     const next: ResourceObject = {
       apiVersion,
       kind: def.kind,
@@ -137,7 +142,7 @@ export class ResourceRegistry {
       ...(current?.status ? { status: current.status } : {}),
     };
     const stored = await this.put(next, expected ?? current?.metadata.resourceVersion ?? '');
-    return { object: stored, action: current === undefined ? 'created' : 'configured' };
+    return { object: stored, action: current === undefined ? 'created' : 'configured', warnings };
   }
 
   private async put(obj: ResourceObject, expected: string): Promise<ResourceObject> {

@@ -3,7 +3,7 @@
  * @module
  */
 import { FILTER_KEY } from '../filter/attributes.js';
-import { FilterError, type SubscriptionsFilter, validateFilters } from '../filter/dialect.js';
+import { FilterError, filterWarnings, type SubscriptionsFilter, validateFilters } from '../filter/dialect.js';
 import {
   type DeliverySpec,
   type Destination,
@@ -63,4 +63,9 @@ export function validateTriggerSpec(spec: unknown, namespace: string): Record<st
   const delivery = validateDelivery('spec.delivery', o['delivery'], namespace);
   if (delivery !== undefined) out.delivery = delivery;
   return out as unknown as Record<string, unknown>;
+}
+
+/** Warnings for a stored Trigger spec: empty filter dialects, which Knative accepts and which match everything. */
+export function triggerWarnings(spec: Record<string, unknown>): string[] {
+  return filterWarnings((spec as unknown as TriggerSpec).filters);
 }

@@ -6,7 +6,7 @@
 
 import type { RetryPolicy } from '../dataplane/retry-policy.js';
 import { type Anchor, type BrokerRoute, TriggerIndex, type TriggerRoute } from '../dataplane/routes.js';
-import { compileAttributesFilter } from '../filter/attributes.js';
+import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attributes.js';
 import { compileFilters } from '../filter/dialect.js';
 import type { BrokerSpec } from '../resources/broker.js';
 import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
@@ -133,6 +133,7 @@ export function anchorOf(spec: TriggerSpec): Anchor | undefined {
   } else {
     for (const [k, v] of Object.entries(spec.filter?.attributes ?? {})) if (v !== '') exact[k] = v;
   }
+  for (const k of DERIVED_ATTRIBUTES) delete exact[k];
   const attribute = 'type' in exact ? 'type' : 'source' in exact ? 'source' : Object.keys(exact)[0];
   return attribute === undefined ? undefined : { attribute, value: exact[attribute]! };
 }

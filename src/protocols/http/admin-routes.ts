@@ -4,12 +4,12 @@
  * and `/apis/{group}/{version}/{plural}` (list in every namespace). Apply takes JSON or YAML.
  * @module
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { CloudEvent } from '../../cloudevents/event.js';
 import { eventToJson } from '../../cloudevents/json-format.js';
 import { TrellisError } from '../../errors.js';
 import { apiVersionOf, KINDS, type KindDef, kindByPath } from '../../resources/kinds.js';
-import { parseDocuments, type ResourceRegistry } from '../../resources/registry.js';
+import { type ApplyResult, parseDocuments, type ResourceRegistry } from '../../resources/registry.js';
 import { isObject } from '../../resources/validation.js';
 import { sendError } from './errors.js';
 
@@ -57,6 +57,19 @@ function bodyDocument(body: unknown, contentType: string | undefined): unknown {
   if (docs.length !== 1)
     throw new TrellisError('TRELLIS_ERR_RESOURCE_PARSE', `send one resource per request, got ${docs.length}`);
   return docs[0];
+}
+
+/** Kubernetes-style warning headers (`299 - "text"`), which kubectl and `trellis apply` print. */
+export function warningHeaders(warnings: readonly string[]): string[] {
+  return warnings.map((w) => `299 - "${w.replace(/[^\x20-\x7e]/g, '?').replace(/["\\]/g, "'")}"`);
+}
+
+function sendApplied(reply: FastifyReply, r: ApplyResult): FastifyReply {
+  if (r.warnings.length > 0) reply.header('warning', warningHeaders(r.warnings));
+  return reply
+    .code(r.action === 'created' ? 201 : 200)
+    .header('trellis-apply-action', r.action)
+    .send(r.object);
 }
 
 export function registerAdminRoutes(
@@ -172,10 +185,7 @@ export function registerAdminRoutes(
   app.post<{ Params: NsParams }>('/apis/:group/:version/namespaces/:ns/:plural', async (req, reply) => {
     try {
       const r = await apply(req.params, req.body, req.headers['content-type']);
-      return reply
-        .code(r.action === 'created' ? 201 : 200)
-        .header('trellis-apply-action', r.action)
-        .send(r.object);
+      return sendApplied(reply, r);
     } catch (err) {
       return sendError(reply, err);
     }
@@ -186,10 +196,7 @@ export function registerAdminRoutes(
     async (req, reply) => {
       try {
         const r = await apply(req.params, req.body, req.headers['content-type']);
-        return reply
-          .code(r.action === 'created' ? 201 : 200)
-          .header('trellis-apply-action', r.action)
-          .send(r.object);
+        return sendApplied(reply, r);
       } catch (err) {
         return sendError(reply, err);
       }
