@@ -88,7 +88,7 @@ describe('empty dialects, as Knative accepts them', () => {
     expect(res.headers.get('warning')).toMatch(/299 - "spec.filters\[0\].all: is empty/);
     const t = (await res.json()) as {
       spec: { filters: unknown[] };
-      status: { conditions: { type: string; message?: string }[] };
+      status: { conditions: { type: string; status: string; message?: string }[] };
     };
     expect(t.spec.filters).toEqual([{ all: [] }, { cesql: '' }]);
     const c = t.status.conditions.find((x) => x.type === 'FiltersValid');
