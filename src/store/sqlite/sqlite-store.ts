@@ -18,7 +18,7 @@ import {
   type ResourceStore,
   type Store,
 } from '../types.js';
-import type { WireOp } from './commit.js';
+import { resultCount, type WireOp } from './commit.js';
 import { inlineWriter, type Writer, workerWriter } from './writer.js';
 
 const SCHEMA = `
@@ -52,9 +52,9 @@ const MAX_INFLIGHT = 2;
 
 interface Op {
   wire: WireOp[];
-  append: boolean;
-  /** For appends: resolves with the items' sequence numbers. */
-  resolve: (seqs: number[]) => void;
+  /** How many results the op's wire ops answer with (see resultCount). */
+  results: number;
+  resolve: (results: (number | string)[]) => void;
   reject: (e: unknown) => void;
 }
 
@@ -123,22 +123,10 @@ class SqliteStore implements Store {
     };
     this.deliveries = {
       pending: async (sub, afterSeq, limit) => this.pending(sub, afterSeq, limit),
-      complete: (sub, seq) =>
-        new Promise<void>((resolve, reject) =>
-          this.enqueue({ wire: [['c', sub, seq]], append: false, resolve: () => resolve(), reject }),
-        ),
+      complete: (sub, seq) => this.write(['c', sub, seq]).then(() => undefined),
       reschedule: (sub, seq, attempt, due) =>
-        new Promise<void>((resolve, reject) =>
-          this.enqueue({
-            wire: [['r', sub, seq, attempt, due]],
-            append: false,
-            resolve: () => resolve(),
-            reject,
-          }),
-        ),
-      dropSubscription: async (sub) => {
-        this.st.dropSub.run(sub);
-      },
+        this.write(['r', sub, seq, attempt, due]).then(() => undefined),
+      dropSubscription: (sub) => this.write(['s', sub]).then(() => undefined),
       counts: async () => {
         const rows = this.st.counts.all() as { sub: string; n: number }[];
         return new Map(rows.map((r) => [r.sub, r.n]));
@@ -157,10 +145,9 @@ class SqliteStore implements Store {
       },
       put: async (obj, expected) => this.putResource(obj, expected),
       delete: async (kind, ns, name) => {
-        const row = this.st.getRes.get(kind, ns, name) as { body: string } | undefined;
-        if (!row) return undefined;
-        this.st.delRes.run(kind, ns, name);
-        const obj = JSON.parse(row.body) as ResourceObject;
+        const body = await this.write(['d', kind, ns, name]);
+        if (typeof body !== 'string') return undefined;
+        const obj = JSON.parse(body) as ResourceObject;
         this.emit({ type: 'DELETED', object: obj });
         return obj;
       },
@@ -184,19 +171,10 @@ class SqliteStore implements Store {
       findEvent: db.prepare(
         "SELECT attrs, data FROM events WHERE stream = ? AND json_extract(attrs, '$.id') = ? ORDER BY seq DESC LIMIT 100",
       ),
-      dropSub: db.prepare('DELETE FROM deliveries WHERE sub = ?'),
       counts: db.prepare('SELECT sub, COUNT(*) AS n FROM deliveries GROUP BY sub'),
       getRes: db.prepare('SELECT body FROM resources WHERE kind = ? AND namespace = ? AND name = ?'),
       listRes: db.prepare('SELECT body FROM resources WHERE kind = ? AND namespace = ? ORDER BY name'),
       listResAll: db.prepare('SELECT body FROM resources WHERE kind = ? ORDER BY namespace, name'),
-      putRes: db.prepare(
-        'INSERT INTO resources (kind, namespace, name, body) VALUES (?, ?, ?, ?) ' +
-          'ON CONFLICT (kind, namespace, name) DO UPDATE SET body = excluded.body',
-      ),
-      delRes: db.prepare('DELETE FROM resources WHERE kind = ? AND namespace = ? AND name = ?'),
-      setMeta: db.prepare(
-        'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
-      ),
     };
   }
 
@@ -209,34 +187,43 @@ class SqliteStore implements Store {
     for (const w of this.watchers) w(e);
   }
 
-  private putResource(obj: ResourceObject, expected: string | undefined): ResourceObject {
+  /**
+   * Stores a resource through the writer (the only connection that writes), checking the expected version
+   * inside the same transaction. Puts arriving together share one commit, as appends do.
+   */
+  private async putResource(obj: ResourceObject, expected: string | undefined): Promise<ResourceObject> {
     const { kind } = obj;
     const { namespace, name } = obj.metadata;
-    const tx = this.db.transaction(() => {
-      const row = this.st.getRes.get(kind, namespace, name) as { body: string } | undefined;
-      const current = row ? (JSON.parse(row.body) as ResourceObject) : undefined;
-      if (expected !== undefined) {
-        const have = current?.metadata.resourceVersion ?? '';
-        if (have !== expected) {
-          throw new ConflictError(
-            `${kind} ${namespace}/${name} is at resourceVersion '${have}', not '${expected}'; get it again and retry`,
-          );
-        }
-      }
-      this.resourceVersion++;
-      const stored: ResourceObject = {
-        ...obj,
-        metadata: { ...obj.metadata, resourceVersion: String(this.resourceVersion) },
-      };
-      this.st.putRes.run(kind, namespace, name, JSON.stringify(stored));
-      this.st.setMeta.run('resourceVersion', String(this.resourceVersion));
-      return { stored, existed: current !== undefined };
-    });
-    // IMMEDIATE: take the write lock before reading, so a commit by the writer thread in between cannot
-    // turn this read transaction stale (SQLITE_BUSY_SNAPSHOT, which no busy timeout retries).
-    const { stored, existed } = tx.immediate();
-    this.emit({ type: existed ? 'MODIFIED' : 'ADDED', object: stored });
+    this.resourceVersion++;
+    const stored: ResourceObject = {
+      ...obj,
+      metadata: { ...obj.metadata, resourceVersion: String(this.resourceVersion) },
+    };
+    const r = await this.write([
+      'p',
+      kind,
+      namespace,
+      name,
+      JSON.stringify(stored),
+      expected ?? null,
+      this.resourceVersion,
+    ]);
+    if (typeof r === 'string') {
+      const have = r.slice('conflict:'.length);
+      throw new ConflictError(
+        `${kind} ${namespace}/${name} is at resourceVersion '${have}', not '${expected}'; get it again and retry`,
+      );
+    }
+    this.emit({ type: r === 2 ? 'MODIFIED' : 'ADDED', object: stored });
     return stored;
+  }
+
+  /** Queues one write op and resolves with its result (undefined for ops without one). */
+  private write(op: WireOp): Promise<number | string | undefined> {
+    const results = resultCount(op);
+    return new Promise((resolve, reject) =>
+      this.enqueue({ wire: [op], results, resolve: (r) => resolve(r[0]), reject }),
+    );
   }
 
   private pending(sub: string, afterSeq: number, limit: number): PendingDelivery[] {
@@ -271,10 +258,10 @@ class SqliteStore implements Store {
     return new Promise((resolve, reject) =>
       this.enqueue({
         wire,
-        append: true,
+        results: wire.length,
         resolve: (seqs) => {
           done();
-          resolve(seqs);
+          resolve(seqs as number[]);
         },
         reject: (err) => {
           done();
@@ -314,8 +301,8 @@ class SqliteStore implements Store {
       (seqs) => {
         let i = 0;
         for (const op of ops) {
-          const n = op.append ? op.wire.length : 0;
-          op.resolve(seqs.slice(i, i + n));
+          const n = op.results;
+          op.resolve(n === 0 ? [] : seqs.slice(i, i + n));
           i += n;
         }
       },
@@ -331,15 +318,8 @@ class SqliteStore implements Store {
   }
 
   /** Removes up to 10,000 delivered events per call, in the writer's own transaction (never on this thread). */
-  compact(olderThanMs: number): Promise<number> {
-    return new Promise((resolve, reject) =>
-      this.enqueue({
-        wire: [['x', Date.now() - olderThanMs, 10_000]],
-        append: true,
-        resolve: (r) => resolve(r[0] ?? 0),
-        reject,
-      }),
-    );
+  async compact(olderThanMs: number): Promise<number> {
+    return Number((await this.write(['x', Date.now() - olderThanMs, 10_000])) ?? 0);
   }
 
   async close(): Promise<void> {

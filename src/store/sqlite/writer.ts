@@ -10,8 +10,8 @@ import type Database from 'better-sqlite3';
 import { makeCommit, type WireOp } from './commit.js';
 
 export interface Writer {
-  /** Applies a batch in one durable transaction; resolves with the appended sequence numbers. */
-  commit(ops: WireOp[], now: number): Promise<number[]>;
+  /** Applies a batch in one durable transaction; resolves with the ops' results (see makeCommit). */
+  commit(ops: WireOp[], now: number): Promise<(number | string)[]>;
   close(): Promise<void>;
 }
 
@@ -54,11 +54,14 @@ export function workerWriter(file: string): Writer {
     eval: true,
     workerData: { driver, file },
   });
-  const pending = new Map<number, { resolve: (s: number[]) => void; reject: (e: Error) => void }>();
+  const pending = new Map<
+    number,
+    { resolve: (s: (number | string)[]) => void; reject: (e: Error) => void }
+  >();
   let next = 0;
   let dead: Error | undefined;
   let onClosed: (() => void) | undefined;
-  worker.on('message', (m: { id?: number; seqs?: number[]; error?: string; closed?: boolean }) => {
+  worker.on('message', (m: { id?: number; seqs?: (number | string)[]; error?: string; closed?: boolean }) => {
     if (m.closed) {
       onClosed?.();
       return;
