@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { AdminClient, ApiError } from '../client/admin-client.js';
+import { AdminClient, ApiError, type BulkOutcome } from '../client/admin-client.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
 import { findKind, KINDS } from '../resources/kinds.js';
@@ -82,6 +82,7 @@ Examples:
       const client = new AdminClient(opts.server);
       let failed = 0;
       for (const file of opts.filename) {
+        const name = file === '-' ? 'stdin' : file;
         let docs: unknown[];
         try {
           docs = parseDocuments(readInput(file));
@@ -90,26 +91,22 @@ Examples:
           failed++;
           continue;
         }
-        for (const [i, doc] of docs.entries()) {
-          const where = `${file === '-' ? 'stdin' : file} document ${i + 1}`;
-          try {
-            if (!isObject(doc))
-              throw new Error('a resource must be a YAML mapping with apiVersion, kind, metadata and spec');
-            const kind = findKind(String(doc['kind'] ?? ''));
-            if (!kind)
-              throw new Error(
-                `kind: '${String(doc['kind'])}' is not a kind Trellis serves (${KINDS.map((k) => k.kind).join(', ')})`,
-              );
-            const meta = isObject(doc['metadata']) ? doc['metadata'] : {};
-            const ns = typeof meta['namespace'] === 'string' ? meta['namespace'] : opts.namespace;
-            const r = await client.apply(kind, ns, doc);
-            for (const w of r.warnings) process.stderr.write(`Warning: ${where}: ${w}\n`);
-            process.stdout.write(`${kind.singular}.${kind.group}/${r.object.metadata.name} ${r.action}\n`);
-          } catch (err) {
-            if (err instanceof ApiError && err.status === 0) fail(err);
-            process.stderr.write(`error: ${where}: ${(err as Error).message}\n`);
+        let results: BulkOutcome[];
+        try {
+          results = await client.applyMany(docs, opts.namespace);
+        } catch (err) {
+          fail(err);
+        }
+        for (const [i, r] of results.entries()) {
+          const where = `${name} document ${i + 1}`;
+          if ('error' in r) {
+            process.stderr.write(`error: ${where}: ${r.error.message} (${r.error.code})\n`);
             failed++;
+            continue;
           }
+          for (const w of r.warnings) process.stderr.write(`Warning: ${where}: ${w}\n`);
+          const kind = findKind(r.kind);
+          process.stdout.write(`${kind?.singular ?? r.kind}.${kind?.group ?? ''}/${r.name} ${r.action}\n`);
         }
       }
       if (failed > 0) process.exit(1);

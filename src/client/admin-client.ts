@@ -33,6 +33,11 @@ export interface ApiResource {
   status?: Record<string, unknown>;
 }
 
+/** One document's outcome in a bulk apply (`POST /apis/apply`). */
+export type BulkOutcome =
+  | { kind: string; namespace: string; name: string; action: string; warnings: string[] }
+  | { error: { code: string; message: string } };
+
 export class AdminClient {
   constructor(readonly server: string) {}
 
@@ -102,6 +107,36 @@ export class AdminClient {
       action: r.headers.get('trellis-apply-action') ?? 'configured',
       warnings: parseWarnings(r.headers.get('warning')),
     };
+  }
+
+  /**
+   * Applies many documents with as few requests as possible (each request at most `maxBytes` of JSON);
+   * resolves with one outcome per document, in order.
+   */
+  async applyMany(docs: unknown[], ns: string, maxBytes = 512 * 1024): Promise<BulkOutcome[]> {
+    const out: BulkOutcome[] = [];
+    let chunk: string[] = [];
+    let size = 2;
+    const flush = async () => {
+      if (chunk.length === 0) return;
+      const r = await this.call(
+        'POST',
+        `/apis/apply?namespace=${encodeURIComponent(ns)}`,
+        `[${chunk.join(',')}]`,
+        'application/json',
+      );
+      for (const item of (r.json as { items: BulkOutcome[] }).items) out.push(item);
+      chunk = [];
+      size = 2;
+    };
+    for (const d of docs) {
+      const text = JSON.stringify(d) ?? 'null';
+      if (chunk.length > 0 && (size + text.length + 1 > maxBytes || chunk.length >= 5000)) await flush();
+      chunk.push(text);
+      size += text.length + 1;
+    }
+    await flush();
+    return out;
   }
 
   async delete(k: KindPath, ns: string, name: string): Promise<ApiResource> {

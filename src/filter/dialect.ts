@@ -122,7 +122,7 @@ export function filterWarnings(filters: unknown, path = 'spec.filters'): string[
   const out: string[] = [];
   const walkList = (list: unknown, at: string) => {
     if (!Array.isArray(list)) return;
-    list.forEach((f, i) => walk(f, `${at}[${i}]`));
+    for (const [i, f] of list.entries()) walk(f, `${at}[${i}]`);
   };
   const walk = (f: unknown, at: string) => {
     if (!isObj(f)) return;

@@ -165,6 +165,9 @@ export class StatusReconciler {
     this.dirtyTriggers.clear();
     if (!changed && brokerKeys.length === 0 && triggerKeys.length === 0) return;
 
+    // Brokers' statuses are written before Triggers are computed (a Trigger reads its Broker's Ready);
+    // within each kind, writes go out together so that they share the store's commits.
+    const writes = new WriteWindow(256);
     const brokerUrl = (key: string) => {
       const b = this.brokers.get(key);
       return b && brokerAddress(this.publicUrl, b.metadata.namespace, b.metadata.name);
@@ -196,8 +199,9 @@ export class StatusReconciler {
           );
       }
       status['conditions'] = ready(conds);
-      await this.write(this.brokers, key, b, status);
+      await writes.add(this.write(this.brokers, key, b, status));
     }
+    await writes.drain();
     for (const key of triggerKeys) {
       const t = this.triggers.get(key);
       if (t === undefined) continue;
@@ -243,8 +247,9 @@ export class StatusReconciler {
           message: warnings.join('; '),
         });
       status['conditions'] = ready(conds);
-      await this.write(this.triggers, key, t, status);
+      await writes.add(this.write(this.triggers, key, t, status));
     }
+    await writes.drain();
     this.onChange({ brokers: [...this.brokers.values()], triggers: [...this.triggers.values()] });
   }
 
@@ -259,6 +264,34 @@ export class StatusReconciler {
     const now = map.get(key);
     // If the watch did not bring a stored copy (nothing was written), keep the computed status in the cache.
     if (now === o && now.status === undefined) map.set(key, { ...o, status });
+  }
+}
+
+/** Keeps up to `size` writes in flight; `add` waits when the window is full. */
+class WriteWindow {
+  private readonly inflight = new Set<Promise<void>>();
+  private error: unknown;
+  constructor(private readonly size: number) {}
+  async add(p: Promise<void>): Promise<void> {
+    const tracked = p.then(
+      () => {
+        this.inflight.delete(tracked);
+      },
+      (err: unknown) => {
+        this.inflight.delete(tracked);
+        this.error ??= err;
+      },
+    );
+    this.inflight.add(tracked);
+    if (this.inflight.size >= this.size) await Promise.race(this.inflight);
+  }
+  async drain(): Promise<void> {
+    await Promise.all(this.inflight);
+    if (this.error !== undefined) {
+      const e = this.error;
+      this.error = undefined;
+      throw e;
+    }
   }
 }
 

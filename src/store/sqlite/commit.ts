@@ -74,7 +74,9 @@ export function makeCommit(db: Database.Database): (ops: WireOp[], now: number) 
         seqs.push(compact.run(m ?? Number.MAX_SAFE_INTEGER, op[1], op[2]).changes);
       } else if (op[0] === 'p') {
         const row = getRes.get(op[1], op[2], op[3]) as { body: string } | undefined;
-        const have = row ? (JSON.parse(row.body) as { metadata: { resourceVersion: string } }).metadata.resourceVersion : '';
+        const have = row
+          ? (JSON.parse(row.body) as { metadata: { resourceVersion: string } }).metadata.resourceVersion
+          : '';
         if (op[5] !== null && have !== op[5]) {
           seqs.push(`conflict:${have}`);
           continue;

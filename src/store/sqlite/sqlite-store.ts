@@ -124,8 +124,7 @@ class SqliteStore implements Store {
     this.deliveries = {
       pending: async (sub, afterSeq, limit) => this.pending(sub, afterSeq, limit),
       complete: (sub, seq) => this.write(['c', sub, seq]).then(() => undefined),
-      reschedule: (sub, seq, attempt, due) =>
-        this.write(['r', sub, seq, attempt, due]).then(() => undefined),
+      reschedule: (sub, seq, attempt, due) => this.write(['r', sub, seq, attempt, due]).then(() => undefined),
       dropSubscription: (sub) => this.write(['s', sub]).then(() => undefined),
       counts: async () => {
         const rows = this.st.counts.all() as { sub: string; n: number }[];
