@@ -31,6 +31,12 @@ export const ERRORS = {
   TRELLIS_ERR_RESOURCE_NOT_FOUND: { status: 404, title: 'No such resource' },
   TRELLIS_ERR_EVENT_NOT_FOUND: { status: 404, title: 'The Broker holds no such event' },
   TRELLIS_ERR_CONFLICT: { status: 409, title: 'The resource changed since it was read' },
+  TRELLIS_ERR_UNAUTHORIZED: { status: 401, title: 'The admin API needs the admin token' },
+  TRELLIS_ERR_ORIGIN_FORBIDDEN: {
+    status: 403,
+    title: 'A web page of another origin tried to use the admin API',
+  },
+  TRELLIS_ERR_HOST_FORBIDDEN: { status: 403, title: "The Host header is not one of the server's names" },
   TRELLIS_ERR_INTERNAL: { status: 500, title: 'An unexpected error inside Trellis' },
 } as const;
 

@@ -2,6 +2,7 @@
  * `trellis serve`: runs a server until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
  * @module
  */
+import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../resources/duration.js';
 import { DEFAULT_CONFIG } from '../server/config.js';
@@ -20,6 +21,24 @@ function duration(name: string) {
       throw new InvalidArgumentError(`${name} must be an ISO-8601 duration such as PT30S`);
     return ms;
   };
+}
+
+/** The admin token: from the file when one is named, else TRELLIS_ADMIN_TOKEN; never logged. */
+function adminToken(file: string | undefined): string | undefined {
+  let token: string | undefined;
+  if (file !== undefined) {
+    try {
+      token = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new InvalidArgumentError(`--admin-token-file: cannot read ${file}: ${(err as Error).message}`);
+    }
+    if (token === '') throw new InvalidArgumentError(`--admin-token-file: ${file} is empty`);
+  } else {
+    token = process.env['TRELLIS_ADMIN_TOKEN']?.trim() || undefined;
+  }
+  if (token !== undefined && token.length < 16)
+    throw new InvalidArgumentError('the admin token must be at least 16 characters (try: openssl rand -hex 32)');
+  return token;
 }
 
 export function runServe(program: Command): void {
@@ -100,6 +119,24 @@ export function runServe(program: Command): void {
       ),
     )
     .addOption(
+      new Option(
+        '--admin-token-file <file>',
+        'a file holding the admin token (else TRELLIS_ADMIN_TOKEN); admin requests then need it',
+      ).env('TRELLIS_ADMIN_TOKEN_FILE'),
+    )
+    .addOption(
+      new Option(
+        '--allowed-hosts <names>',
+        "more Host names the admin API answers to, comma-separated ('*': any)",
+      ).env('TRELLIS_ALLOWED_HOSTS'),
+    )
+    .addOption(
+      new Option(
+        '--insecure-admin',
+        'serve the admin API on a non-loopback address without a token (protected mode off)',
+      ).env('TRELLIS_INSECURE_ADMIN'),
+    )
+    .addOption(
       new Option('--log-level <level>', 'trace, debug, info, warn, error or silent')
         .env('TRELLIS_LOG_LEVEL')
         .default('info'),
@@ -110,7 +147,8 @@ export function runServe(program: Command): void {
 Examples:
   trellis serve --quickstart
   trellis serve --port 8080 --data-dir /var/lib/trellis -f brokers.yaml -f triggers.yaml
-  TRELLIS_PORT=9000 trellis serve`,
+  TRELLIS_PORT=9000 trellis serve
+  TRELLIS_ADMIN_TOKEN=$(cat /etc/trellis/token) trellis serve --host 0.0.0.0 --allowed-hosts trellis.internal`,
     )
     .action(async (opts: Record<string, unknown>) => {
       const files = opts['filename'];
@@ -131,6 +169,12 @@ Examples:
         files: Array.isArray(files) ? (files as string[]) : typeof files === 'string' ? files.split(',') : [],
         quickstart: opts['quickstart'] === true || opts['quickstart'] === 'true',
         logLevel: opts['logLevel'] as string,
+        adminToken: adminToken(opts['adminTokenFile'] as string | undefined),
+        allowedHosts: String(opts['allowedHosts'] ?? '')
+          .split(',')
+          .map((h) => h.trim())
+          .filter((h) => h !== ''),
+        insecureAdmin: opts['insecureAdmin'] === true || opts['insecureAdmin'] === 'true',
       });
       process.stderr.write(`trellis serving on ${server.url}\n`);
       if (opts['quickstart']) {

@@ -39,7 +39,11 @@ export type BulkOutcome =
   | { error: { code: string; message: string } };
 
 export class AdminClient {
-  constructor(readonly server: string) {}
+  /** `token`: the admin token, sent as a bearer token (the CLI passes TRELLIS_ADMIN_TOKEN). */
+  constructor(
+    readonly server: string,
+    private readonly token: string | undefined = process.env['TRELLIS_ADMIN_TOKEN']?.trim() || undefined,
+  ) {}
 
   private async call(
     method: string,
@@ -52,7 +56,10 @@ export class AdminClient {
       res = await fetch(new URL(path, this.server), {
         method,
         ...(body !== undefined ? { body } : {}),
-        headers: contentType ? { 'content-type': contentType } : {},
+        headers: {
+          ...(contentType ? { 'content-type': contentType } : {}),
+          ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+        },
       });
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;

@@ -36,6 +36,12 @@ export interface ServerConfig {
   quickstart: boolean;
   /** pino log level: trace, debug, info, warn, error, silent. */
   logLevel: string;
+  /** When set, every admin API request needs `Authorization: Bearer <token>`. Env TRELLIS_ADMIN_TOKEN. */
+  adminToken?: string | undefined;
+  /** Host names the admin API answers to besides loopback, the bound address and the public URL's. */
+  allowedHosts: string[];
+  /** Serve the admin API on a non-loopback address without a token (protected mode off). */
+  insecureAdmin: boolean;
 }
 
 export const DEFAULT_CONFIG: ServerConfig = {
@@ -54,6 +60,8 @@ export const DEFAULT_CONFIG: ServerConfig = {
   files: [],
   quickstart: false,
   logLevel: 'info',
+  allowedHosts: [],
+  insecureAdmin: false,
 };
 
 /** The DeliverySpec used when neither the Trigger nor its Broker sets one (Knative's config-br-defaults). */

@@ -15,6 +15,7 @@ import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
 import { Sender } from '../dataplane/sender.js';
 import { type ErrorCode, TrellisError } from '../errors.js';
+import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { sendError } from '../protocols/http/errors.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
@@ -56,6 +57,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   if (cfg.maxBodyBytes < 64 * 1024)
     throw new Error('maxBodyBytes must be at least 65536 (the CloudEvents HTTP binding asks for 64 KiB)');
   const logger = pino({ level: cfg.logLevel, base: { name: 'trellis' } });
+  checkProtectedMode(cfg, logger);
   const store = openSqliteStore({ dataDir: cfg.dataDir });
   await store.ready();
   const registry = new ResourceRegistry(store.resources);
@@ -125,6 +127,17 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       return server;
     },
   });
+  // The admin API answers only the server's own names and pages, and the admin token when one is set.
+  let guard: ReturnType<typeof adminGuard> | undefined;
+  app.addHook('onRequest', async (req, reply) => {
+    if (!req.url.startsWith('/apis')) return;
+    try {
+      guard?.(req.headers);
+    } catch (err) {
+      if (err instanceof TrellisError && err.status === 401) reply.header('www-authenticate', 'Bearer');
+      return sendError(reply, err);
+    }
+  });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   app.setErrorHandler((err, _req, reply) => sendError(reply, err));
@@ -171,6 +184,13 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const address = await app.listen({ host: cfg.host, port: cfg.port });
   const url = address.replace('[::1]', 'localhost');
   const publicUrl = cfg.publicUrl ?? url;
+  guard = adminGuard({
+    host: cfg.host,
+    port: Number(new URL(url).port),
+    publicUrl: cfg.publicUrl,
+    allowedHosts: cfg.allowedHosts,
+    token: cfg.adminToken,
+  });
 
   let pendingUpdate: Promise<void> = Promise.resolve();
   const compiledFilters = new Map<string, CompiledFilter>();
@@ -242,6 +262,25 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       return closing;
     },
   };
+}
+
+/**
+ * Protected mode, as Redis has it: the admin API is not served on a non-loopback address without a token,
+ * unless the operator says so explicitly (and is warned at every start).
+ */
+function checkProtectedMode(cfg: ServerConfig, logger: { warn(o: object, m: string): void }): void {
+  if (isLoopback(cfg.host) || cfg.adminToken !== undefined) return;
+  if (!cfg.insecureAdmin) {
+    throw new Error(
+      `refusing to serve on ${cfg.host} without an admin token: anyone who can reach the port could change ` +
+        'resources. Set TRELLIS_ADMIN_TOKEN (or --admin-token-file FILE) and send it with the CLI, ' +
+        'or listen on 127.0.0.1; --insecure-admin runs without a token',
+    );
+  }
+  logger.warn(
+    { host: cfg.host },
+    'PROTECTED MODE IS OFF: the admin API is open to anyone who can reach this address (--insecure-admin)',
+  );
 }
 
 /**
