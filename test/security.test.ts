@@ -99,13 +99,14 @@ describe('the admin API without a token (loopback)', () => {
   });
 
   it('serves its own origin, loopback names and --allowed-hosts', async () => {
-    for (const headers of [
+    const cases: Record<string, string>[] = [
       { origin: `http://127.0.0.1:${port}` },
       { host: `localhost:${port}`, origin: `http://localhost:${port}` },
       { host: `trellis.internal:${port}` },
       { 'sec-fetch-site': 'same-origin' },
       {},
-    ]) {
+    ];
+    for (const headers of cases) {
       const r = await raw(s.url, 'GET', TRIGGERS, headers);
       expect([headers, r.status]).toEqual([headers, 200]);
     }

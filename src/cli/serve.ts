@@ -37,7 +37,9 @@ function adminToken(file: string | undefined): string | undefined {
     token = process.env['TRELLIS_ADMIN_TOKEN']?.trim() || undefined;
   }
   if (token !== undefined && token.length < 16)
-    throw new InvalidArgumentError('the admin token must be at least 16 characters (try: openssl rand -hex 32)');
+    throw new InvalidArgumentError(
+      'the admin token must be at least 16 characters (try: openssl rand -hex 32)',
+    );
   return token;
 }
 

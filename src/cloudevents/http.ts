@@ -3,6 +3,7 @@
  * modes, decoding with percent- and quoted-string unescaping, and encoders for all three.
  * @module
  */
+
 import { isUtf8 } from 'node:buffer';
 import {
   type AttributeValue,
@@ -12,6 +13,7 @@ import {
   checkRequired,
   EventValidationError,
 } from './event.js';
+import { jsonDepthExceeded, MAX_JSON_DEPTH } from './json-depth.js';
 import { batchFromJson, eventFromJson, eventToJson } from './json-format.js';
 
 /** The body is not a CloudEvent we can read: malformed JSON, bad encoding, or no CloudEvent at all. */
@@ -150,8 +152,14 @@ function parseJsonBody(body: Buffer, charset: string | undefined): unknown {
     throw new UnsupportedMediaTypeError(`charset '${charset}' is not supported; send UTF-8`);
   }
   if (!isUtf8(body)) throw new MalformedEventError('the body is not valid UTF-8');
+  const text = body.toString('utf8');
+  const at = jsonDepthExceeded(text, MAX_JSON_DEPTH);
+  if (at >= 0)
+    throw new MalformedEventError(
+      `the body nests JSON deeper than ${MAX_JSON_DEPTH} levels (at offset ${at}); send deeper data in binary mode`,
+    );
   try {
-    return JSON.parse(body.toString('utf8'));
+    return JSON.parse(text);
   } catch (err) {
     throw new MalformedEventError(`the body is not valid JSON: ${(err as Error).message}`);
   }

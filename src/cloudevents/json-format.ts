@@ -12,6 +12,8 @@ import {
   isJsonContentType,
 } from './event.js';
 
+import { jsonDepthExceeded, MAX_JSON_DEPTH } from './json-depth.js';
+
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /**
@@ -95,11 +97,15 @@ export function eventToJson(e: CloudEvent): Record<string, unknown> {
   if (e.data === undefined) return out;
   const ct = e.attrs['datacontenttype'] as string | undefined;
   if (isJsonContentType(ct)) {
-    try {
-      out['data'] = JSON.parse(e.data.toString('utf8'));
-      return out;
-    } catch {
-      // not JSON after all: fall through to base64
+    const text = e.data.toString('utf8');
+    // Data sent in binary mode may nest deeper than JSON.stringify can re-encode: then it goes as base64.
+    if (jsonDepthExceeded(text, MAX_JSON_DEPTH) < 0) {
+      try {
+        out['data'] = JSON.parse(text);
+        return out;
+      } catch {
+        // not JSON after all: fall through to base64
+      }
     }
   } else if (ct !== undefined && /^text\//i.test(ct)) {
     const s = e.data.toString('utf8');

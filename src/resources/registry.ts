@@ -8,6 +8,7 @@ import { parseAllDocuments } from 'yaml';
 import { TrellisError } from '../errors.js';
 import { ConflictError, type ResourceObject, type ResourceStore } from '../store/types.js';
 import { validateBrokerAnnotations } from './broker.js';
+import { checkValueDepth, checkYamlTextDepth } from './depth.js';
 import { apiVersionOf, findKind, type KindDef } from './kinds.js';
 import {
   DNS1123_LABEL,
@@ -30,6 +31,7 @@ export interface ApplyResult {
 
 /** Parses one or more YAML (or JSON) documents; empty documents are skipped. */
 export function parseDocuments(text: string): unknown[] {
+  checkYamlTextDepth(text);
   const docs = parseAllDocuments(text);
   const out: unknown[] = [];
   for (const [i, d] of (Array.isArray(docs) ? docs : [docs]).entries()) {
@@ -48,7 +50,10 @@ export function parseDocuments(text: string): unknown[] {
       // e.g. an alias bomb ("billion laughs"), refused by the alias limit
       throw new TrellisError('TRELLIS_ERR_RESOURCE_PARSE', `document ${i + 1}: ${(err as Error).message}`);
     }
-    if (v !== null && v !== undefined) out.push(v);
+    if (v !== null && v !== undefined) {
+      checkValueDepth(v);
+      out.push(v);
+    }
   }
   return out;
 }

@@ -8,6 +8,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { CloudEvent } from '../../cloudevents/event.js';
 import { eventToJson } from '../../cloudevents/json-format.js';
 import { TrellisError } from '../../errors.js';
+import { checkJsonTextDepth } from '../../resources/depth.js';
 import { apiVersionOf, KINDS, type KindDef, kindByPath } from '../../resources/kinds.js';
 import { type ApplyResult, parseDocuments, type ResourceRegistry } from '../../resources/registry.js';
 import { isObject } from '../../resources/validation.js';
@@ -43,6 +44,7 @@ function bulkDocuments(body: unknown, contentType: string | undefined): unknown[
   const text = Buffer.isBuffer(body) ? body.toString('utf8') : '';
   let docs: unknown[];
   if (contentType?.includes('json')) {
+    checkJsonTextDepth(text);
     let v: unknown;
     try {
       v = JSON.parse(text);
@@ -117,6 +119,7 @@ function bodyDocument(body: unknown, contentType: string | undefined): unknown {
     );
   let docs: unknown[];
   if (contentType?.includes('json')) {
+    checkJsonTextDepth(text);
     try {
       docs = [JSON.parse(text)];
     } catch (err) {
