@@ -42,8 +42,11 @@ it(`every acknowledged event is delivered after ${CYCLES} kill -9 restarts`, {
       server = await serve(args);
       load.retarget(server.url);
     }
-    await new Promise((r) => setTimeout(r, 300));
-    upMs += 300;
+    // Some load reaches the last server before the load stops.
+    const before = load.acked.size;
+    const t0 = Date.now();
+    await expect.poll(() => load.acked.size, { timeout: 30_000 }).toBeGreaterThan(before + 200);
+    upMs += Date.now() - t0;
     await load.stop();
     const acked = [...load.acked];
     const oddAcked = acked.filter((id) => Number(id.split('-')[1]) % 2 === 1);

@@ -222,7 +222,7 @@ describe('replies', () => {
     await s.apply(trigger('loop', { broker: 'b', subscriber: { uri: looper.url } }));
     await s.post('/default/b', ceHeaders('l', 'loop', { 'ce-knativebrokerttl': '3' }), '{}');
     await looper.waitFor(3);
-    await new Promise((r) => setTimeout(r, 300));
+    await expect.poll(() => s.dispatcher.inflight() + s.ingress.lag.get('default/b')).toBe(0);
     expect(looper.received.map((r) => r.event.attrs['id'])).toEqual(['l', 'l+', 'l++']);
   });
 });
@@ -259,7 +259,7 @@ describe('isolation and lifecycle', () => {
       }),
     );
     await sink.waitFor(2000);
-    await new Promise((r) => setTimeout(r, 200));
+    await expect.poll(() => s.dispatcher.inflight() + s.ingress.lag.get('default/b')).toBe(0);
     const ids = sink.received.map((r) => String(r.event.attrs['id']));
     expect(ids.length).toBe(2000);
     expect(new Set(ids).size).toBe(2000);

@@ -249,7 +249,7 @@ describe('end to end', () => {
     await s.post('/default/br', ceHeaders('3', 'user.created', { 'ce-subject': 'us' }), '{}');
     await a.waitFor(1);
     await b.waitFor(1);
-    await new Promise((r) => setTimeout(r, 200));
+    await expect.poll(() => s.dispatcher.inflight() + s.ingress.lag.get('default/br')).toBe(0);
     expect(a.received.map((r) => r.event.attrs['id'])).toEqual(['1']);
     expect(b.received.map((r) => r.event.attrs['id'])).toEqual(['1']);
   });

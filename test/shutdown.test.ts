@@ -23,7 +23,7 @@ it('SIGTERM under load exits 0; after a restart every acknowledged event is deli
   try {
     const first = await serve(args);
     const load = startLoad(first.url, { concurrency: 16, prefix: 'sd', types: ['t'] });
-    await new Promise((r) => setTimeout(r, 1500));
+    await expect.poll(() => load.acked.size, { timeout: 30_000 }).toBeGreaterThan(500);
     const rss = peakRssMiB(first.child.pid!);
     first.child.kill('SIGTERM');
     const { code } = await first.exited();

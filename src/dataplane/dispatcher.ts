@@ -46,6 +46,8 @@ interface FailureInfo {
 }
 
 const TTL = 'knativebrokerttl';
+/** The longest delay one Node timer can wait (about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class Dispatcher {
   private readonly workers = new Map<string, SubscriptionWorker>();
@@ -89,6 +91,7 @@ export class Dispatcher {
       if (!seen.has(id)) {
         w.stop();
         this.workers.delete(id);
+        this.sender.release(id);
       }
     }
     const counts = await this.state.counts();
@@ -203,11 +206,14 @@ class SubscriptionWorker {
     this.pump();
   }
 
+  /** Runs `fn` after `ms`, however long: Node's timers fire at once beyond 2^31-1 ms, so long waits are chained. */
   private later(ms: number, fn: () => void): void {
+    const step = Math.min(ms, MAX_TIMER_MS);
     const t = setTimeout(() => {
       this.timers.delete(t);
-      fn();
-    }, ms);
+      if (ms > MAX_TIMER_MS) this.later(ms - MAX_TIMER_MS, fn);
+      else fn();
+    }, step);
     this.timers.add(t);
   }
 
@@ -232,7 +238,18 @@ class SubscriptionWorker {
     const { policy } = this.route;
     try {
       if (item.attempt <= policy.retry) {
-        const res = await this.d.sender.send(this.route.subscriberUri, item.event, policy.timeoutMs, TTL);
+        const out = this.outgoing(item.event, this.route.subscriberIsSelf === true);
+        if (out === undefined) {
+          this.loopEnded(item, this.route.subscriberUri);
+          return;
+        }
+        const res = await this.d.sender.send(
+          this.route.id,
+          this.route.subscriberUri,
+          out,
+          policy.timeoutMs,
+          out === item.event ? TTL : undefined,
+        );
         const outcome = await this.handleResponse(item, res);
         if (outcome === 'done') {
           this.d.stats.delivered++;
@@ -277,6 +294,26 @@ class SubscriptionWorker {
   }
 
   /**
+   * The event as it goes out: to a subscriber elsewhere without knativebrokerttl (as Knative does); to an
+   * ingress of this server with it lowered by one, or undefined when it has reached 0 (a loop ends here).
+   */
+  private outgoing(e: CloudEvent, self: boolean): CloudEvent | undefined {
+    if (!self) return e;
+    const ttl = Number(e.attrs[TTL] ?? 255) - 1;
+    if (!(ttl > 0)) return undefined;
+    return { ...e, attrs: { ...e.attrs, [TTL]: ttl } };
+  }
+
+  private loopEnded(item: Item, target: string): void {
+    this.d.stats.dropped++;
+    this.d.logger.warn(
+      { trigger: `${this.route.namespace}/${this.route.name}`, id: item.event.attrs['id'], target },
+      'event dropped: knativebrokerttl reached 0 on its way back into this server (an event loop?)',
+    );
+    this.done(item);
+  }
+
+  /**
    * Records that a delivery is finished. The concurrency slot is not held while the store makes that durable:
    * if the process dies first, the delivery is simply made again after the restart (at least once).
    */
@@ -311,7 +348,18 @@ class SubscriptionWorker {
     if (data.length > 0)
       ext['knativeerrordata'] = data.subarray(0, this.d.opts.errorDataBytes).toString('base64');
     const ev: CloudEvent = { ...item.event, attrs: { ...item.event.attrs, ...ext } };
-    const res = await this.d.sender.send(policy.deadLetterUri!, ev, policy.timeoutMs, TTL);
+    const out = this.outgoing(ev, this.route.deadLetterIsSelf === true);
+    if (out === undefined) {
+      this.loopEnded(item, policy.deadLetterUri!);
+      return;
+    }
+    const res = await this.d.sender.send(
+      this.route.id,
+      policy.deadLetterUri!,
+      out,
+      policy.timeoutMs,
+      out === ev ? TTL : undefined,
+    );
     if (res.kind === 'response' && res.status >= 200 && res.status < 300) {
       this.d.stats.deadLettered++;
       this.done(item);
@@ -360,6 +408,14 @@ class SubscriptionWorker {
       this.d.logger.debug(
         { trigger: this.route.name, reason: (err as Error).message },
         'response is not a CloudEvent; ignored',
+      );
+      return 'done';
+    }
+    if (reply.length !== 1) {
+      // A reply is one event (Knative's contract); a batch would let one delivery multiply events.
+      this.d.logger.warn(
+        { trigger: this.route.name, events: reply.length },
+        'reply ignored: a reply must be one event, not a batch',
       );
       return 'done';
     }

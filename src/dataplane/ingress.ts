@@ -12,6 +12,40 @@ import type { BrokerRoute } from './routes.js';
 /** Knative's default loop guard. */
 export const DEFAULT_TTL = 255;
 
+const INT32_MAX = 2147483647;
+
+/**
+ * The loop budget an event arrives with: absent means {@link DEFAULT_TTL}; a value above it is lowered to
+ * it, so no sender can lift the loop limit. Throws the 400 the sender should see for anything else.
+ */
+export function ttlOf(raw: unknown): number {
+  if (raw === undefined) return DEFAULT_TTL;
+  const s = String(raw).trim();
+  const ttl = typeof raw === 'number' ? raw : /^[+-]?\d{1,12}$/.test(s) ? Number(s) : Number.NaN;
+  if (!Number.isInteger(ttl) || ttl > INT32_MAX || ttl < -INT32_MAX - 1) {
+    throw new TrellisError(
+      'TRELLIS_ERR_INVALID_EVENT',
+      `attribute 'knativebrokerttl': must be an Integer (32 bits), got '${s.slice(0, 40)}'`,
+      { attribute: 'knativebrokerttl', rule: 'type' },
+    );
+  }
+  if (ttl < 0) {
+    throw new TrellisError(
+      'TRELLIS_ERR_INVALID_EVENT',
+      `attribute 'knativebrokerttl' is ${ttl}: it must not be negative`,
+      { attribute: 'knativebrokerttl', rule: 'range' },
+    );
+  }
+  if (ttl === 0) {
+    throw new TrellisError(
+      'TRELLIS_ERR_TTL_EXHAUSTED',
+      "attribute 'knativebrokerttl' is 0: the event went round through Triggers and replies too often (a loop?)",
+      { attribute: 'knativebrokerttl' },
+    );
+  }
+  return Math.min(ttl, DEFAULT_TTL);
+}
+
 export interface IngressHooks {
   /** Called for each stored delivery, so the Trigger's worker can start at once. */
   notify(subscription: string, seq: number, event: CloudEvent): void;
@@ -74,28 +108,7 @@ export class Ingress {
     }
     const arrival = new Date().toISOString();
     const items = events.map((e) => {
-      const ttlRaw = e.attrs['knativebrokerttl'];
-      let ttl = DEFAULT_TTL;
-      if (ttlRaw !== undefined) {
-        ttl =
-          typeof ttlRaw === 'number' ? ttlRaw : /^-?\d+$/.test(String(ttlRaw)) ? Number(ttlRaw) : Number.NaN;
-        if (!Number.isInteger(ttl)) {
-          throw new TrellisError(
-            'TRELLIS_ERR_INVALID_EVENT',
-            "attribute 'knativebrokerttl': must be an integer",
-            {
-              attribute: 'knativebrokerttl',
-            },
-          );
-        }
-        if (ttl <= 0) {
-          throw new TrellisError(
-            'TRELLIS_ERR_TTL_EXHAUSTED',
-            "attribute 'knativebrokerttl' is 0: the event went round through Triggers and replies too often (a loop?)",
-            { attribute: 'knativebrokerttl' },
-          );
-        }
-      }
+      const ttl = ttlOf(e.attrs['knativebrokerttl']);
       // The decoded event belongs to this request: the Broker's attributes are set in place.
       e.attrs['knativebrokerttl'] = ttl;
       e.attrs['knativearrivaltime'] = arrival;

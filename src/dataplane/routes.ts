@@ -25,6 +25,12 @@ export interface TriggerRoute {
   anchor?: Anchor | undefined;
   subscriberUri: string;
   policy: RetryPolicy;
+  /**
+   * True when the subscriber (or the dead-letter sink) is an ingress of this server: the event then goes
+   * with its knativebrokerttl lowered by one, so that a loop back into a Broker still counts down.
+   */
+  subscriberIsSelf?: boolean;
+  deadLetterIsSelf?: boolean;
 }
 
 export interface BrokerRoute {

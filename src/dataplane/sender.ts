@@ -1,6 +1,7 @@
 /**
- * Sends one event to a subscriber over HTTP in binary mode (undici, keep-alive pools per origin) and
- * reads the answer, bounded in size and time.
+ * Sends one event to a subscriber over HTTP in binary mode and reads the answer, bounded in size and in
+ * total time. Each subscription has its own connection pools (undici Agent), so a subscriber that hangs
+ * never takes the connections of another subscription, even one on the same host and port.
  * @module
  */
 import { Agent, type Dispatcher, util } from 'undici';
@@ -15,27 +16,61 @@ export type SendResult =
   | { kind: 'error'; error: string; timeout: boolean };
 
 export interface SenderOptions {
-  /** Connections per origin. */
+  /** Connections per origin, for each subscription. */
   connections: number;
   /** Largest response body read, in bytes; a longer one is cut (and not taken as a reply). */
   maxResponseBytes: number;
 }
 
-/** An HTTP sender with its own connection pools. */
+/** An HTTP sender with connection pools per subscription. */
 export class Sender {
-  private readonly agent: Agent;
-  constructor(private readonly opts: SenderOptions) {
-    this.agent = new Agent({ connections: opts.connections, keepAliveTimeout: 30_000, pipelining: 1 });
+  private readonly agents = new Map<string, Agent>();
+  constructor(private readonly opts: SenderOptions) {}
+
+  private agent(pool: string): Agent {
+    let a = this.agents.get(pool);
+    if (a === undefined) {
+      a = new Agent({ connections: this.opts.connections, keepAliveTimeout: 30_000, pipelining: 1 });
+      this.agents.set(pool, a);
+    }
+    return a;
   }
 
-  /** POSTs `event` in binary mode with `Prefer: reply`, leaving out the attribute `omit`. */
-  send(url: string, event: CloudEvent, timeoutMs: number, omit?: string): Promise<SendResult> {
+  /** Closes the connections of a subscription that is gone; requests in flight are aborted. */
+  release(pool: string): void {
+    const a = this.agents.get(pool);
+    if (a === undefined) return;
+    this.agents.delete(pool);
+    void a.destroy().catch(() => undefined);
+  }
+
+  /**
+   * POSTs `event` in binary mode with `Prefer: reply`, leaving out the attribute `omit`, on the
+   * connections of `pool` (a subscription id). `timeoutMs` bounds the whole exchange, from sending to the
+   * last byte of the answer.
+   */
+  send(pool: string, url: string, event: CloudEvent, timeoutMs: number, omit?: string): Promise<SendResult> {
     const msg = encodeBinary(event, omit, PREFER_REPLY);
     const headers = msg.headers;
     const target = this.target(url);
     const max = this.opts.maxResponseBytes;
+    const agent = this.agent(pool);
     return new Promise((resolve) => {
       let status = 0;
+      let abort: ((err: Error) => void) | undefined;
+      let timedOut = false;
+      let settled = false;
+      // The whole exchange is bounded: a subscriber that streams its answer forever is cut at the timeout.
+      const timer = setTimeout(() => {
+        timedOut = true;
+        abort?.(new Error('timeout'));
+      }, timeoutMs);
+      const finish = (r: SendResult) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(r);
+      };
       let rawHeaders: Buffer[] = [];
       const chunks: Buffer[] = [];
       let size = 0;
@@ -52,7 +87,10 @@ export class Sender {
         bodyTimeout: timeoutMs,
       };
       const handler = {
-        onConnect() {},
+        onConnect(a: (err: Error) => void) {
+          abort = a;
+          if (timedOut) a(new Error('timeout'));
+        },
         onHeaders(statusCode: number, raw: Buffer[]) {
           status = statusCode;
           rawHeaders = raw;
@@ -72,12 +110,13 @@ export class Sender {
         },
         onComplete() {
           const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-          resolve({ kind: 'response', status, headers: cut ? {} : util.parseHeaders(rawHeaders), body });
+          finish({ kind: 'response', status, headers: cut ? {} : util.parseHeaders(rawHeaders), body });
         },
         onError(err: Error) {
           const e = err as Error & { code?: string };
-          const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
-          resolve({
+          const timeout =
+            timedOut || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
+          finish({
             kind: 'error',
             error: timeout ? `timed out after ${timeoutMs} ms` : (e.code ?? e.message),
             timeout,
@@ -85,9 +124,9 @@ export class Sender {
         },
       } as unknown as Dispatcher.DispatchHandler;
       try {
-        this.agent.dispatch(options, handler);
+        agent.dispatch(options, handler);
       } catch (err) {
-        resolve({ kind: 'error', error: (err as Error).message, timeout: false });
+        finish({ kind: 'error', error: (err as Error).message, timeout: false });
       }
     });
   }
@@ -106,7 +145,9 @@ export class Sender {
 
   /** Closes the pools; requests still in flight are aborted (their deliveries stay pending). */
   async close(): Promise<void> {
-    await this.agent.destroy();
+    const all = [...this.agents.values()];
+    this.agents.clear();
+    await Promise.all(all.map((a) => a.destroy().catch(() => undefined)));
   }
 }
 

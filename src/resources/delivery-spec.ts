@@ -76,11 +76,19 @@ export function validateDestination(path: string, v: unknown, namespace: string)
   return out;
 }
 
-function durationAt(path: string, v: unknown): string | undefined {
+/** The most retries a DeliverySpec may ask for. */
+export const MAX_RETRY = 10_000;
+/** The longest backoffDelay, backoffMax and retryAfterMax: 365 days. */
+const MAX_WAIT = { ms: 365 * 24 * 3600 * 1000, text: 'P365D' };
+/** The longest delivery timeout: one day. */
+const MAX_TIMEOUT = { ms: 24 * 3600 * 1000, text: 'PT24H' };
+
+function durationAt(path: string, v: unknown, max: { ms: number; text: string }): string | undefined {
   const s = stringAt(path, v, true);
   if (s === undefined) return undefined;
-  if (parseDuration(s) === undefined)
-    invalid(path, `'${s}' is not an ISO-8601 duration such as PT0.5S or PT1M`);
+  const ms = parseDuration(s);
+  if (ms === undefined) invalid(path, `'${s}' is not an ISO-8601 duration such as PT0.5S or PT1M`);
+  if (!(ms <= max.ms)) invalid(path, `'${s}' is longer than the most Trellis accepts, ${max.text}`);
   return s;
 }
 
@@ -105,8 +113,8 @@ export function validateDelivery(path: string, v: unknown, namespace: string): D
   const out: DeliverySpec = {};
   if (o['retry'] !== undefined) {
     const r = o['retry'];
-    if (typeof r !== 'number' || !Number.isInteger(r) || r < 0)
-      invalid(`${path}.retry`, 'must be an integer >= 0');
+    if (typeof r !== 'number' || !Number.isInteger(r) || r < 0 || r > MAX_RETRY)
+      invalid(`${path}.retry`, `must be a whole number from 0 to ${MAX_RETRY}`);
     out.retry = r;
   }
   if (o['backoffPolicy'] !== undefined) {
@@ -116,7 +124,7 @@ export function validateDelivery(path: string, v: unknown, namespace: string): D
     out.backoffPolicy = p;
   }
   for (const k of ['backoffDelay', 'timeout', 'retryAfterMax', 'backoffMax'] as const) {
-    const d = durationAt(`${path}.${k}`, o[k]);
+    const d = durationAt(`${path}.${k}`, o[k], k === 'timeout' ? MAX_TIMEOUT : MAX_WAIT);
     if (d !== undefined) out[k] = d;
   }
   if (out.timeout !== undefined && parseDuration(out.timeout) === 0)

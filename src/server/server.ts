@@ -192,10 +192,17 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     token: cfg.adminToken,
   });
 
+  const isSelf = selfUrls(url, publicUrl, cfg.host);
   let pendingUpdate: Promise<void> = Promise.resolve();
   const compiledFilters = new Map<string, CompiledFilter>();
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
-    const { brokers, triggers } = buildRoutes(snap, cfg.deliveryTimeoutMs, cfg.maxLag, compiledFilters);
+    const { brokers, triggers } = buildRoutes(
+      snap,
+      cfg.deliveryTimeoutMs,
+      cfg.maxLag,
+      compiledFilters,
+      isSelf,
+    );
     ingress.brokers = brokers;
     const existing = new Set(snap.triggers.map((t) => t.metadata.uid));
     pendingUpdate = pendingUpdate
@@ -261,6 +268,31 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       })();
       return closing;
     },
+  };
+}
+
+/**
+ * Which URLs are this server's own: its address and public URL, and any loopback name or the bound address
+ * with its port. Events delivered there keep counting their knativebrokerttl down.
+ */
+function selfUrls(url: string, publicUrl: string, host: string): (target: string) => boolean {
+  const own = new Set([new URL(url).origin, new URL(publicUrl).origin]);
+  const port = new URL(url).port;
+  const cache = new Map<string, boolean>();
+  return (target) => {
+    let r = cache.get(target);
+    if (r === undefined) {
+      try {
+        const u = new URL(target);
+        const p = u.port || (u.protocol === 'https:' ? '443' : '80');
+        r = own.has(u.origin) || (p === port && (isLoopback(u.hostname) || u.hostname === host));
+      } catch {
+        r = false;
+      }
+      if (cache.size > 10_000) cache.clear();
+      cache.set(target, r);
+    }
+    return r;
   };
 }
 

@@ -46,6 +46,8 @@ export function buildRoutes(
   defaultMaxLag: number,
   /** Filters compiled by earlier calls, by uid and generation: a change recompiles only what changed. */
   cache: Map<string, CompiledFilter> = new Map(),
+  /** True for a URL served by this server (deliveries there carry knativebrokerttl). */
+  isSelf: (url: string) => boolean = () => false,
 ): { brokers: Map<string, BrokerRoute>; triggers: TriggerRoute[] } {
   const used = new Set<string>();
   const brokers = new Map<string, BrokerRoute>();
@@ -89,6 +91,8 @@ export function buildRoutes(
       ...compiledFilter(t, spec, cache, used),
       subscriberUri: t.status?.['subscriberUri'] as string,
       policy,
+      subscriberIsSelf: isSelf(t.status?.['subscriberUri'] as string),
+      deadLetterIsSelf: policy.deadLetterUri !== undefined && isSelf(policy.deadLetterUri),
     };
     broker.triggers.push(route);
     triggers.push(route);
