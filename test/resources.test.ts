@@ -44,7 +44,44 @@ describe('validation names the field and the rule', () => {
       'bad retry',
       trigger('t', { broker: 'b', subscriber: { uri: 'http://x/' }, delivery: { retry: -1 } }),
       'spec.delivery.retry',
-      />= 0/,
+      /from 0 to 10000/,
+    ],
+    [
+      'huge retry',
+      trigger('t', { broker: 'b', subscriber: { uri: 'http://x/' }, delivery: { retry: 1e308 } }),
+      'spec.delivery.retry',
+      /from 0 to 10000/,
+    ],
+    [
+      'backoff over a year',
+      trigger('t', { broker: 'b', subscriber: { uri: 'http://x/' }, delivery: { backoffDelay: 'P400D' } }),
+      'spec.delivery.backoffDelay',
+      /longer than the most Trellis accepts, P365D/,
+    ],
+    [
+      'timeout over a day',
+      trigger('t', { broker: 'b', subscriber: { uri: 'http://x/' }, delivery: { timeout: 'P2D' } }),
+      'spec.delivery.timeout',
+      /PT24H/,
+    ],
+    ['namespace apis', broker('b', {}, 'apis'), 'metadata.namespace', /reserved/],
+    [
+      'label key',
+      { ...broker('b'), metadata: { name: 'b', labels: { 'bad key!/../x': 'v' } } },
+      'metadata.labels.bad key!/../x',
+      /\[prefix\/\]name/,
+    ],
+    [
+      'label value',
+      { ...broker('b'), metadata: { name: 'b', labels: { app: 'has space' } } },
+      'metadata.labels.app',
+      /label value/,
+    ],
+    [
+      'annotations size',
+      { ...broker('b'), metadata: { name: 'b', annotations: { big: 'x'.repeat(300_000) } } },
+      'metadata.annotations',
+      /256 KiB/,
     ],
     [
       'bad policy',
@@ -102,6 +139,48 @@ describe('validation names the field and the rule', () => {
     expect(e.field).toBe('spec.subscriber.ref');
     expect(e.message).toMatch(/Kubernetes/);
     expect(e.message).toMatch(/uri: http:\/\//);
+  });
+
+  it('names up to 253 characters can be created, read, updated and deleted', async () => {
+    await using s = await testServer();
+    const name = `${'a'.repeat(200)}.${'b'.repeat(52)}`;
+    expect((await s.apply(broker(name))).status).toBe(201);
+    expect((await fetch(`${s.url}${API}/brokers/${name}`)).status).toBe(200);
+    expect((await s.apply(broker(name, { delivery: { retry: 1 } }))).status).toBe(200);
+    expect((await fetch(`${s.url}${API}/brokers/${name}`, { method: 'DELETE' })).status).toBe(200);
+    const e = await rejected(await s.apply(broker('x'.repeat(254))));
+    expect(e.field).toBe('metadata.name');
+  });
+
+  it("accepts Knative's 'config:' with nothing after it", async () => {
+    await using s = await testServer();
+    const res = await fetch(`${s.url}${API}/brokers`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/yaml' },
+      body: 'apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: c\nspec:\n  config:\n',
+    });
+    expect(res.status).toBe(201);
+  });
+
+  it('refuses documents nested too deeply, before any parser recurses', async () => {
+    await using s = await testServer();
+    const deep = (n: number) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`;
+    for (const [ct, body] of [
+      ['application/json', `{"kind":"Broker","metadata":{"name":"x","labels":${deep(5000)}}}`],
+      ['application/yaml', `kind: Broker\nmetadata: {name: x, labels: ${deep(100_000)}}`],
+      ['application/yaml', `${'- '.repeat(5000)}x`],
+      ['application/yaml', Array.from({ length: 200 }, (_, i) => `${' '.repeat(i)}a:`).join('\n')],
+    ] as const) {
+      const res = await fetch(`${s.url}${API}/brokers`, {
+        method: 'POST',
+        headers: { 'content-type': ct },
+        body,
+      });
+      const e = await rejected(res);
+      expect([ct, res.status, e.code]).toEqual([ct, 400, 'TRELLIS_ERR_RESOURCE_PARSE']);
+      expect(e.message).toMatch(/nests deeper than 64 levels/);
+    }
+    expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
   });
 
   it('unknown kinds, wrong apiVersion and unparseable bodies', async () => {

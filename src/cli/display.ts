@@ -3,21 +3,34 @@
  * @module
  */
 import { createServer } from 'node:http';
-import { formatEvent } from '../cloudevents/display.js';
+import { escapeControl, formatEvent } from '../cloudevents/display.js';
 import { decodeHttp } from '../cloudevents/http.js';
+
+/** The largest request body the display reads. */
+const MAX_BODY = 4 * 1024 * 1024;
 
 /** Listens until SIGINT/SIGTERM; resolves with the bound port once listening. */
 export function runDisplay(host: string, port: number): Promise<number> {
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= MAX_BODY) chunks.push(c);
+    });
     req.on('end', () => {
+      if (size > MAX_BODY) {
+        res
+          .writeHead(413, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ message: `the body is over ${MAX_BODY} bytes` }));
+        return;
+      }
       try {
         const { events } = decodeHttp(req.rawHeaders, Buffer.concat(chunks));
         for (const e of events) process.stdout.write(`${formatEvent(e)}\n`);
         res.writeHead(202).end();
       } catch (err) {
-        process.stderr.write(`not a CloudEvent: ${(err as Error).message}\n`);
+        process.stderr.write(`not a CloudEvent: ${escapeControl((err as Error).message)}\n`);
         res
           .writeHead(400, { 'content-type': 'application/json' })
           .end(JSON.stringify({ message: (err as Error).message }));

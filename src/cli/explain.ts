@@ -3,9 +3,11 @@
  * Trigger's filter, as the server compiles it, against an event from a file or from flags.
  * @module
  */
+
 import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, type Option } from 'commander';
 import { AdminClient } from '../client/admin-client.js';
+import { escapeControl } from '../cloudevents/display.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { eventFromJson } from '../cloudevents/json-format.js';
 import { explainAttributesFilter } from '../filter/attributes.js';
@@ -105,7 +107,7 @@ export function registerExplain(program: Command, serverOption: () => Option, ns
         e = { attrs: attributesFromFlags(opts, 'explain') };
       }
       const r = explain(t, e);
-      process.stdout.write(`${r.lines.join('\n')}\n`);
+      process.stdout.write(`${escapeControl(r.lines.join('\n'), true)}\n`);
       if (!r.match) process.exitCode = 2;
     });
 }

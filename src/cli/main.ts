@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { AdminClient, ApiError, type BulkOutcome } from '../client/admin-client.js';
+import { escapeControl } from '../cloudevents/display.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
 import { findKind, KINDS } from '../resources/kinds.js';
@@ -45,9 +46,12 @@ function readInput(file: string): string {
 
 function fail(err: unknown): never {
   if (err instanceof ApiError)
-    process.stderr.write(`error: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
-  else if (err instanceof TrellisError) process.stderr.write(`error: ${err.message} (${err.code})\n`);
-  else process.stderr.write(`error: ${(err as Error).message ?? String(err)}\n`);
+    process.stderr.write(
+      `error: ${escapeControl(err.message)}${err.code ? ` (${escapeControl(err.code)})` : ''}\n`,
+    );
+  else if (err instanceof TrellisError)
+    process.stderr.write(`error: ${escapeControl(err.message)} (${err.code})\n`);
+  else process.stderr.write(`error: ${escapeControl((err as Error).message ?? String(err))}\n`);
   process.exit(1);
 }
 
@@ -139,7 +143,7 @@ Examples:
             : await client.list(kind, opts.allNamespaces ? undefined : opts.namespace);
           if (opts.output === 'yaml' || opts.output === 'json') {
             const v = name ? items[0] : { apiVersion: 'v1', kind: 'List', items };
-            process.stdout.write(`${formatObject(v, opts.output)}\n`);
+            process.stdout.write(`${escapeControl(formatObject(v, opts.output), true)}\n`);
             return;
           }
           if (items.length === 0) {
@@ -149,7 +153,7 @@ Examples:
             return;
           }
           process.stdout.write(
-            `${formatTable(kind.kind, items, { wide: opts.output === 'wide', allNamespaces: !!opts.allNamespaces })}\n`,
+            `${escapeControl(formatTable(kind.kind, items, { wide: opts.output === 'wide', allNamespaces: !!opts.allNamespaces }), true)}\n`,
           );
         } catch (err) {
           fail(err);
@@ -168,7 +172,7 @@ Examples:
     .action(async (kindName: string, name: string, opts: { namespace: string; server: string }) => {
       try {
         const r = await new AdminClient(opts.server).get(kindOrFail(kindName), opts.namespace, name);
-        process.stdout.write(`${formatDescribe(r)}\n`);
+        process.stdout.write(`${escapeControl(formatDescribe(r), true)}\n`);
       } catch (err) {
         fail(err);
       }

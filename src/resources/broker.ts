@@ -29,7 +29,8 @@ export interface BrokerSpec {
 export function validateBrokerSpec(spec: unknown, namespace: string): Record<string, unknown> {
   const o = objectAt('spec', spec ?? {}, ['config', 'delivery'])!;
   const out: BrokerSpec = {};
-  if (o['config'] !== undefined)
+  // `config:` with nothing after it (YAML null) is in Knative's own docs and means no config.
+  if (o['config'] !== undefined && o['config'] !== null)
     out.config = objectAt('spec.config', o['config'], ['apiVersion', 'kind', 'name', 'namespace'])!;
   const delivery = validateDelivery('spec.delivery', o['delivery'], namespace);
   if (delivery !== undefined) out.delivery = delivery;

@@ -10,15 +10,10 @@ import { ConflictError, type ResourceObject, type ResourceStore } from '../store
 import { validateBrokerAnnotations } from './broker.js';
 import { checkValueDepth, checkYamlTextDepth } from './depth.js';
 import { apiVersionOf, findKind, type KindDef } from './kinds.js';
-import {
-  DNS1123_LABEL,
-  DNS1123_SUBDOMAIN,
-  describe,
-  invalid,
-  isObject,
-  objectAt,
-  stringAt,
-} from './validation.js';
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN, invalid, metadataMap, objectAt, stringAt } from './validation.js';
+
+/** Namespaces whose ingress path would be another route of the server (`/apis/...`). */
+export const RESERVED_NAMESPACES: ReadonlySet<string> = new Set(['apis']);
 
 export type ApplyAction = 'created' | 'configured' | 'unchanged';
 
@@ -56,14 +51,6 @@ export function parseDocuments(text: string): unknown[] {
     }
   }
   return out;
-}
-
-function stringMap(path: string, v: unknown): Record<string, string> | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!isObject(v)) invalid(path, `must be a map of strings, got ${describe(v)}`);
-  for (const [k, x] of Object.entries(v))
-    if (typeof x !== 'string') invalid(`${path}.${k}`, 'must be a string');
-  return v as Record<string, string>;
 }
 
 function sameJson(a: unknown, b: unknown): boolean {
@@ -115,8 +102,14 @@ export class ResourceRegistry {
         'must be a DNS-1123 label: lower-case a-z, 0-9 and -, at most 63 characters',
       );
     }
-    const labels = stringMap('metadata.labels', meta['labels']);
-    const annotations = stringMap('metadata.annotations', meta['annotations']);
+    if (RESERVED_NAMESPACES.has(namespace)) {
+      invalid(
+        'metadata.namespace',
+        `'${namespace}' is reserved: /${namespace}/... is the admin API's path, so nothing in it could be addressed`,
+      );
+    }
+    const labels = metadataMap('metadata.labels', meta['labels'], 'labels');
+    const annotations = metadataMap('metadata.annotations', meta['annotations'], 'annotations');
     const expected = meta['resourceVersion'] !== undefined ? String(meta['resourceVersion']) : undefined;
     if (def.kind === 'Broker') validateBrokerAnnotations(annotations);
     const spec = def.validateSpec(o['spec'], namespace);

@@ -93,7 +93,8 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const app = Fastify({
     logger: false,
     bodyLimit: cfg.maxBodyBytes,
-    routerOptions: { ignoreTrailingSlash: true },
+    // Names are up to 253 characters (DNS-1123 subdomains); Fastify's default limit on a path part is 100.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 512 },
     forceCloseConnections: 'idle',
     // Broker ingress is served before Fastify's routing: it is the hot path.
     serverFactory: (handler) => {
