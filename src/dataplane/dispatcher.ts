@@ -70,18 +70,25 @@ export class Dispatcher {
     readonly lag: LagCounter = new LagCounter(),
   ) {}
 
+  /** False until the first update has read the store's pending counts. */
+  private synced = false;
+
   /**
    * Brings workers in line with the routes: starts new ones, updates changed ones, stops those whose Trigger is
-   * no longer Ready. Pending deliveries of Triggers not in `existing` (deleted) are removed from the store.
+   * no longer Ready. When a subscription went away (or on the first call), the lag counts are read again from
+   * the store and the pending deliveries of subscriptions not in `existing()` (deleted) are removed.
    */
-  async update(routes: readonly TriggerRoute[], existing: ReadonlySet<string>): Promise<void> {
+  async update(routes: readonly TriggerRoute[], existing: () => ReadonlySet<string>): Promise<void> {
     if (this.stopping) return;
+    let resync = !this.synced;
     const seen = new Set<string>();
     for (const r of routes) {
       seen.add(r.id);
       const w = this.workers.get(r.id);
-      if (w) w.route = r;
-      else {
+      if (w) {
+        if (w.route.broker !== r.broker) resync = true;
+        w.route = r;
+      } else {
         const nw = new SubscriptionWorker(this, r);
         this.workers.set(r.id, nw);
         nw.pump();
@@ -92,14 +99,18 @@ export class Dispatcher {
         w.stop();
         this.workers.delete(id);
         this.sender.release(id);
+        resync = true;
       }
     }
+    if (!resync) return;
+    this.synced = true;
     const counts = await this.state.counts();
     const lag = new Map<string, number>();
     for (const r of routes) lag.set(r.broker, (lag.get(r.broker) ?? 0) + (counts.get(r.id) ?? 0));
     this.lag.reset(lag);
+    const keep = existing();
     for (const id of counts.keys()) {
-      if (!existing.has(id)) {
+      if (!keep.has(id)) {
         this.logger.info({ subscription: id }, 'removing pending deliveries of a deleted Trigger');
         await this.state.dropSubscription(id);
       }

@@ -10,9 +10,12 @@ import type { Destination } from './delivery-spec.js';
 import type { ResourceRegistry } from './registry.js';
 import { type TriggerSpec, triggerWarnings } from './trigger.js';
 
+/** Every Broker and Trigger by `namespace/name`, and which of them changed since the last snapshot. */
 export interface Snapshot {
-  brokers: ResourceObject[];
-  triggers: ResourceObject[];
+  brokers: ReadonlyMap<string, ResourceObject>;
+  triggers: ReadonlyMap<string, ResourceObject>;
+  /** The keys reconciled in this run (deleted ones included); undefined when everything was. */
+  changed?: { brokers: ReadonlySet<string>; triggers: ReadonlySet<string> } | undefined;
 }
 
 interface Cond {
@@ -87,7 +90,10 @@ export class StatusReconciler {
     const prev = map.get(key);
     if (e.type === 'DELETED') {
       map.delete(key);
-      if (o.kind === 'Broker') this.markDependents(key);
+      if (o.kind === 'Broker') {
+        this.dirtyBrokers.add(key);
+        this.markDependents(key);
+      } else this.dirtyTriggers.add(key);
     } else {
       map.set(key, o);
       // A status write (this reconciler's own) changes neither spec nor annotations: nothing to redo.
@@ -156,6 +162,7 @@ export class StatusReconciler {
   }
 
   private async run(): Promise<void> {
+    const everything = this.all;
     const brokerKeys = this.all ? [...this.brokers.keys()] : [...this.dirtyBrokers];
     const triggerKeys = this.all ? [...this.triggers.keys()] : [...this.dirtyTriggers];
     const changed = this.changed || this.all;
@@ -250,7 +257,11 @@ export class StatusReconciler {
       await writes.add(this.write(this.triggers, key, t, status));
     }
     await writes.drain();
-    this.onChange({ brokers: [...this.brokers.values()], triggers: [...this.triggers.values()] });
+    this.onChange({
+      brokers: this.brokers,
+      triggers: this.triggers,
+      changed: everything ? undefined : { brokers: new Set(brokerKeys), triggers: new Set(triggerKeys) },
+    });
   }
 
   /** Stores a status; the cache gets the stored object through the watch, or keeps this one if unchanged. */

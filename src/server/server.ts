@@ -24,7 +24,7 @@ import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
-import { buildRoutes, type CompiledFilter } from './wiring.js';
+import { RouteTable } from './wiring.js';
 
 /** A running Trellis server. */
 export interface TrellisServer {
@@ -195,17 +195,17 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
 
   const isSelf = selfUrls(url, publicUrl, cfg.host);
   let pendingUpdate: Promise<void> = Promise.resolve();
-  const compiledFilters = new Map<string, CompiledFilter>();
+  const table = new RouteTable({
+    defaultTimeoutMs: cfg.deliveryTimeoutMs,
+    defaultMaxLag: cfg.maxLag,
+    isSelf,
+  });
+  ingress.brokers = table.brokers;
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
-    const { brokers, triggers } = buildRoutes(
-      snap,
-      cfg.deliveryTimeoutMs,
-      cfg.maxLag,
-      compiledFilters,
-      isSelf,
-    );
-    ingress.brokers = brokers;
-    const existing = new Set(snap.triggers.map((t) => t.metadata.uid));
+    table.apply(snap);
+    const triggers = table.triggers();
+    // Only needed when the dispatcher resyncs (a Trigger went away): every Trigger's uid, Ready or not.
+    const existing = () => new Set([...snap.triggers.values()].map((t) => t.metadata.uid));
     pendingUpdate = pendingUpdate
       .then(() => dispatcher.update(triggers, existing))
       .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));

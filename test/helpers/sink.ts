@@ -5,6 +5,8 @@ import type { CloudEvent } from '../../src/cloudevents/event.js';
 import { decodeHttp } from '../../src/cloudevents/http.js';
 
 export interface Received {
+  /** The request path, e.g. `/hang`. */
+  path: string;
   event: CloudEvent;
   headers: IncomingMessage['headers'];
   at: number;
@@ -36,6 +38,7 @@ export async function startSink(
       let r: Received;
       try {
         r = {
+          path: req.url ?? '/',
           event: decodeHttp(req.rawHeaders, Buffer.concat(chunks)).events[0]!,
           headers: req.headers,
           at: Date.now(),

@@ -3,7 +3,6 @@
  * Writes that arrive within one turn of the event loop share one transaction (group commit).
  * @module
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AttributeValue, CloudEvent } from '../../cloudevents/event.js';
@@ -19,6 +18,7 @@ import {
   type Store,
 } from '../types.js';
 import { resultCount, type WireOp } from './commit.js';
+import { type DataDirLock, openDataDir } from './data-dir.js';
 import { inlineWriter, type Writer, workerWriter } from './writer.js';
 
 const SCHEMA = `
@@ -84,14 +84,20 @@ class SqliteStore implements Store {
   private readonly watchers = new Set<(e: ResourceEvent) => void>();
   private readonly st: ReturnType<SqliteStore['prepare']>;
   private resourceVersion: number;
+  private readonly dirLock: DataDirLock | undefined;
 
   constructor(opts: SqliteStoreOptions) {
     let file = ':memory:';
     if (opts.dataDir !== ':memory:') {
-      mkdirSync(opts.dataDir, { recursive: true });
+      this.dirLock = openDataDir(opts.dataDir, ['trellis.db']);
       file = join(opts.dataDir, 'trellis.db');
     }
-    this.db = new Database(file);
+    try {
+      this.db = new Database(file);
+    } catch (err) {
+      this.dirLock?.release();
+      throw err;
+    }
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
@@ -331,6 +337,7 @@ class SqliteStore implements Store {
     await this.writer.close();
     this.watchers.clear();
     this.db.close();
+    this.dirLock?.release();
   }
 }
 
