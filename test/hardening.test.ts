@@ -283,7 +283,8 @@ describe('the data directory', () => {
     // A server killed with SIGKILL leaves no stale lock.
     const again = await serve(['--data-dir', data]);
     again.child.kill('SIGTERM');
-    expect((await again.exited()).code).toBe(0);
+    const ex = await again.exited();
+    expect(ex, again.output()).toEqual({ code: 0, signal: null });
   });
 });
 

@@ -178,14 +178,7 @@ Examples:
           .filter((h) => h !== ''),
         insecureAdmin: opts['insecureAdmin'] === true || opts['insecureAdmin'] === 'true',
       });
-      process.stderr.write(`trellis serving on ${server.url}\n`);
-      if (opts['quickstart']) {
-        process.stderr.write(
-          `quickstart: Broker default/default at ${server.url}/default/default prints every event it gets here. Try:\n` +
-            `  curl -i ${server.url}/default/default -H 'ce-specversion: 1.0' -H 'ce-id: 1' -H 'ce-source: curl' ` +
-            `-H 'ce-type: demo.hello' -H 'content-type: application/json' -d '{"hello":"world"}'\n`,
-        );
-      }
+      // Handlers first: a signal sent as soon as the line below is read must find them in place.
       const shutdown = (sig: string) => {
         process.stderr.write(`${sig}: shutting down\n`);
         server.close().then(
@@ -198,5 +191,13 @@ Examples:
       };
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       process.once('SIGINT', () => shutdown('SIGINT'));
+      process.stderr.write(`trellis serving on ${server.url}\n`);
+      if (opts['quickstart']) {
+        process.stderr.write(
+          `quickstart: Broker default/default at ${server.url}/default/default prints every event it gets here. Try:\n` +
+            `  curl -i ${server.url}/default/default -H 'ce-specversion: 1.0' -H 'ce-id: 1' -H 'ce-source: curl' ` +
+            `-H 'ce-type: demo.hello' -H 'content-type: application/json' -d '{"hello":"world"}'\n`,
+        );
+      }
     });
 }
