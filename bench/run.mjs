@@ -409,4 +409,56 @@ if (!only || only === 'filters') {
   row('memory per Trigger', ((result['10,000 Triggers'].rss - result['1 Trigger'].rss) * 1024) / 9999, 'KiB');
 }
 
+// 6. control plane: `trellis apply -f` of one file with 10,000 Triggers into a running server, its memory
+// holding them (right after, and once the heap has settled), and a restart to Ready with them.
+if (!only || only === 'control') {
+  console.log('control plane: trellis apply -f with 10,000 Triggers, memory holding them, restart to Ready');
+  const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+  let yaml = BROKER;
+  for (let i = 0; i < 10_000; i++) {
+    yaml += `---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t${i}\nspec:\n  broker: b\n  filter:\n    attributes:\n      type: other.${i}\n  subscriber:\n    uri: http://127.0.0.1:9/\n`;
+  }
+  const file = join(dir, 'many.yaml');
+  writeFileSync(file, yaml);
+  const args = [BIN, 'serve', '--port', '0', '--data-dir', join(dir, 'data'), '--log-level', 'warn'];
+  let t = await start(args, /trellis serving on (\S+)/);
+  const rssNow = (pid) =>
+    Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+  const empty = rssNow(t.child.pid);
+  const t0 = Date.now();
+  await new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [BIN, 'apply', '-f', file, '--server', t.url], { stdio: 'ignore' });
+    c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`apply exited ${code}`))));
+  });
+  const applyS = (Date.now() - t0) / 1000;
+  const after = rssNow(t.child.pid);
+  // V8 gives memory back when the process is idle for a while; sample until it stops falling (20 s at most).
+  let settled = after;
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    settled = Math.min(settled, rssNow(t.child.pid));
+  }
+  row('apply 10,000 Triggers (one file)', applyS, 's', '(floor: 10 s)');
+  row(
+    'RSS: empty / right after / settled',
+    `${empty.toFixed(0)} / ${after.toFixed(0)} / ${settled.toFixed(0)}`,
+    'MiB',
+    '(floor: 150 MiB settled)',
+  );
+  await stop(t);
+  const r0 = Date.now();
+  t = await start(args, /trellis serving on (\S+)/);
+  for (;;) {
+    const ok = await fetch(`${t.url}/readyz`).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  row('restart to Ready with 10,000 Triggers', (Date.now() - r0) / 1000, 's');
+  await stop(t);
+  rmSync(dir, { recursive: true, force: true });
+}
+
 if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));

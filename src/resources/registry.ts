@@ -10,7 +10,15 @@ import { ConflictError, type ResourceObject, type ResourceStore } from '../store
 import { validateBrokerAnnotations } from './broker.js';
 import { checkValueDepth, checkYamlTextDepth } from './depth.js';
 import { apiVersionOf, findKind, type KindDef } from './kinds.js';
-import { DNS1123_LABEL, DNS1123_SUBDOMAIN, invalid, metadataMap, objectAt, stringAt } from './validation.js';
+import {
+  DNS1123_LABEL,
+  DNS1123_SUBDOMAIN,
+  invalid,
+  isObject,
+  metadataMap,
+  objectAt,
+  stringAt,
+} from './validation.js';
 
 /** Namespaces whose ingress path would be another route of the server (`/apis/...`). */
 export const RESERVED_NAMESPACES: ReadonlySet<string> = new Set(['apis']);
@@ -56,6 +64,11 @@ export function parseDocuments(text: string): unknown[] {
 function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
+
+/** One document's outcome in {@link ResourceRegistry.applyMany}: what was applied, or the error as JSON. */
+export type BulkItem =
+  | { index: number; kind: string; namespace: string; name: string; action: ApplyAction; warnings: string[] }
+  | { index: number; error: Record<string, unknown> };
 
 /** Apply, get, list, delete and status updates for every kind in {@link KINDS}. */
 export class ResourceRegistry {
@@ -141,6 +154,54 @@ export class ResourceRegistry {
     };
     const stored = await this.put(next, expected ?? current?.metadata.resourceVersion ?? '');
     return { object: stored, action: current === undefined ? 'created' : 'configured', warnings };
+  }
+
+  /**
+   * Applies many documents, each on its own (an error is reported, the others still apply, as kubectl
+   * does). They go a window at a time, so their store writes share commits; documents naming the same
+   * resource are applied in their order.
+   */
+  async applyMany(docs: readonly unknown[], defaultNamespace = 'default'): Promise<BulkItem[]> {
+    const out: BulkItem[] = new Array(docs.length);
+    const chains = new Map<string, Promise<void>>();
+    const keyOf = (d: unknown) => {
+      const m = isObject(d) && isObject(d['metadata']) ? d['metadata'] : {};
+      return `${isObject(d) ? String(d['kind']) : ''}/${String(m['namespace'] ?? defaultNamespace)}/${String(m['name'])}`;
+    };
+    const one = async (i: number) => {
+      try {
+        const r = await this.apply(docs[i], defaultNamespace);
+        const m = r.object.metadata;
+        out[i] = {
+          index: i,
+          kind: r.object.kind,
+          namespace: m.namespace,
+          name: m.name,
+          action: r.action,
+          warnings: r.warnings,
+        };
+      } catch (err) {
+        out[i] = {
+          index: i,
+          error:
+            err instanceof TrellisError
+              ? err.toJSON()
+              : { code: 'TRELLIS_ERR_INTERNAL', message: `internal error: ${(err as Error).message}` },
+        };
+      }
+    };
+    const WINDOW = 512;
+    for (let start = 0; start < docs.length; start += WINDOW) {
+      const batch: Promise<void>[] = [];
+      for (let i = start; i < Math.min(docs.length, start + WINDOW); i++) {
+        const key = keyOf(docs[i]);
+        const p = (chains.get(key) ?? Promise.resolve()).then(() => one(i));
+        chains.set(key, p);
+        batch.push(p);
+      }
+      await Promise.all(batch);
+    }
+    return out;
   }
 
   private async put(obj: ResourceObject, expected: string): Promise<ResourceObject> {

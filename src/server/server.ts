@@ -213,7 +213,15 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   try {
     for (const f of cfg.files) {
       const text = f === '-' ? readFileSync(0, 'utf8') : readFileSync(f, 'utf8');
-      for (const doc of parseDocuments(text)) await registry.apply(doc);
+      const results = await registry.applyMany(parseDocuments(text));
+      const failed = results.find((r) => 'error' in r);
+      if (failed !== undefined && 'error' in failed) {
+        throw new TrellisError(
+          'TRELLIS_ERR_RESOURCE_INVALID',
+          `${f} document ${failed.index + 1}: ${String(failed.error['message'])}`,
+          { field: failed.error['field'] },
+        );
+      }
     }
     if (cfg.quickstart) await applyQuickstart(registry, publicUrl);
     await reconciler.start();

@@ -12,7 +12,7 @@ import { checkJsonTextDepth } from '../../resources/depth.js';
 import { apiVersionOf, KINDS, type KindDef, kindByPath } from '../../resources/kinds.js';
 import { type ApplyResult, parseDocuments, type ResourceRegistry } from '../../resources/registry.js';
 import { isObject } from '../../resources/validation.js';
-import { sendError, toTrellisError } from './errors.js';
+import { sendError } from './errors.js';
 
 interface KindParams {
   group: string;
@@ -62,52 +62,6 @@ function bulkDocuments(body: unknown, contentType: string | undefined): unknown[
       `${docs.length} documents in one request; send at most ${MAX_BULK_DOCUMENTS} (trellis apply splits files itself)`,
     );
   return docs;
-}
-
-/** One document's outcome in a bulk apply. */
-export type BulkItem =
-  | { index: number; kind: string; namespace: string; name: string; action: string; warnings: string[] }
-  | { index: number; error: Record<string, unknown> };
-
-/**
- * Applies documents concurrently (a window at a time, so their store writes share commits); documents
- * naming the same resource are applied in their order.
- */
-async function applyMany(registry: ResourceRegistry, docs: unknown[], ns: string): Promise<BulkItem[]> {
-  const out: BulkItem[] = new Array(docs.length);
-  const chains = new Map<string, Promise<void>>();
-  const keyOf = (d: unknown) => {
-    const m = isObject(d) && isObject(d['metadata']) ? d['metadata'] : {};
-    return `${isObject(d) ? String(d['kind']) : ''}/${String(m['namespace'] ?? ns)}/${String(m['name'])}`;
-  };
-  const one = async (i: number) => {
-    try {
-      const r = await registry.apply(docs[i], ns);
-      const m = r.object.metadata;
-      out[i] = {
-        index: i,
-        kind: r.object.kind,
-        namespace: m.namespace,
-        name: m.name,
-        action: r.action,
-        warnings: r.warnings,
-      };
-    } catch (err) {
-      out[i] = { index: i, error: toTrellisError(err).toJSON() };
-    }
-  };
-  const WINDOW = 512;
-  for (let start = 0; start < docs.length; start += WINDOW) {
-    const batch: Promise<void>[] = [];
-    for (let i = start; i < Math.min(docs.length, start + WINDOW); i++) {
-      const key = keyOf(docs[i]);
-      const p = (chains.get(key) ?? Promise.resolve()).then(() => one(i));
-      chains.set(key, p);
-      batch.push(p);
-    }
-    await Promise.all(batch);
-  }
-  return out;
 }
 
 function bodyDocument(body: unknown, contentType: string | undefined): unknown {
@@ -186,7 +140,7 @@ export function registerAdminRoutes(
     try {
       const ns = req.query.namespace ?? 'default';
       const docs = bulkDocuments(req.body, req.headers['content-type']);
-      const items = await applyMany(registry, docs, ns);
+      const items = await registry.applyMany(docs, ns);
       await settled();
       const failed = items.filter((i) => 'error' in i).length;
       return reply.code(200).send({ kind: 'ApplyResult', applied: items.length - failed, failed, items });
