@@ -55,7 +55,14 @@ describe('the admin API without a token (loopback)', () => {
   let s: Served;
   let port: string;
   beforeAll(async () => {
-    s = await serve(['--data-dir', join(dir, 'open'), '--allowed-hosts', 'trellis.internal']);
+    s = await serve([
+      '--data-dir',
+      join(dir, 'open'),
+      '--allowed-hosts',
+      'trellis.internal',
+      '--public-url',
+      'https://trellis.example.com',
+    ]);
     port = new URL(s.url).port;
   });
   afterAll(() => stop(s));
@@ -103,6 +110,8 @@ describe('the admin API without a token (loopback)', () => {
       { origin: `http://127.0.0.1:${port}` },
       { host: `localhost:${port}`, origin: `http://localhost:${port}` },
       { host: `trellis.internal:${port}` },
+      // Behind a TLS proxy: the public URL's origin and host.
+      { host: 'trellis.example.com', origin: 'https://trellis.example.com' },
       { 'sec-fetch-site': 'same-origin' },
       {},
     ];

@@ -62,6 +62,8 @@ export function adminGuard(
   if (opts.publicUrl) names.add(new URL(opts.publicUrl).hostname.toLowerCase().replace(/^\[|\]$/g, ''));
   for (const h of opts.allowedHosts) if (h !== '*') names.add(h.toLowerCase());
   const known = (name: string) => anyHost || names.has(name) || isLoopback(name);
+  // Behind a proxy, pages of the public URL's origin are the server's own, whatever port it listens on.
+  const publicOrigin = opts.publicUrl ? new URL(opts.publicUrl).origin : undefined;
   const want = opts.token === undefined ? undefined : digest(opts.token);
 
   return (headers) => {
@@ -80,9 +82,10 @@ export function adminGuard(
         const u = new URL(origin);
         const port = u.port || (u.protocol === 'https:' ? '443' : '80');
         ok =
-          (u.protocol === 'http:' || u.protocol === 'https:') &&
-          known(u.hostname.toLowerCase().replace(/^\[|\]$/g, '')) &&
-          port === String(opts.port);
+          u.origin === publicOrigin ||
+          ((u.protocol === 'http:' || u.protocol === 'https:') &&
+            known(u.hostname.toLowerCase().replace(/^\[|\]$/g, '')) &&
+            port === String(opts.port));
       } catch {
         ok = false;
       }
