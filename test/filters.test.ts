@@ -180,9 +180,12 @@ describe('the index', () => {
       };
       routes.push({
         id: `exact-${i}`,
+        kind: 'Trigger',
         namespace: 'default',
         name: `t${i}`,
         broker: 'default/b',
+        stream: 'default/b',
+        reply: { kind: 'ingest', stream: 'default/b' },
         predicate: (e) => e.attrs['type'] === `t.${i}`,
         anchor: anchorOf(spec),
         subscriberUri: 'http://x/',

@@ -9,7 +9,7 @@ import { decodeHttp, flattenHeaders } from '../cloudevents/http.js';
 import type { DeliveryState, EventLog, PendingDelivery } from '../store/types.js';
 import { LagCounter } from './lag.js';
 import { backoffMs } from './retry-policy.js';
-import type { Logger, TriggerRoute } from './routes.js';
+import type { Logger, SubscriptionRoute } from './routes.js';
 import { isRetryable, parseRetryAfter, type Sender, type SendResult } from './sender.js';
 
 /** Puts reply events back into a Broker; rejects when they were not stored. */
@@ -78,7 +78,7 @@ export class Dispatcher {
    * no longer Ready. When a subscription went away (or on the first call), the lag counts are read again from
    * the store and the pending deliveries of subscriptions not in `existing()` (deleted) are removed.
    */
-  async update(routes: readonly TriggerRoute[], existing: () => ReadonlySet<string>): Promise<void> {
+  async update(routes: readonly SubscriptionRoute[], existing: () => ReadonlySet<string>): Promise<void> {
     if (this.stopping) return;
     let resync = !this.synced;
     const seen = new Set<string>();
@@ -86,7 +86,7 @@ export class Dispatcher {
       seen.add(r.id);
       const w = this.workers.get(r.id);
       if (w) {
-        if (w.route.broker !== r.broker) resync = true;
+        if (w.route.stream !== r.stream) resync = true;
         w.route = r;
       } else {
         const nw = new SubscriptionWorker(this, r);
@@ -106,7 +106,7 @@ export class Dispatcher {
     this.synced = true;
     const counts = await this.state.counts();
     const lag = new Map<string, number>();
-    for (const r of routes) lag.set(r.broker, (lag.get(r.broker) ?? 0) + (counts.get(r.id) ?? 0));
+    for (const r of routes) lag.set(r.stream, (lag.get(r.stream) ?? 0) + (counts.get(r.id) ?? 0));
     this.lag.reset(lag);
     const keep = existing();
     for (const id of counts.keys()) {
@@ -150,8 +150,13 @@ class SubscriptionWorker {
 
   constructor(
     private readonly d: Dispatcher,
-    public route: TriggerRoute,
+    public route: SubscriptionRoute,
   ) {}
+
+  /** `Trigger default/orders`, for logs. */
+  private label(): string {
+    return `${this.route.kind} ${this.route.namespace}/${this.route.name}`;
+  }
 
   notify(seq: number, event: CloudEvent): void {
     // A scan may already have read this delivery: the store makes a commit visible a moment before the
@@ -199,7 +204,7 @@ class SubscriptionWorker {
     } catch (err) {
       this.scanning = false;
       this.d.logger.error(
-        { err, trigger: this.route.name },
+        { err, subscription: this.label() },
         'reading pending deliveries failed; retrying in 1s',
       );
       this.later(1000, () => this.pump());
@@ -282,7 +287,7 @@ class SubscriptionWorker {
           this.d.stats.dropped++;
           this.d.logger.warn(
             {
-              trigger: `${this.route.namespace}/${this.route.name}`,
+              subscription: this.label(),
               id: item.event.attrs['id'],
               code: outcome.info.code,
             },
@@ -297,7 +302,7 @@ class SubscriptionWorker {
     } catch (err) {
       // A store write failed: keep the delivery and try again shortly (at least once).
       this.d.logger.error(
-        { err, trigger: this.route.name, seq: item.seq },
+        { err, subscription: this.label(), seq: item.seq },
         'delivery bookkeeping failed; retrying',
       );
       this.wakeAt(Date.now() + 1000, item.seq, item.attempt, item.lastError);
@@ -318,7 +323,7 @@ class SubscriptionWorker {
   private loopEnded(item: Item, target: string): void {
     this.d.stats.dropped++;
     this.d.logger.warn(
-      { trigger: `${this.route.namespace}/${this.route.name}`, id: item.event.attrs['id'], target },
+      { subscription: this.label(), id: item.event.attrs['id'], target },
       'event dropped: knativebrokerttl reached 0 on its way back into this server (an event loop?)',
     );
     this.done(item);
@@ -329,10 +334,10 @@ class SubscriptionWorker {
    * if the process dies first, the delivery is simply made again after the restart (at least once).
    */
   private done(item: Item): void {
-    this.d.lag.sub(this.route.broker, 1);
+    this.d.lag.sub(this.route.stream, 1);
     this.d.state.complete(this.route.id, item.seq).catch((err: unknown) => {
       this.d.logger.error(
-        { err, trigger: this.route.name, seq: item.seq },
+        { err, subscription: this.label(), seq: item.seq },
         'recording a finished delivery failed; it will be delivered again after a restart',
       );
     });
@@ -343,7 +348,7 @@ class SubscriptionWorker {
     const due = Date.now() + waitMs;
     this.d.state.reschedule(this.route.id, item.seq, attempt, due).catch((err: unknown) => {
       this.d.logger.error(
-        { err, trigger: this.route.name, seq: item.seq },
+        { err, subscription: this.label(), seq: item.seq },
         'recording a retry failed; the retry goes ahead',
       );
     });
@@ -384,7 +389,7 @@ class SubscriptionWorker {
     this.d.stats.dropped++;
     this.d.logger.error(
       {
-        trigger: `${this.route.namespace}/${this.route.name}`,
+        subscription: this.label(),
         id: item.event.attrs['id'],
         deadLetterSink: policy.deadLetterUri,
       },
@@ -417,7 +422,7 @@ class SubscriptionWorker {
     } catch (err) {
       // Knative discards a response body that is not a CloudEvent: the delivery itself succeeded.
       this.d.logger.debug(
-        { trigger: this.route.name, reason: (err as Error).message },
+        { subscription: this.label(), reason: (err as Error).message },
         'response is not a CloudEvent; ignored',
       );
       return 'done';
@@ -425,7 +430,7 @@ class SubscriptionWorker {
     if (reply.length !== 1) {
       // A reply is one event (Knative's contract); a batch would let one delivery multiply events.
       this.d.logger.warn(
-        { trigger: this.route.name, events: reply.length },
+        { subscription: this.label(), events: reply.length },
         'reply ignored: a reply must be one event, not a batch',
       );
       return 'done';
@@ -435,7 +440,7 @@ class SubscriptionWorker {
     for (const r of reply) {
       if (ttl <= 0) {
         this.d.logger.warn(
-          { trigger: this.route.name, id: r.attrs['id'] },
+          { subscription: this.label(), id: r.attrs['id'] },
           'reply dropped: knativebrokerttl reached 0 (event loop?)',
         );
         continue;
@@ -443,15 +448,49 @@ class SubscriptionWorker {
       events.push({ ...r, attrs: { ...r.attrs, [TTL]: ttl } });
     }
     if (events.length === 0) return 'done';
-    try {
-      await this.d.ingest(this.route.broker, events);
-      this.d.stats.replies += events.length;
+    const target = this.route.reply;
+    if (target.kind === 'drop') {
+      this.d.logger.debug(
+        { subscription: this.label() },
+        'reply dropped: the subscription has no reply destination',
+      );
       return 'done';
-    } catch (err) {
-      return {
-        retry: true,
-        info: { code: res.status, data: Buffer.from(`storing the reply failed: ${(err as Error).message}`) },
-      };
     }
+    if (target.kind === 'ingest') {
+      try {
+        await this.d.ingest(target.stream, events);
+        this.d.stats.replies += events.length;
+        return 'done';
+      } catch (err) {
+        return {
+          retry: true,
+          info: {
+            code: res.status,
+            data: Buffer.from(`storing the reply failed: ${(err as Error).message}`),
+          },
+        };
+      }
+    }
+    // To a reply destination, as Knative's channel dispatcher does: if it does not take the reply, the
+    // delivery failed and is retried (the subscriber sees the event again).
+    const r = await this.d.sender.send(
+      this.route.id,
+      target.uri,
+      events[0]!,
+      this.route.policy.timeoutMs,
+      target.self ? undefined : TTL,
+    );
+    if (r.kind === 'response' && r.status >= 200 && r.status < 300) {
+      this.d.stats.replies++;
+      return 'done';
+    }
+    const why = r.kind === 'error' ? r.error : `the reply destination answered ${r.status}`;
+    return {
+      retry: true,
+      info: {
+        code: r.kind === 'response' ? r.status : undefined,
+        data: Buffer.from(`sending the reply to ${target.uri} failed: ${why}`),
+      },
+    };
   }
 }

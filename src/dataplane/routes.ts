@@ -13,24 +13,47 @@ export interface Anchor {
   value: string;
 }
 
-export interface TriggerRoute {
-  /** The Trigger's uid: its subscription id in the store. */
+/** What happens to a subscriber's reply event (a 2xx answer that is a CloudEvent). */
+export type ReplyTarget =
+  /** Back into a stream of this server (a Trigger's reply goes into its Broker). */
+  | { kind: 'ingest'; stream: string }
+  /** Sent to a destination (a Subscription's `reply`); `self` when it is an ingress of this server. */
+  | { kind: 'send'; uri: string; self: boolean }
+  /** Nowhere: the reply is dropped (a Subscription without `reply`). */
+  | { kind: 'drop' };
+
+/**
+ * One subscription the dispatcher drains, whatever resource it comes from (a Trigger, a Channel's
+ * Subscription, a flow step): where events go, with which delivery policy and dead-letter sink, what to
+ * do with a reply, and which stream's lag it counts in.
+ */
+export interface SubscriptionRoute {
+  /** The subscription id in the store (a resource uid). */
   id: string;
+  /** The resource it comes from, for logs: `Trigger`, `Subscription`, ... */
+  kind: string;
   namespace: string;
   name: string;
-  /** `namespace/broker` */
-  broker: string;
-  predicate: Predicate;
-  /** Set when the filter requires an exact attribute value: the Trigger is found by lookup. */
-  anchor?: Anchor | undefined;
+  /** The stream its events come from (`namespace/broker`, `channels/namespace/name`): its lag key. */
+  stream: string;
   subscriberUri: string;
   policy: RetryPolicy;
+  reply: ReplyTarget;
   /**
    * True when the subscriber (or the dead-letter sink) is an ingress of this server: the event then goes
    * with its knativebrokerttl lowered by one, so that a loop back into a Broker still counts down.
    */
   subscriberIsSelf?: boolean;
   deadLetterIsSelf?: boolean;
+}
+
+/** A Trigger's subscription: its Broker's stream, with the filter the Broker's index evaluates. */
+export interface TriggerRoute extends SubscriptionRoute {
+  /** `namespace/broker` (the same as `stream`). */
+  broker: string;
+  predicate: Predicate;
+  /** Set when the filter requires an exact attribute value: the Trigger is found by lookup. */
+  anchor?: Anchor | undefined;
 }
 
 export interface BrokerRoute {

@@ -160,9 +160,12 @@ export class RouteTable {
     const subscriberUri = t.status?.['subscriberUri'] as string;
     return {
       id: t.metadata.uid,
+      kind: 'Trigger',
       namespace: t.metadata.namespace,
       name: t.metadata.name,
       broker: bkey,
+      stream: bkey,
+      reply: { kind: 'ingest', stream: bkey },
       ...f.compiled,
       subscriberUri,
       policy,
