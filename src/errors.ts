@@ -14,6 +14,11 @@ export const ERRORS = {
   TRELLIS_ERR_TTL_EXHAUSTED: { status: 400, title: 'The event has looped through brokers too often' },
   TRELLIS_ERR_BROKER_NOT_FOUND: { status: 404, title: 'No such Broker' },
   TRELLIS_ERR_BROKER_NOT_READY: { status: 404, title: 'The Broker exists but is not Ready' },
+  TRELLIS_ERR_DESTINATION_NOT_FOUND: { status: 404, title: 'Nothing takes events at that path' },
+  TRELLIS_ERR_DESTINATION_NOT_READY: {
+    status: 404,
+    title: 'The Channel, Sequence or Parallel exists but is not Ready',
+  },
   TRELLIS_ERR_ROUTE_NOT_FOUND: { status: 404, title: 'No such path' },
   TRELLIS_ERR_BAD_REQUEST: { status: 400, title: 'The request is not valid HTTP' },
   TRELLIS_ERR_HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are too large' },

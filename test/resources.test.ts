@@ -129,16 +129,53 @@ describe('validation names the field and the rule', () => {
     });
   }
 
-  it('a ref to a Kubernetes Service is refused with the uri form shown', async () => {
+  it('a ref to a Service is accepted, not Ready, and resolves once a v1 Service gives it an address', async () => {
     await using s = await testServer();
+    await s.apply(broker('b'));
     const doc = trigger('t', {
       broker: 'b',
-      subscriber: { ref: { apiVersion: 'v1', kind: 'Service', name: 'event-display' } },
+      subscriber: { ref: { apiVersion: 'serving.knative.dev/v1', kind: 'Service', name: 'event-display' } },
     });
-    const e = await rejected(await s.apply(doc));
-    expect(e.field).toBe('spec.subscriber.ref');
-    expect(e.message).toMatch(/Kubernetes/);
-    expect(e.message).toMatch(/uri: http:\/\//);
+    const res = await s.apply(doc);
+    expect(res.status).toBe(201);
+    type Status = {
+      status: {
+        subscriberUri?: string;
+        conditions: { type: string; status: string; reason?: string; message?: string }[];
+      };
+    };
+    const t = (await res.json()) as Status;
+    const readyCond = t.status.conditions.find((c) => c.type === 'Ready')!;
+    expect(readyCond).toMatchObject({ status: 'False', reason: 'Unresolvable' });
+    expect(readyCond.message).toMatch(/runs without Kubernetes/);
+    expect(readyCond.message).toMatch(/ExternalName/);
+    expect(readyCond.message).toMatch(/uri: http:\/\//);
+    // A v1 Service of type ExternalName gives the target an address: the Trigger turns Ready.
+    const svc = await fetch(`${s.url}/api/v1/namespaces/default/services`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/yaml' },
+      body: 'apiVersion: v1\nkind: Service\nmetadata:\n  name: event-display\nspec:\n  type: ExternalName\n  externalName: 127.0.0.1\n  ports:\n    - port: 8081\n',
+    });
+    expect(svc.status).toBe(201);
+    const after = (await (await fetch(`${s.url}${API}/triggers/t`)).json()) as Status;
+    expect(after.status.conditions[0]).toMatchObject({ type: 'Ready', status: 'True' });
+    expect(after.status.subscriberUri).toBe('http://127.0.0.1:8081/');
+    // The annotation works too, and wins.
+    await fetch(`${s.url}/api/v1/namespaces/default/services`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: {
+          name: 'event-display',
+          annotations: { 'trellis.dev/address': 'http://127.0.0.1:9999/display' },
+        },
+        spec: {},
+      }),
+    });
+    const again = (await (await fetch(`${s.url}${API}/triggers/t`)).json()) as Status;
+    expect(again.status.subscriberUri).toBe('http://127.0.0.1:9999/display');
   });
 
   it('names up to 253 characters can be created, read, updated and deleted', async () => {

@@ -43,6 +43,33 @@ export function table(rows: string[][]): string {
     .join('\n');
 }
 
+/** The columns of `trellis get` between NAME and AGE, per kind (kubectl's printer columns, roughly). */
+const COLUMNS: Record<string, [string, (r: ApiResource) => string][]> = {
+  Trigger: [
+    ['BROKER', (r) => String(r.spec['broker'] ?? '')],
+    ['SUBSCRIBER_URI', (r) => String(r.status?.['subscriberUri'] ?? '')],
+  ],
+  Subscription: [
+    ['CHANNEL', (r) => String((r.spec['channel'] as { name?: string } | undefined)?.name ?? '')],
+    [
+      'SUBSCRIBER_URI',
+      (r) =>
+        String(
+          (r.status?.['physicalSubscription'] as { subscriberUri?: string } | undefined)?.subscriberUri ?? '',
+        ),
+    ],
+    [
+      'REPLY_URI',
+      (r) =>
+        String((r.status?.['physicalSubscription'] as { replyUri?: string } | undefined)?.replyUri ?? ''),
+    ],
+  ],
+};
+
+function addressOf(r: ApiResource): string {
+  return String((r.status?.['address'] as { url?: string } | undefined)?.url ?? '');
+}
+
 /** The table `trellis get` prints. */
 export function formatTable(
   kind: string,
@@ -51,16 +78,14 @@ export function formatTable(
 ): string {
   const rows: string[][] = [];
   const head: string[] = opts.allNamespaces ? ['NAMESPACE', 'NAME'] : ['NAME'];
-  if (kind === 'Broker') head.push('URL', 'AGE', 'READY', 'REASON');
-  else head.push('BROKER', 'SUBSCRIBER_URI', 'AGE', 'READY', 'REASON');
+  const cols = COLUMNS[kind] ?? [['URL', addressOf]];
+  head.push(...cols.map(([h]) => h), 'AGE', 'READY', 'REASON');
   if (opts.wide) head.push('MESSAGE');
   rows.push(head);
   for (const r of items) {
     const c = readyCond(r);
     const row = opts.allNamespaces ? [r.metadata.namespace, r.metadata.name] : [r.metadata.name];
-    if (kind === 'Broker')
-      row.push(String((r.status?.['address'] as { url?: string } | undefined)?.url ?? ''));
-    else row.push(String(r.spec['broker'] ?? ''), String(r.status?.['subscriberUri'] ?? ''));
+    for (const [, get] of cols) row.push(get(r));
     row.push(
       age(r.metadata['creationTimestamp'] as string | undefined),
       c?.status ?? 'Unknown',

@@ -40,6 +40,11 @@ function kindOrFail(name: string) {
   return k;
 }
 
+/** `trigger.eventing.knative.dev`, or `service` for Kubernetes' core group, as kubectl prints it. */
+function qualified(k: { singular: string; group: string }): string {
+  return k.group === '' ? k.singular : `${k.singular}.${k.group}`;
+}
+
 function readInput(file: string): string {
   return file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
 }
@@ -110,7 +115,7 @@ Examples:
           }
           for (const w of r.warnings) process.stderr.write(`Warning: ${where}: ${w}\n`);
           const kind = findKind(r.kind);
-          process.stdout.write(`${kind?.singular ?? r.kind}.${kind?.group ?? ''}/${r.name} ${r.action}\n`);
+          process.stdout.write(`${kind ? qualified(kind) : r.kind}/${r.name} ${r.action}\n`);
         }
       }
       if (failed > 0) process.exit(1);
@@ -220,7 +225,7 @@ Examples:
         for (const t of targets) {
           try {
             await client.delete(t.kind, t.ns, t.name);
-            process.stdout.write(`${t.kind.singular}.${t.kind.group} "${t.name}" deleted\n`);
+            process.stdout.write(`${qualified(t.kind)} "${t.name}" deleted\n`);
           } catch (err) {
             if (err instanceof ApiError && err.status === 0) fail(err);
             process.stderr.write(`error: ${(err as Error).message}\n`);

@@ -38,6 +38,11 @@ export type BulkOutcome =
   | { kind: string; namespace: string; name: string; action: string; warnings: string[] }
   | { error: { code: string; message: string } };
 
+/** `/apis/{group}/{version}`, or `/api/{version}` for Kubernetes' core group. */
+function groupPath(k: KindPath): string {
+  return k.group === '' ? `/api/${k.version}` : `/apis/${k.group}/${k.version}`;
+}
+
 export class AdminClient {
   /** `token`: the admin token, sent as a bearer token (the CLI passes TRELLIS_ADMIN_TOKEN). */
   constructor(
@@ -90,11 +95,11 @@ export class AdminClient {
   }
 
   private base(k: KindPath, ns: string): string {
-    return `/apis/${k.group}/${k.version}/namespaces/${encodeURIComponent(ns)}/${k.plural}`;
+    return `${groupPath(k)}/namespaces/${encodeURIComponent(ns)}/${k.plural}`;
   }
 
   async list(k: KindPath, ns: string | undefined): Promise<ApiResource[]> {
-    const path = ns === undefined ? `/apis/${k.group}/${k.version}/${k.plural}` : this.base(k, ns);
+    const path = ns === undefined ? `${groupPath(k)}/${k.plural}` : this.base(k, ns);
     return ((await this.call('GET', path)).json as { items: ApiResource[] }).items;
   }
 

@@ -7,7 +7,7 @@ import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
 import type { EventLog } from '../store/types.js';
 import { LagCounter } from './lag.js';
-import type { BrokerRoute } from './routes.js';
+import type { StreamRoute } from './routes.js';
 
 /** Knative's default loop guard. */
 export const DEFAULT_TTL = 255;
@@ -57,8 +57,8 @@ export interface IngressLimits {
 }
 
 export class Ingress {
-  /** Ready Brokers by `namespace/name`; replaced whole by the composition root when resources change. */
-  brokers = new Map<string, BrokerRoute>();
+  /** Every stream ingress serves (Brokers, Channels, flows), by key; kept current by the composition root. */
+  streams = new Map<string, StreamRoute>();
   accepting = true;
   accepted = 0;
 
@@ -69,13 +69,26 @@ export class Ingress {
     private readonly limits: IngressLimits = { maxPendingWrites: Number.POSITIVE_INFINITY },
   ) {}
 
-  /** Looks a Broker up, or throws the 404 the producer should see. */
-  route(key: string): BrokerRoute {
-    const b = this.brokers.get(key);
-    if (b === undefined)
-      throw new TrellisError('TRELLIS_ERR_BROKER_NOT_FOUND', `Broker ${key} does not exist`, { broker: key });
-    if (!b.ready)
-      throw new TrellisError('TRELLIS_ERR_BROKER_NOT_READY', `Broker ${key} is not Ready`, { broker: key });
+  /** Looks a stream up, or throws the 404 the producer should see. */
+  route(key: string): StreamRoute {
+    const b = this.streams.get(key);
+    if (b === undefined) {
+      const slash = key.split('/');
+      if (slash.length === 2)
+        throw new TrellisError('TRELLIS_ERR_BROKER_NOT_FOUND', `Broker ${key} does not exist`, {
+          broker: key,
+        });
+      throw new TrellisError('TRELLIS_ERR_DESTINATION_NOT_FOUND', `nothing takes events at /${key}`, {
+        path: `/${key}`,
+      });
+    }
+    if (!b.ready) {
+      if (b.kind === 'Broker')
+        throw new TrellisError('TRELLIS_ERR_BROKER_NOT_READY', `Broker ${key} is not Ready`, { broker: key });
+      throw new TrellisError('TRELLIS_ERR_DESTINATION_NOT_READY', `${b.kind} at /${key} is not Ready`, {
+        path: `/${key}`,
+      });
+    }
     return b;
   }
 
@@ -101,7 +114,7 @@ export class Ingress {
     if (lag >= broker.maxLag) {
       throw new TrellisError(
         'TRELLIS_ERR_BROKER_LAGGING',
-        `Broker ${key} has ${lag} deliveries waiting (its ceiling is ${broker.maxLag}); its subscribers are behind. ` +
+        `${broker.kind} ${key} has ${lag} deliveries waiting (its ceiling is ${broker.maxLag}); its subscribers are behind. ` +
           'Nothing was accepted; retry after the Retry-After delay',
         { broker: key, lag, maxLag: broker.maxLag, retryAfter: 1 },
       );

@@ -28,7 +28,7 @@ export type ReplyTarget =
  * do with a reply, and which stream's lag it counts in.
  */
 export interface SubscriptionRoute {
-  /** The subscription id in the store (a resource uid). */
+  /** The subscription id in the store (a resource uid, or uid and a step for flows). */
   id: string;
   /** The resource it comes from, for logs: `Trigger`, `Subscription`, ... */
   kind: string;
@@ -45,6 +45,10 @@ export interface SubscriptionRoute {
    */
   subscriberIsSelf?: boolean;
   deadLetterIsSelf?: boolean;
+  /** Which events of the stream it takes; undefined: every one. */
+  predicate?: Predicate | undefined;
+  /** Set when the filter requires an exact attribute value: the subscription is found by lookup. */
+  anchor?: Anchor | undefined;
 }
 
 /** A Trigger's subscription: its Broker's stream, with the filter the Broker's index evaluates. */
@@ -56,16 +60,22 @@ export interface TriggerRoute extends SubscriptionRoute {
   anchor?: Anchor | undefined;
 }
 
-export interface BrokerRoute {
-  /** `namespace/name` */
+/** A stream ingress appends to (a Broker's, a Channel's, a flow's), with the subscriptions that read it. */
+export interface StreamRoute {
+  /** The stream key: `namespace/broker`, `channels/namespace/name`, ... */
   key: string;
+  /** The kind of resource that owns it, for messages (`Broker`, `Channel`). */
+  kind: string;
   ready: boolean;
-  /** Ingress answers 429 while this many deliveries of the Broker are pending. */
+  /** Ingress answers 429 while this many deliveries of the stream are pending. */
   maxLag: number;
-  triggers: TriggerRoute[];
-  /** Finds the Triggers an event matches; built once when resources change. */
+  subscriptions: SubscriptionRoute[];
+  /** Finds the subscriptions an event matches; built once when resources change. */
   index: TriggerIndex;
 }
+
+/** The Broker's stream route (the name the Broker-only code used). */
+export type BrokerRoute = StreamRoute;
 
 /**
  * A Broker's Triggers indexed by an exact attribute value their filter requires (`type` first): an event
@@ -73,10 +83,10 @@ export interface BrokerRoute {
  * cost per event follows the number of candidate Triggers, not the number of Triggers.
  */
 export class TriggerIndex {
-  private readonly byAttr = new Map<string, Map<string, TriggerRoute[]>>();
-  private readonly rest: TriggerRoute[] = [];
+  private readonly byAttr = new Map<string, Map<string, SubscriptionRoute[]>>();
+  private readonly rest: SubscriptionRoute[] = [];
 
-  constructor(triggers: readonly TriggerRoute[]) {
+  constructor(triggers: readonly SubscriptionRoute[]) {
     for (const t of triggers) {
       if (t.anchor === undefined) {
         this.rest.push(t);
@@ -100,9 +110,10 @@ export class TriggerIndex {
       const v = e.attrs[attr];
       if (v === undefined) continue;
       const list = m.get(typeof v === 'string' ? v : String(v));
-      if (list !== undefined) for (const t of list) if (t.predicate(e)) out.push(t.id);
+      if (list !== undefined)
+        for (const t of list) if (t.predicate === undefined || t.predicate(e)) out.push(t.id);
     }
-    for (const t of this.rest) if (t.predicate(e)) out.push(t.id);
+    for (const t of this.rest) if (t.predicate === undefined || t.predicate(e)) out.push(t.id);
     return out;
   }
 }

@@ -2,6 +2,9 @@
  * Broker (`eventing.knative.dev/v1`): spec validation. A Broker's address is `{publicUrl}/{namespace}/{name}`.
  * @module
  */
+import type { ResourceObject } from '../store/types.js';
+import { type Cond, notOk, ok, ready } from './conditions.js';
+import type { ReconcileContext } from './context.js';
 import { type DeliverySpec, validateDelivery } from './delivery-spec.js';
 import { invalid, objectAt } from './validation.js';
 
@@ -35,4 +38,34 @@ export function validateBrokerSpec(spec: unknown, namespace: string): Record<str
   const delivery = validateDelivery('spec.delivery', o['delivery'], namespace);
   if (delivery !== undefined) out.delivery = delivery;
   return out as Record<string, unknown>;
+}
+
+/** Status of a Broker: addressable at once; Ready unless its dead-letter sink cannot be resolved. */
+export function reconcileBroker(b: ResourceObject, ctx: ReconcileContext): Record<string, unknown> {
+  const spec = b.spec as BrokerSpec;
+  const conds: Cond[] = [ok('Addressable'), ok('IngressReady')];
+  const status: Record<string, unknown> = {
+    observedGeneration: b.metadata.generation,
+    address: { url: ctx.address('Broker', b.metadata.namespace, b.metadata.name) },
+  };
+  resolveDeadLetter(ctx, spec.delivery, 'spec.delivery.deadLetterSink', conds, status);
+  status['conditions'] = ready(conds);
+  return status;
+}
+
+/** Resolves a DeliverySpec's dead-letter sink into `status.deadLetterSinkUri` and a condition. */
+export function resolveDeadLetter(
+  ctx: ReconcileContext,
+  delivery: DeliverySpec | undefined,
+  path: string,
+  conds: Cond[],
+  status: Record<string, unknown>,
+): void {
+  const dls = delivery?.deadLetterSink;
+  if (dls === undefined) return;
+  const r = ctx.resolve(dls);
+  if ('uri' in r) {
+    conds.push(ok('DeadLetterSinkResolved'));
+    status['deadLetterSinkUri'] = r.uri;
+  } else conds.push(notOk('DeadLetterSinkResolved', r.reason, `${path}: ${r.message}`));
 }

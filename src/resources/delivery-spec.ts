@@ -3,6 +3,7 @@
  * retry policy the dispatcher uses.
  * @module
  */
+import { ADDRESSABLE_API } from './addressing.js';
 import { parseDuration } from './duration.js';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN, invalid, objectAt, stringAt } from './validation.js';
 
@@ -29,9 +30,6 @@ export interface DeliverySpec {
   deadLetterSink?: Destination;
 }
 
-/** Kinds a `ref` may name, with the apiVersion they live in. */
-export const ADDRESSABLE_KINDS: Record<string, string> = { Broker: 'eventing.knative.dev/v1' };
-
 /** Validates a `{ref, uri}` destination; `namespace` is the default for `ref.namespace`. */
 export function validateDestination(path: string, v: unknown, namespace: string): Destination {
   const o = objectAt(path, v, ['ref', 'uri', 'CACerts', 'audience'])!;
@@ -42,16 +40,11 @@ export function validateDestination(path: string, v: unknown, namespace: string)
     const apiVersion = stringAt(`${path}.ref.apiVersion`, r['apiVersion'])!;
     const name = stringAt(`${path}.ref.name`, r['name'])!;
     const ns = stringAt(`${path}.ref.namespace`, r['namespace'], true) ?? namespace;
-    const want = ADDRESSABLE_KINDS[kind];
-    if (want === undefined) {
-      invalid(
-        `${path}.ref`,
-        `kind ${kind} (${apiVersion}) is a Kubernetes object and Trellis runs without Kubernetes; ` +
-          `point at the service by URL instead, e.g. '${path.split('.').pop()}: {uri: http://127.0.0.1:8081/}'` +
-          `, or reference a ${Object.keys(ADDRESSABLE_KINDS).join(', ')}`,
-      );
-    }
-    if (apiVersion !== want) invalid(`${path}.ref.apiVersion`, `must be '${want}' for kind ${kind}`);
+    // Any kind is accepted (Knative's YAML names Kubernetes and Knative Serving Services): one Trellis
+    // cannot address leaves the resource not Ready, with a message that says how to give it an address.
+    const want = ADDRESSABLE_API[kind];
+    if (want !== undefined && apiVersion !== want)
+      invalid(`${path}.ref.apiVersion`, `must be '${want}' for kind ${kind}`);
     if (!DNS1123_SUBDOMAIN.test(name))
       invalid(`${path}.ref.name`, 'must be a DNS-1123 name (a-z, 0-9, -, .)');
     if (!DNS1123_LABEL.test(ns)) invalid(`${path}.ref.namespace`, 'must be a DNS-1123 label (a-z, 0-9, -)');

@@ -1,21 +1,39 @@
 /**
- * The resource kinds Trellis serves, with the names kubectl users type for them and each kind's spec check.
+ * The resource kinds Trellis serves, each registered once: its names (as kubectl users type them), the
+ * apiVersions it accepts, its spec check, its status (reconcile), and whether it takes events.
  * @module
  */
-import { validateBrokerSpec } from './broker.js';
-import { triggerWarnings, validateTriggerSpec } from './trigger.js';
+import type { ResourceObject } from '../store/types.js';
+import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from './broker.js';
+import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
+import type { ReconcileContext } from './context.js';
+import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
+import { reconcileSubscription, validateSubscriptionSpec } from './subscription.js';
+import { reconcileTrigger, triggerWarnings, validateTriggerSpec } from './trigger.js';
 
 export interface KindDef {
   kind: string;
+  /** API group; '' for Kubernetes' core group (apiVersion `v1`). */
   group: string;
+  /** The version written in stored resources. */
   version: string;
+  /** Older versions whose documents are accepted too (and stored as `version`). */
+  otherVersions?: readonly string[];
   plural: string;
   singular: string;
   shortNames: readonly string[];
   /** Validates and normalises a spec; throws TRELLIS_ERR_RESOURCE_INVALID with the field path. */
   validateSpec(spec: unknown, namespace: string): Record<string, unknown>;
+  /** Checks the annotations this kind reads. */
+  validateAnnotations?(annotations: Record<string, string> | undefined): void;
   /** What in a valid spec is accepted but probably not what the user meant (shown by apply and in status). */
   warnings?(spec: Record<string, unknown>): string[];
+  /** Works out the status (conditions, address, resolved destinations). */
+  reconcile?(o: ResourceObject, ctx: ReconcileContext): Record<string, unknown>;
+  /** Reconciled before phase-1 kinds: kinds whose readiness others wait for (streams). */
+  phase?: number;
+  /** Takes events at an address of this server. */
+  addressable?: boolean;
 }
 
 export const KINDS: readonly KindDef[] = [
@@ -27,6 +45,10 @@ export const KINDS: readonly KindDef[] = [
     singular: 'broker',
     shortNames: [],
     validateSpec: validateBrokerSpec,
+    validateAnnotations: validateBrokerAnnotations,
+    reconcile: reconcileBroker,
+    phase: 0,
+    addressable: true,
   },
   {
     kind: 'Trigger',
@@ -37,28 +59,85 @@ export const KINDS: readonly KindDef[] = [
     shortNames: [],
     validateSpec: validateTriggerSpec,
     warnings: triggerWarnings,
+    reconcile: reconcileTrigger,
+  },
+  {
+    kind: 'Channel',
+    group: 'messaging.knative.dev',
+    version: 'v1',
+    plural: 'channels',
+    singular: 'channel',
+    shortNames: ['ch'],
+    validateSpec: validateChannelSpec,
+    reconcile: reconcileChannel,
+    phase: 0,
+    addressable: true,
+  },
+  {
+    kind: 'InMemoryChannel',
+    group: 'messaging.knative.dev',
+    version: 'v1',
+    plural: 'inmemorychannels',
+    singular: 'inmemorychannel',
+    shortNames: ['imc'],
+    validateSpec: validateInMemoryChannelSpec,
+    reconcile: reconcileChannel,
+    phase: 0,
+    addressable: true,
+  },
+  {
+    kind: 'Subscription',
+    group: 'messaging.knative.dev',
+    version: 'v1',
+    plural: 'subscriptions',
+    singular: 'subscription',
+    shortNames: ['sub'],
+    validateSpec: validateSubscriptionSpec,
+    reconcile: reconcileSubscription,
+  },
+  {
+    kind: 'Service',
+    group: '',
+    version: 'v1',
+    plural: 'services',
+    singular: 'service',
+    shortNames: ['svc'],
+    validateSpec: (spec) => validateServiceSpec(spec),
+    validateAnnotations: validateServiceAnnotations,
+    reconcile: (o) => reconcileService(o),
+    phase: -1,
   },
 ];
 
-/** apiVersion as written in YAML: `group/version`. */
+/** apiVersion as written in YAML: `group/version`, or `version` for the core group. */
 export function apiVersionOf(k: KindDef): string {
-  return `${k.group}/${k.version}`;
+  return k.group === '' ? k.version : `${k.group}/${k.version}`;
+}
+
+/** Every apiVersion a document of this kind may carry. */
+export function acceptedVersions(k: KindDef): string[] {
+  return [k.version, ...(k.otherVersions ?? [])].map((v) => (k.group === '' ? v : `${k.group}/${v}`));
 }
 
 /**
- * Finds a kind as kubectl accepts it: `Broker`, `broker`, `brokers`, `brokers.eventing.knative.dev`.
+ * Finds a kind as kubectl accepts it: `Broker`, `broker`, `brokers`, `brokers.eventing.knative.dev`, `imc`.
  */
 export function findKind(name: string): KindDef | undefined {
   const n = name.toLowerCase();
   for (const k of KINDS) {
     const names = [k.kind.toLowerCase(), k.singular, k.plural, ...k.shortNames];
     if (names.includes(n)) return k;
-    for (const x of names) if (n === `${x}.${k.group}`) return k;
+    for (const x of names) if (k.group !== '' && n === `${x}.${k.group}`) return k;
   }
   return undefined;
 }
 
-/** Finds a kind by its API path parts. */
+/** Finds a kind by its API path parts (`group` '' for `/api/v1/...`). */
 export function kindByPath(group: string, version: string, plural: string): KindDef | undefined {
-  return KINDS.find((k) => k.group === group && k.version === version && k.plural === plural);
+  return KINDS.find(
+    (k) =>
+      k.group === group &&
+      (k.version === version || k.otherVersions?.includes(version)) &&
+      k.plural === plural,
+  );
 }

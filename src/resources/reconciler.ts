@@ -1,72 +1,77 @@
 /**
- * The status reconciler: watches resources, works out each one's conditions and addresses (a Trigger may be
- * applied before its Broker and turns Ready when the Broker appears), writes status, and hands the Ready
- * state to the data plane through `onChange`.
+ * The status reconciler: watches every resource, works out each one's status with its kind's
+ * `reconcile` (conditions, addresses, resolved destinations), writes it, and hands the result to the data
+ * plane through `onChange`. What a resource looked at while it was reconciled (its Broker, the target of
+ * a `ref`) is remembered: when that changes, or appears, the resource is reconciled again, so a Trigger
+ * applied before its Broker turns Ready when the Broker does.
  * @module
  */
 import type { ResourceEvent, ResourceObject, ResourceStore } from '../store/types.js';
-import type { BrokerSpec } from './broker.js';
+import { addressUrl } from './addressing.js';
+import { isReady } from './conditions.js';
+import type { ReconcileContext, Resolved } from './context.js';
 import type { Destination } from './delivery-spec.js';
+import { acceptedVersions, KINDS, type KindDef } from './kinds.js';
 import type { ResourceRegistry } from './registry.js';
-import { type TriggerSpec, triggerWarnings } from './trigger.js';
+import { serviceAddress } from './service.js';
 
-/** Every Broker and Trigger by `namespace/name`, and which of them changed since the last snapshot. */
+export { isReady } from './conditions.js';
+
+/** Every resource by kind, then by `namespace/name`, and which of them changed since the last snapshot. */
 export interface Snapshot {
-  brokers: ReadonlyMap<string, ResourceObject>;
-  triggers: ReadonlyMap<string, ResourceObject>;
-  /** The keys reconciled in this run (deleted ones included); undefined when everything was. */
-  changed?: { brokers: ReadonlySet<string>; triggers: ReadonlySet<string> } | undefined;
+  resources: ReadonlyMap<string, ReadonlyMap<string, ResourceObject>>;
+  /** Resources reconciled in this run (deleted ones included), as `Kind/namespace/name`; undefined: all. */
+  changed?: ReadonlySet<string> | undefined;
 }
 
-interface Cond {
-  type: string;
-  status: 'True' | 'False' | 'Unknown';
-  reason?: string;
-  message?: string;
+/** `Kind/namespace/name`. */
+export function resourceId(kind: string, namespace: string, name: string): string {
+  return `${kind}/${namespace}/${name}`;
 }
 
-/** The URL of a Broker's ingress. */
-export function brokerAddress(publicUrl: string, namespace: string, name: string): string {
-  return `${publicUrl.replace(/\/$/, '')}/${namespace}/${name}`;
+function idOf(o: ResourceObject): string {
+  return resourceId(o.kind, o.metadata.namespace, o.metadata.name);
 }
 
-function ok(type: string): Cond {
-  return { type, status: 'True' };
-}
-function notOk(type: string, reason: string, message: string): Cond {
-  return { type, status: 'False', reason, message };
-}
-function ready(conds: Cond[]): Cond[] {
-  const bad = conds.find((c) => c.status !== 'True');
-  return [bad ? { ...bad, type: 'Ready' } : ok('Ready'), ...conds];
-}
+/** How many rounds a run may take while Ready changes ripple from resource to resource. */
+const MAX_ROUNDS = 8;
 
 export class StatusReconciler {
   private scheduled = false;
   private running: Promise<void> | undefined;
   private again = false;
   private stopWatch: (() => void) | undefined;
-  /** Every Broker and Trigger, by `namespace/name`, kept current from the store's watch. */
-  private readonly brokers = new Map<string, ResourceObject>();
-  private readonly triggers = new Map<string, ResourceObject>();
-  /** What to recompute on the next run: everything, or these keys. */
+  /** Every resource, kept current from the store's watch. */
+  private readonly objects = new Map<string, Map<string, ResourceObject>>();
+  /** What each resource looked at when it was last reconciled, and the reverse. */
+  private readonly uses = new Map<string, Set<string>>();
+  private readonly usedBy = new Map<string, Set<string>>();
   private all = true;
-  private readonly dirtyBrokers = new Set<string>();
-  private readonly dirtyTriggers = new Set<string>();
-  private changed = true;
+  private readonly dirty = new Set<string>();
+  private readonly phases: KindDef[][];
 
   constructor(
     private readonly store: ResourceStore,
     private readonly registry: ResourceRegistry,
     private readonly publicUrl: string,
     private readonly onChange: (s: Snapshot) => void,
-  ) {}
+  ) {
+    for (const k of KINDS) this.objects.set(k.kind, new Map());
+    const phases = new Map<number, KindDef[]>();
+    for (const k of KINDS) {
+      const p = k.phase ?? 1;
+      phases.set(p, [...(phases.get(p) ?? []), k]);
+    }
+    this.phases = [...phases.entries()].sort((a, b) => a[0] - b[0]).map(([, ks]) => ks);
+  }
 
   /** Loads every resource, reconciles them all once, then only what each change touches. */
   async start(): Promise<void> {
     this.stopWatch = this.store.watch((e) => this.onEvent(e));
-    for (const b of await this.store.list('Broker')) this.brokers.set(keyOf(b), b);
-    for (const t of await this.store.list('Trigger')) this.triggers.set(keyOf(t), t);
+    for (const k of KINDS) {
+      const m = this.objects.get(k.kind)!;
+      for (const o of await this.store.list(k.kind)) m.set(`${o.metadata.namespace}/${o.metadata.name}`, o);
+    }
     this.all = true;
     await this.reconcileAll();
   }
@@ -84,53 +89,26 @@ export class StatusReconciler {
 
   private onEvent(e: ResourceEvent): void {
     const o = e.object;
-    const map = o.kind === 'Broker' ? this.brokers : o.kind === 'Trigger' ? this.triggers : undefined;
+    const map = this.objects.get(o.kind);
     if (map === undefined) return;
-    const key = keyOf(o);
+    const key = `${o.metadata.namespace}/${o.metadata.name}`;
     const prev = map.get(key);
-    if (e.type === 'DELETED') {
-      map.delete(key);
-      if (o.kind === 'Broker') {
-        this.dirtyBrokers.add(key);
-        this.markDependents(key);
-      } else this.dirtyTriggers.add(key);
-    } else {
+    const id = idOf(o);
+    if (e.type === 'DELETED') map.delete(key);
+    else {
       map.set(key, o);
-      // A status write (this reconciler's own) changes neither spec nor annotations: nothing to redo.
+      // A status write (this reconciler's own) changes neither spec nor metadata: nothing to redo.
       const same =
         prev !== undefined &&
         prev.metadata.uid === o.metadata.uid &&
         prev.metadata.generation === o.metadata.generation &&
-        JSON.stringify(prev.metadata.annotations) === JSON.stringify(o.metadata.annotations);
+        JSON.stringify(prev.metadata.annotations) === JSON.stringify(o.metadata.annotations) &&
+        JSON.stringify(prev.metadata.labels) === JSON.stringify(o.metadata.labels);
       if (same) return;
-      if (o.kind === 'Broker') {
-        this.dirtyBrokers.add(key);
-        this.markDependents(key);
-      } else this.dirtyTriggers.add(key);
     }
-    this.changed = true;
+    this.dirty.add(id);
+    for (const d of this.usedBy.get(id) ?? []) this.dirty.add(d);
     this.schedule();
-  }
-
-  /** Marks what depends on a Broker: its Triggers, and whatever refers to it as subscriber or dead-letter sink. */
-  private markDependents(brokerKey: string): void {
-    const refersTo = (ns: string, d: Destination | undefined) =>
-      d?.ref !== undefined && `${d.ref.namespace ?? ns}/${d.ref.name}` === brokerKey;
-    for (const [k, t] of this.triggers) {
-      const spec = t.spec as unknown as TriggerSpec;
-      const ns = t.metadata.namespace;
-      if (
-        `${ns}/${spec.broker}` === brokerKey ||
-        refersTo(ns, spec.subscriber) ||
-        refersTo(ns, spec.delivery?.deadLetterSink)
-      ) {
-        this.dirtyTriggers.add(k);
-      }
-    }
-    for (const [k, b] of this.brokers) {
-      if (refersTo(b.metadata.namespace, (b.spec as BrokerSpec).delivery?.deadLetterSink))
-        this.dirtyBrokers.add(k);
-    }
   }
 
   private schedule(): void {
@@ -161,117 +139,125 @@ export class StatusReconciler {
     return this.running;
   }
 
+  private get(id: string): ResourceObject | undefined {
+    const [kind, ns, name] = id.split('/');
+    return this.objects.get(kind!)?.get(`${ns}/${name}`);
+  }
+
   private async run(): Promise<void> {
     const everything = this.all;
-    const brokerKeys = this.all ? [...this.brokers.keys()] : [...this.dirtyBrokers];
-    const triggerKeys = this.all ? [...this.triggers.keys()] : [...this.dirtyTriggers];
-    const changed = this.changed || this.all;
+    let todo = new Set<string>();
+    if (everything) {
+      for (const [kind, m] of this.objects) for (const k of m.keys()) todo.add(`${kind}/${k}`);
+    } else for (const id of this.dirty) todo.add(id);
     this.all = false;
-    this.changed = false;
-    this.dirtyBrokers.clear();
-    this.dirtyTriggers.clear();
-    if (!changed && brokerKeys.length === 0 && triggerKeys.length === 0) return;
+    this.dirty.clear();
+    if (todo.size === 0) return;
+    const changed = new Set<string>(todo);
+    // Resources reconcile in phases (stream owners such as Brokers and Channels first), and within a
+    // phase their status writes go out together so that they share the store's commits. When a
+    // resource's Ready flips, what looks at it is reconciled again, in this round or the next.
+    for (let round = 0; round < MAX_ROUNDS && todo.size > 0; round++) {
+      const next = new Set<string>();
+      const done = new Set<string>();
+      for (const phase of this.phases) {
+        const writes = new WriteWindow(256);
+        const flipped: string[] = [];
+        for (const def of phase) {
+          for (const id of todo) {
+            if (!id.startsWith(`${def.kind}/`)) continue;
+            done.add(id);
+            const o = this.get(id);
+            if (o === undefined) {
+              this.forget(id);
+              flipped.push(id);
+              continue;
+            }
+            if (def.reconcile === undefined) continue;
+            const status = def.reconcile(o, this.context(id));
+            if (isReady(o) !== isReady({ ...o, status })) flipped.push(id);
+            await writes.add(this.write(o, status));
+          }
+        }
+        await writes.drain();
+        for (const id of flipped) {
+          for (const d of this.usedBy.get(id) ?? []) {
+            if (done.has(d)) next.add(d);
+            else todo.add(d);
+            changed.add(d);
+          }
+        }
+      }
+      todo = next;
+    }
+    this.onChange({ resources: this.objects, changed: everything ? undefined : changed });
+  }
 
-    // Brokers' statuses are written before Triggers are computed (a Trigger reads its Broker's Ready);
-    // within each kind, writes go out together so that they share the store's commits.
-    const writes = new WriteWindow(256);
-    const brokerUrl = (key: string) => {
-      const b = this.brokers.get(key);
-      return b && brokerAddress(this.publicUrl, b.metadata.namespace, b.metadata.name);
+  private forget(id: string): void {
+    for (const t of this.uses.get(id) ?? []) this.usedBy.get(t)?.delete(id);
+    this.uses.delete(id);
+  }
+
+  /** The context a kind's reconcile sees; every look-up is recorded as a dependency of `id`. */
+  private context(id: string): ReconcileContext {
+    this.forget(id);
+    const uses = new Set<string>();
+    this.uses.set(id, uses);
+    const use = (target: string) => {
+      uses.add(target);
+      let s = this.usedBy.get(target);
+      if (s === undefined) {
+        s = new Set();
+        this.usedBy.set(target, s);
+      }
+      s.add(id);
     };
-    const resolve = (d: Destination): { uri?: string; error?: string } => {
+    const get = (kind: string, ns: string, name: string) => {
+      const t = resourceId(kind, ns, name);
+      use(t);
+      return this.get(t);
+    };
+    const publicUrl = this.publicUrl;
+    const resolve = (d: Destination): Resolved => {
       if (d.ref === undefined) return { uri: d.uri! };
-      const base = brokerUrl(`${d.ref.namespace}/${d.ref.name}`);
-      if (base === undefined)
-        return { error: `${d.ref.kind} ${d.ref.namespace}/${d.ref.name} does not exist` };
+      const { kind, apiVersion, name, namespace: ns } = d.ref;
+      let base: string | undefined;
+      const def = KINDS.find(
+        (k) => k.kind === kind && k.addressable && acceptedVersions(k).includes(apiVersion),
+      );
+      if (def !== undefined) {
+        const target = get(kind, ns, name);
+        if (target === undefined)
+          return {
+            reason: 'NotFound',
+            message: `${kind} ${ns}/${name} does not exist; apply it and this turns Ready`,
+          };
+        base = addressUrl(publicUrl, kind, ns, name);
+      } else {
+        // A kind Trellis does not serve (a Kubernetes or Knative Serving Service): it resolves through a
+        // v1 Service of the same name that says where it is.
+        const svc = get('Service', ns, name);
+        base = svc === undefined ? undefined : serviceAddress(svc);
+        if (base === undefined) {
+          return {
+            reason: 'Unresolvable',
+            message:
+              `${kind} ${ns}/${name} (${apiVersion}) has no address Trellis knows: Trellis runs without Kubernetes. ` +
+              `Give it one with a v1 Service named '${name}' in namespace '${ns}' of type ExternalName ` +
+              `(or annotated trellis.dev/address: http://host:port/), or use uri: http://host:port/ instead of ref`,
+          };
+        }
+      }
       return { uri: d.uri ? new URL(d.uri, base.endsWith('/') ? base : `${base}/`).toString() : base };
     };
-    for (const key of brokerKeys) {
-      const b = this.brokers.get(key);
-      if (b === undefined) continue;
-      const spec = b.spec as BrokerSpec;
-      const conds: Cond[] = [ok('Addressable'), ok('IngressReady')];
-      const status: Record<string, unknown> = {
-        observedGeneration: b.metadata.generation,
-        address: { url: brokerUrl(key) },
-      };
-      if (spec.delivery?.deadLetterSink) {
-        const r = resolve(spec.delivery.deadLetterSink);
-        if (r.uri) {
-          conds.push(ok('DeadLetterSinkResolved'));
-          status['deadLetterSinkUri'] = r.uri;
-        } else
-          conds.push(
-            notOk('DeadLetterSinkResolved', 'Unresolved', `spec.delivery.deadLetterSink: ${r.error}`),
-          );
-      }
-      status['conditions'] = ready(conds);
-      await writes.add(this.write(this.brokers, key, b, status));
-    }
-    await writes.drain();
-    for (const key of triggerKeys) {
-      const t = this.triggers.get(key);
-      if (t === undefined) continue;
-      const spec = t.spec as unknown as TriggerSpec;
-      const ns = t.metadata.namespace;
-      const conds: Cond[] = [];
-      const status: Record<string, unknown> = { observedGeneration: t.metadata.generation };
-      const bkey = `${ns}/${spec.broker}`;
-      const broker = this.brokers.get(bkey);
-      if (broker !== undefined && isReady(broker)) conds.push(ok('BrokerReady'));
-      else if (broker !== undefined)
-        conds.push(notOk('BrokerReady', 'BrokerNotReady', `Broker ${bkey} is not Ready`));
-      else
-        conds.push(
-          notOk(
-            'BrokerReady',
-            'BrokerDoesNotExist',
-            `Broker ${bkey} does not exist; apply it and this Trigger turns Ready`,
-          ),
-        );
-      const sub = resolve(spec.subscriber);
-      if (sub.uri) {
-        conds.push(ok('SubscriberResolved'));
-        status['subscriberUri'] = sub.uri;
-      } else conds.push(notOk('SubscriberResolved', 'Unresolved', `spec.subscriber: ${sub.error}`));
-      const dls = spec.delivery?.deadLetterSink;
-      if (dls) {
-        const r = resolve(dls);
-        if (r.uri) {
-          conds.push(ok('DeadLetterSinkResolved'));
-          status['deadLetterSinkUri'] = r.uri;
-        } else
-          conds.push(
-            notOk('DeadLetterSinkResolved', 'Unresolved', `spec.delivery.deadLetterSink: ${r.error}`),
-          );
-      }
-      const warnings = triggerWarnings(t.spec);
-      if (warnings.length > 0)
-        conds.push({
-          type: 'FiltersValid',
-          status: 'True',
-          reason: 'EmptyFilter',
-          message: warnings.join('; '),
-        });
-      status['conditions'] = ready(conds);
-      await writes.add(this.write(this.triggers, key, t, status));
-    }
-    await writes.drain();
-    this.onChange({
-      brokers: this.brokers,
-      triggers: this.triggers,
-      changed: everything ? undefined : { brokers: new Set(brokerKeys), triggers: new Set(triggerKeys) },
-    });
+    return { publicUrl, get, resolve, address: (kind, ns, name) => addressUrl(publicUrl, kind, ns, name) };
   }
 
   /** Stores a status; the cache gets the stored object through the watch, or keeps this one if unchanged. */
-  private async write(
-    map: Map<string, ResourceObject>,
-    key: string,
-    o: ResourceObject,
-    status: Record<string, unknown>,
-  ): Promise<void> {
+  private async write(o: ResourceObject, status: Record<string, unknown>): Promise<void> {
     await this.registry.setStatus(o.kind, o.metadata.namespace, o.metadata.name, status, o);
+    const map = this.objects.get(o.kind)!;
+    const key = `${o.metadata.namespace}/${o.metadata.name}`;
     const now = map.get(key);
     // If the watch did not bring a stored copy (nothing was written), keep the computed status in the cache.
     if (now === o && now.status === undefined) map.set(key, { ...o, status });
@@ -304,14 +290,4 @@ class WriteWindow {
       throw e;
     }
   }
-}
-
-function keyOf(o: ResourceObject): string {
-  return `${o.metadata.namespace}/${o.metadata.name}`;
-}
-
-/** True when a resource's Ready condition is True. */
-export function isReady(r: ResourceObject): boolean {
-  const conds = r.status?.['conditions'] as Cond[] | undefined;
-  return conds?.find((c) => c.type === 'Ready')?.status === 'True';
 }

@@ -7,9 +7,8 @@ import { randomUUID } from 'node:crypto';
 import { parseAllDocuments } from 'yaml';
 import { TrellisError } from '../errors.js';
 import { ConflictError, type ResourceObject, type ResourceStore } from '../store/types.js';
-import { validateBrokerAnnotations } from './broker.js';
 import { checkValueDepth, checkYamlTextDepth } from './depth.js';
-import { apiVersionOf, findKind, type KindDef } from './kinds.js';
+import { acceptedVersions, apiVersionOf, findKind, KINDS, type KindDef } from './kinds.js';
 import {
   DNS1123_LABEL,
   DNS1123_SUBDOMAIN,
@@ -82,15 +81,15 @@ export class ResourceRegistry {
     if (def === undefined || def.kind !== kindName) {
       throw new TrellisError(
         'TRELLIS_ERR_KIND_UNKNOWN',
-        `kind: '${kindName}' is not a kind Trellis serves (Broker, Trigger)`,
-        {
-          field: 'kind',
-        },
+        def !== undefined
+          ? `kind: '${kindName}' is not a kind; kinds are written as Knative writes them: did you mean '${def.kind}'?`
+          : `kind: '${kindName}' is not a kind Trellis serves (${KINDS.map((k) => k.kind).join(', ')})`,
+        { field: 'kind' },
       );
     }
     const apiVersion = stringAt('apiVersion', o['apiVersion'])!;
-    if (apiVersion !== apiVersionOf(def))
-      invalid('apiVersion', `must be '${apiVersionOf(def)}' for kind ${def.kind}`);
+    if (!acceptedVersions(def).includes(apiVersion))
+      invalid('apiVersion', `must be '${acceptedVersions(def).join("' or '")}' for kind ${def.kind}`);
     const meta = objectAt('metadata', o['metadata'], [
       'name',
       'namespace',
@@ -124,7 +123,7 @@ export class ResourceRegistry {
     const labels = metadataMap('metadata.labels', meta['labels'], 'labels');
     const annotations = metadataMap('metadata.annotations', meta['annotations'], 'annotations');
     const expected = meta['resourceVersion'] !== undefined ? String(meta['resourceVersion']) : undefined;
-    if (def.kind === 'Broker') validateBrokerAnnotations(annotations);
+    def.validateAnnotations?.(annotations);
     const spec = def.validateSpec(o['spec'], namespace);
     const warnings = def.warnings?.(spec) ?? [];
 
@@ -137,7 +136,7 @@ export class ResourceRegistry {
     if (current !== undefined && !specChanged && !metaChanged)
       return { object: current, action: 'unchanged', warnings };
     const next: ResourceObject = {
-      apiVersion,
+      apiVersion: apiVersionOf(def),
       kind: def.kind,
       metadata: {
         name,

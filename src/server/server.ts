@@ -96,6 +96,8 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     // Names are up to 253 characters (DNS-1123 subdomains); Fastify's default limit on a path part is 100.
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 512 },
     forceCloseConnections: 'idle',
+    // Kubernetes' core group lives at /api/v1 (v1 Service): served by the /apis routes as group 'core'.
+    rewriteUrl: (req) => (req.url?.startsWith('/api/') ? `/apis/core/${req.url.slice(5)}` : (req.url ?? '/')),
     // Broker ingress is served before Fastify's routing: it is the hot path.
     serverFactory: (handler) => {
       const server = createServer(
@@ -200,14 +202,15 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     defaultMaxLag: cfg.maxLag,
     isSelf,
   });
-  ingress.brokers = table.brokers;
+  ingress.streams = table.streams;
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
     table.apply(snap);
-    const triggers = table.triggers();
-    // Only needed when the dispatcher resyncs (a Trigger went away): every Trigger's uid, Ready or not.
-    const existing = () => new Set([...snap.triggers.values()].map((t) => t.metadata.uid));
+    const subscriptions = table.subscriptions();
+    // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,
+    // Ready or not, whose pending deliveries are kept.
+    const existing = () => table.knownSubscriptionIds(snap);
     pendingUpdate = pendingUpdate
-      .then(() => dispatcher.update(triggers, existing))
+      .then(() => dispatcher.update(subscriptions, existing))
       .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
   });
   try {

@@ -5,15 +5,23 @@
  */
 
 import type { RetryPolicy } from '../dataplane/retry-policy.js';
-import { type Anchor, type BrokerRoute, TriggerIndex, type TriggerRoute } from '../dataplane/routes.js';
+import {
+  type Anchor,
+  type ReplyTarget,
+  type StreamRoute,
+  type SubscriptionRoute,
+  TriggerIndex,
+  type TriggerRoute,
+} from '../dataplane/routes.js';
 import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attributes.js';
 import { compileFilters } from '../filter/dialect.js';
-import type { BrokerSpec } from '../resources/broker.js';
+import { streamKey } from '../resources/addressing.js';
 import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
 import type { DeliverySpec } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
 import { isReady, type Snapshot } from '../resources/reconciler.js';
-import type { TriggerSpec } from '../resources/trigger.js';
+import type { SubscriptionSpec } from '../resources/subscription.js';
+import { type TriggerSpec, triggerBroker } from '../resources/trigger.js';
 import type { ResourceObject } from '../store/types.js';
 import { DEFAULT_DELIVERY } from './config.js';
 
@@ -46,103 +54,154 @@ export interface RouteTableOptions {
   isSelf?: (url: string) => boolean;
 }
 
+/** What one resource puts into the data plane: the streams it owns and the subscriptions it reads with. */
+interface Contribution {
+  streams: StreamRoute[];
+  subscriptions: SubscriptionRoute[];
+}
+
+const EMPTY: Contribution = { streams: [], subscriptions: [] };
+
 /**
- * The data plane's routes, kept current from reconciled snapshots: a change recomputes only the Triggers
- * and Brokers it touched (and the index of each Broker concerned), so applying one resource beside 10,000
- * costs about the same as beside ten.
+ * The data plane's routes, kept current from reconciled snapshots. Each resource contributes streams
+ * (a Broker, a Channel) and subscriptions (a Trigger, a Subscription); a change recomputes only what the
+ * changed resources contribute, and the index of each stream concerned, so applying one resource
+ * beside 10,000 costs about the same as beside ten.
  */
 export class RouteTable {
-  /** Ready and not-Ready Brokers by `namespace/name`; ingress reads this map (it is updated in place). */
-  readonly brokers = new Map<string, BrokerRoute>();
-  /** Routes of Ready Triggers, by Trigger `namespace/name`. */
-  private readonly routes = new Map<string, TriggerRoute>();
-  /** Each Broker's Trigger routes, by Trigger key. */
-  private readonly byBroker = new Map<string, Map<string, TriggerRoute>>();
-  /** Compiled filters by Trigger key, with the generation they were compiled from. */
+  /** Every stream by key; ingress reads this map (it is updated in place). */
+  readonly streams = new Map<string, StreamRoute>();
+  private readonly contributions = new Map<string, Contribution>();
+  /** Each stream's subscriptions, by subscription id. */
+  private readonly byStream = new Map<string, Map<string, SubscriptionRoute>>();
+  private readonly subscriptionsById = new Map<string, SubscriptionRoute>();
+  /** Compiled filters by resource id, with the generation they were compiled from. */
   private readonly filters = new Map<string, { generation: number; uid: string; compiled: CompiledFilter }>();
 
   constructor(private readonly opts: RouteTableOptions) {}
 
-  /** Every Ready Trigger's route. */
-  triggers(): TriggerRoute[] {
-    return [...this.routes.values()];
+  /** Every Ready subscription's route. */
+  subscriptions(): SubscriptionRoute[] {
+    return [...this.subscriptionsById.values()];
   }
 
-  /** Brings the routes in line with a snapshot; only the changed keys are looked at when it says which. */
+  /** The subscription ids of every resource, Ready or not (their pending deliveries are kept). */
+  knownSubscriptionIds(s: Snapshot): Set<string> {
+    const ids = new Set<string>();
+    for (const kind of ['Trigger', 'Subscription'])
+      for (const o of s.resources.get(kind)?.values() ?? []) ids.add(o.metadata.uid);
+    return ids;
+  }
+
+  /** Brings the routes in line with a snapshot; only the changed resources are looked at when it says which. */
   apply(s: Snapshot): void {
-    const brokerKeys = s.changed ? s.changed.brokers : new Set([...this.brokers.keys(), ...s.brokers.keys()]);
-    const triggerKeys = s.changed
-      ? s.changed.triggers
-      : new Set([...this.routes.keys(), ...s.triggers.keys()]);
-    const touched = new Set<string>();
-    for (const key of brokerKeys) {
-      const b = s.brokers.get(key);
-      touched.add(key);
-      if (b === undefined) {
-        this.brokers.delete(key);
-        continue;
-      }
-      const maxLag = Number(b.metadata.annotations?.[MAX_LAG_ANNOTATION] ?? this.opts.defaultMaxLag);
-      this.brokers.set(key, { key, ready: isReady(b), maxLag, triggers: [], index: new TriggerIndex([]) });
+    let ids: Iterable<string>;
+    if (s.changed !== undefined) ids = s.changed;
+    else {
+      const all = new Set(this.contributions.keys());
+      for (const [kind, m] of s.resources) for (const k of m.keys()) all.add(`${kind}/${k}`);
+      ids = all;
     }
-    for (const key of triggerKeys) {
-      const old = this.routes.get(key);
+    const touched = new Set<string>();
+    for (const id of ids) {
+      const old = this.contributions.get(id);
       if (old !== undefined) {
-        this.routes.delete(key);
-        this.byBroker.get(old.broker)?.delete(key);
-        touched.add(old.broker);
+        for (const st of old.streams) {
+          this.streams.delete(st.key);
+          touched.add(st.key);
+        }
+        for (const sub of old.subscriptions) {
+          this.byStream.get(sub.stream)?.delete(sub.id);
+          this.subscriptionsById.delete(sub.id);
+          touched.add(sub.stream);
+        }
+        this.contributions.delete(id);
       }
-      const t = s.triggers.get(key);
-      if (t === undefined) {
-        this.filters.delete(key);
+      const o = objectById(s, id);
+      if (o === undefined) {
+        this.filters.delete(id);
         continue;
       }
-      const route = this.route(key, t, s);
-      if (route === undefined) continue;
-      this.routes.set(key, route);
-      let m = this.byBroker.get(route.broker);
-      if (m === undefined) {
-        m = new Map();
-        this.byBroker.set(route.broker, m);
+      const c = this.contribute(id, o, s);
+      if (c.streams.length === 0 && c.subscriptions.length === 0) continue;
+      this.contributions.set(id, c);
+      for (const st of c.streams) {
+        this.streams.set(st.key, st);
+        touched.add(st.key);
       }
-      m.set(key, route);
-      touched.add(route.broker);
+      for (const sub of c.subscriptions) {
+        let m = this.byStream.get(sub.stream);
+        if (m === undefined) {
+          m = new Map();
+          this.byStream.set(sub.stream, m);
+        }
+        m.set(sub.id, sub);
+        this.subscriptionsById.set(sub.id, sub);
+        touched.add(sub.stream);
+      }
     }
     for (const key of touched) {
-      const br = this.brokers.get(key);
-      const m = this.byBroker.get(key);
-      if (m !== undefined && m.size === 0) this.byBroker.delete(key);
-      if (br === undefined) continue;
-      br.triggers = m ? [...m.values()] : [];
-      br.index = new TriggerIndex(br.triggers);
+      const st = this.streams.get(key);
+      const m = this.byStream.get(key);
+      if (m !== undefined && m.size === 0) this.byStream.delete(key);
+      if (st === undefined) continue;
+      st.subscriptions = m ? [...m.values()] : [];
+      st.index = new TriggerIndex(st.subscriptions);
     }
   }
 
-  private route(key: string, t: ResourceObject, s: Snapshot): TriggerRoute | undefined {
+  private contribute(id: string, o: ResourceObject, s: Snapshot): Contribution {
+    switch (o.kind) {
+      case 'Broker':
+      case 'Channel':
+      case 'InMemoryChannel':
+        return { streams: [this.stream(o)], subscriptions: [] };
+      case 'Trigger': {
+        const r = this.trigger(id, o, s);
+        return r === undefined ? EMPTY : { streams: [], subscriptions: [r] };
+      }
+      case 'Subscription': {
+        const r = this.subscription(o, s);
+        return r === undefined ? EMPTY : { streams: [], subscriptions: [r] };
+      }
+      default:
+        return EMPTY;
+    }
+  }
+
+  private stream(o: ResourceObject): StreamRoute {
+    const key = streamKey(o.kind, o.metadata.namespace, o.metadata.name);
+    const maxLag = Number(o.metadata.annotations?.[MAX_LAG_ANNOTATION] ?? this.opts.defaultMaxLag);
+    return { key, kind: o.kind, ready: isReady(o), maxLag, subscriptions: [], index: new TriggerIndex([]) };
+  }
+
+  /** The effective retry policy: the subscription's DeliverySpec, else its stream owner's, else the default. */
+  private policy(own: DeliverySpec | undefined, ownDls: unknown, owner: ResourceObject): RetryPolicy {
+    const { defaultTimeoutMs } = this.opts;
+    if (hasFields(own)) return toRetryPolicy(own, ownDls as string | undefined, defaultTimeoutMs);
+    const od = (owner.spec as { delivery?: DeliverySpec }).delivery;
+    if (hasFields(od))
+      return toRetryPolicy(od, owner.status?.['deadLetterSinkUri'] as string | undefined, defaultTimeoutMs);
+    return toRetryPolicy(DEFAULT_DELIVERY, undefined, defaultTimeoutMs);
+  }
+
+  private selfFlags(subscriberUri: string, policy: RetryPolicy) {
+    const isSelf = this.opts.isSelf ?? (() => false);
+    return {
+      subscriberIsSelf: isSelf(subscriberUri),
+      deadLetterIsSelf: policy.deadLetterUri !== undefined && isSelf(policy.deadLetterUri),
+    };
+  }
+
+  private trigger(id: string, t: ResourceObject, s: Snapshot): TriggerRoute | undefined {
     if (!isReady(t)) return undefined;
     const spec = t.spec as unknown as TriggerSpec;
-    const bkey = `${t.metadata.namespace}/${spec.broker}`;
-    const bobj = s.brokers.get(bkey);
-    if (bobj === undefined || !this.brokers.has(bkey)) return undefined;
-    const bspec = bobj.spec as BrokerSpec;
-    const { defaultTimeoutMs } = this.opts;
-    let policy: RetryPolicy;
-    if (hasFields(spec.delivery)) {
-      policy = toRetryPolicy(
-        spec.delivery,
-        t.status?.['deadLetterSinkUri'] as string | undefined,
-        defaultTimeoutMs,
-      );
-    } else if (hasFields(bspec.delivery)) {
-      policy = toRetryPolicy(
-        bspec.delivery,
-        bobj.status?.['deadLetterSinkUri'] as string | undefined,
-        defaultTimeoutMs,
-      );
-    } else {
-      policy = toRetryPolicy(DEFAULT_DELIVERY, undefined, defaultTimeoutMs);
-    }
-    let f = this.filters.get(key);
+    const b = triggerBroker(t);
+    const bkey = streamKey('Broker', b.namespace, b.name);
+    const bobj = s.resources.get('Broker')?.get(`${b.namespace}/${b.name}`);
+    if (bobj === undefined) return undefined;
+    const policy = this.policy(spec.delivery, t.status?.['deadLetterSinkUri'], bobj);
+    let f = this.filters.get(id);
     if (f === undefined || f.generation !== t.metadata.generation || f.uid !== t.metadata.uid) {
       f = {
         generation: t.metadata.generation,
@@ -154,9 +213,8 @@ export class RouteTable {
           anchor: anchorOf(spec),
         },
       };
-      this.filters.set(key, f);
+      this.filters.set(id, f);
     }
-    const isSelf = this.opts.isSelf ?? (() => false);
     const subscriberUri = t.status?.['subscriberUri'] as string;
     return {
       id: t.metadata.uid,
@@ -169,10 +227,44 @@ export class RouteTable {
       ...f.compiled,
       subscriberUri,
       policy,
-      subscriberIsSelf: isSelf(subscriberUri),
-      deadLetterIsSelf: policy.deadLetterUri !== undefined && isSelf(policy.deadLetterUri),
+      ...this.selfFlags(subscriberUri, policy),
     };
   }
+
+  private subscription(o: ResourceObject, s: Snapshot): SubscriptionRoute | undefined {
+    if (!isReady(o)) return undefined;
+    const spec = o.spec as unknown as SubscriptionSpec;
+    const ch = spec.channel;
+    const channel = s.resources.get(ch.kind)?.get(`${ch.namespace}/${ch.name}`);
+    if (channel === undefined) return undefined;
+    const physical = (o.status?.['physicalSubscription'] ?? {}) as Record<string, string | undefined>;
+    const policy = this.policy(spec.delivery, physical['deadLetterSinkUri'], channel);
+    const replyUri = physical['replyUri'];
+    // Without a subscriber, events go straight to the reply destination (as Knative does).
+    const subscriberUri = physical['subscriberUri'] ?? replyUri;
+    if (subscriberUri === undefined) return undefined;
+    const isSelf = this.opts.isSelf ?? (() => false);
+    const reply: ReplyTarget =
+      physical['subscriberUri'] !== undefined && replyUri !== undefined
+        ? { kind: 'send', uri: replyUri, self: isSelf(replyUri) }
+        : { kind: 'drop' };
+    return {
+      id: o.metadata.uid,
+      kind: 'Subscription',
+      namespace: o.metadata.namespace,
+      name: o.metadata.name,
+      stream: streamKey(ch.kind, ch.namespace, ch.name),
+      reply,
+      subscriberUri,
+      policy,
+      ...this.selfFlags(subscriberUri, policy),
+    };
+  }
+}
+
+function objectById(s: Snapshot, id: string): ResourceObject | undefined {
+  const [kind, ns, name] = id.split('/');
+  return s.resources.get(kind!)?.get(`${ns}/${name}`);
 }
 
 /** A Trigger's filter, compiled once per generation. */

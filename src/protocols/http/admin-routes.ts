@@ -27,7 +27,8 @@ interface NameParams extends NsParams {
 }
 
 function kindOf(p: KindParams): KindDef {
-  const k = kindByPath(p.group, p.version, p.plural);
+  // /api/v1/... (Kubernetes' core group) arrives here as group 'core'.
+  const k = kindByPath(p.group === 'core' ? '' : p.group, p.version, p.plural);
   if (!k) {
     throw new TrellisError(
       'TRELLIS_ERR_KIND_UNKNOWN',

@@ -9,11 +9,13 @@ import type { FastifyInstance } from 'fastify';
 import { decodeHttp } from '../../cloudevents/http.js';
 import type { Ingress } from '../../dataplane/ingress.js';
 import { TrellisError } from '../../errors.js';
+import { ADDRESS_PREFIXES } from '../../resources/addressing.js';
 import { sendError, toTrellisError } from './errors.js';
 
 const ALLOW = 'POST, OPTIONS';
-// Two non-empty path segments, an optional trailing slash, an optional query string.
-const BROKER_PATH = /^\/([^/?]+)\/([^/?]+)\/?(?:\?.*)?$/;
+// Two non-empty path segments (a Broker), or three whose first names a kind (`/channels/ns/name`), an
+// optional trailing slash, an optional query string.
+const INGRESS_PATH = /^\/([^/?]+)\/([^/?]+)(?:\/([^/?]+))?\/?(?:\?.*)?$/;
 
 /**
  * Returns a request handler that serves `POST /{namespace}/{broker}` and returns false for any other
@@ -37,11 +39,12 @@ export function ingressHandler(
   return (req, res) => {
     if (req.method !== 'POST') return false;
     if (!ingress.accepting) res.shouldKeepAlive = false;
-    const m = BROKER_PATH.exec(req.url ?? '');
+    const m = INGRESS_PATH.exec(req.url ?? '');
     if (m === null || m[1] === 'apis') return false;
-    // Namespaces and Broker names are DNS labels: nothing in them is percent-encoded, so the path is
-    // used as it is (a '%' in it simply names no Broker).
-    const key = `${m[1]!}/${m[2]!}`;
+    if (m[3] !== undefined && !ADDRESS_PREFIXES.has(m[1]!)) return false;
+    // Namespaces and names are DNS labels: nothing in them is percent-encoded, so the path is used as it
+    // is (a '%' in it simply names nothing).
+    const key = m[3] === undefined ? `${m[1]!}/${m[2]!}` : `${m[1]!}/${m[2]!}/${m[3]}`;
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > maxBodyBytes) {
       fail(res, tooLarge(maxBodyBytes));
@@ -96,13 +99,11 @@ function tooLarge(limit: number): TrellisError {
 
 /** OPTIONS (the CloudEvents webhook handshake, http-webhook.md §4) and 405 for methods other than POST. */
 export function registerIngressRoutes(app: FastifyInstance): void {
-  app.all<{ Params: { namespace: string; broker: string } }>('/:namespace/:broker', async (req, reply) => {
-    if (req.params.namespace === 'apis') {
-      return sendError(
-        reply,
-        new TrellisError('TRELLIS_ERR_ROUTE_NOT_FOUND', `no route for ${req.method} ${req.url}`),
-      );
-    }
+  const handler = async (
+    req: { method: string; url: string; headers: Record<string, unknown>; params: unknown },
+    reply: import('fastify').FastifyReply,
+    what: string,
+  ) => {
     if (req.method === 'OPTIONS') {
       const origin = req.headers['webhook-request-origin'];
       reply.header('allow', ALLOW);
@@ -117,8 +118,29 @@ export function registerIngressRoutes(app: FastifyInstance): void {
       reply,
       new TrellisError(
         'TRELLIS_ERR_METHOD_NOT_ALLOWED',
-        `${req.method} is not allowed on a Broker; send events with POST`,
+        `${req.method} is not allowed on a ${what}; send events with POST`,
       ),
     );
+  };
+  app.all<{ Params: { namespace: string; broker: string } }>('/:namespace/:broker', async (req, reply) => {
+    if (req.params.namespace === 'apis') {
+      return sendError(
+        reply,
+        new TrellisError('TRELLIS_ERR_ROUTE_NOT_FOUND', `no route for ${req.method} ${req.url}`),
+      );
+    }
+    return handler(req, reply, 'Broker');
   });
+  app.all<{ Params: { prefix: string; namespace: string; name: string } }>(
+    '/:prefix/:namespace/:name',
+    async (req, reply) => {
+      if (!ADDRESS_PREFIXES.has(req.params.prefix)) {
+        return sendError(
+          reply,
+          new TrellisError('TRELLIS_ERR_ROUTE_NOT_FOUND', `no route for ${req.method} ${req.url}`),
+        );
+      }
+      return handler(req, reply, req.params.prefix.replace(/s$/, ''));
+    },
+  );
 }

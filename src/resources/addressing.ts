@@ -1,0 +1,45 @@
+/**
+ * Where each addressable kind takes events on this server, and the stream its events are stored in.
+ * A Broker keeps Knative's broker-ingress path, `/{namespace}/{name}`; the other kinds have
+ * `/{plural}/{namespace}/{name}`. The stream key is the path without its leading slash.
+ * @module
+ */
+
+/** Addressable kinds and the first path segment of their ingress ('' for the Broker). */
+export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
+  Broker: '',
+  Channel: 'channels',
+  InMemoryChannel: 'inmemorychannels',
+  Sequence: 'sequences',
+  Parallel: 'parallels',
+};
+
+/** The apiVersion of each addressable kind, as a `ref` must name it. */
+export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
+  Broker: 'eventing.knative.dev/v1',
+  Channel: 'messaging.knative.dev/v1',
+  InMemoryChannel: 'messaging.knative.dev/v1',
+  Sequence: 'flows.knative.dev/v1',
+  Parallel: 'flows.knative.dev/v1',
+};
+
+/** The path prefixes ingress serves beside Brokers' two-segment paths. */
+export const ADDRESS_PREFIXES: ReadonlySet<string> = new Set(
+  Object.values(ADDRESS_PREFIX).filter((p) => p !== ''),
+);
+
+/** Ingress path of an addressable resource, e.g. `/channels/default/orders`. */
+export function addressPath(kind: string, namespace: string, name: string): string {
+  const p = ADDRESS_PREFIX[kind];
+  return p ? `/${p}/${namespace}/${name}` : `/${namespace}/${name}`;
+}
+
+/** The stream (event log) key of an addressable resource: its path without the leading slash. */
+export function streamKey(kind: string, namespace: string, name: string): string {
+  return addressPath(kind, namespace, name).slice(1);
+}
+
+/** The full address of an addressable resource on a server whose public URL is `publicUrl`. */
+export function addressUrl(publicUrl: string, kind: string, namespace: string, name: string): string {
+  return `${publicUrl.replace(/\/$/, '')}${addressPath(kind, namespace, name)}`;
+}

@@ -1,0 +1,32 @@
+/**
+ * Knative's status conditions: each resource has a `Ready` condition summing up the others.
+ * @module
+ */
+import type { ResourceObject } from '../store/types.js';
+
+export interface Cond {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason?: string;
+  message?: string;
+}
+
+export function ok(type: string): Cond {
+  return { type, status: 'True' };
+}
+
+export function notOk(type: string, reason: string, message: string): Cond {
+  return { type, status: 'False', reason, message };
+}
+
+/** Prepends `Ready`: True when every condition is, else the first that is not, renamed. */
+export function ready(conds: Cond[]): Cond[] {
+  const bad = conds.find((c) => c.status !== 'True');
+  return [bad ? { ...bad, type: 'Ready' } : ok('Ready'), ...conds];
+}
+
+/** True when a resource's Ready condition is True. */
+export function isReady(r: ResourceObject | undefined): boolean {
+  const conds = r?.status?.['conditions'] as Cond[] | undefined;
+  return conds?.find((c) => c.type === 'Ready')?.status === 'True';
+}
