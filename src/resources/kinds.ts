@@ -7,6 +7,7 @@ import type { ResourceObject } from '../store/types.js';
 import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from './broker.js';
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
 import type { ReconcileContext } from './context.js';
+import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
 import { reconcileSubscription, validateSubscriptionSpec } from './subscription.js';
 import { reconcileTrigger, triggerWarnings, validateTriggerSpec } from './trigger.js';
@@ -94,6 +95,28 @@ export const KINDS: readonly KindDef[] = [
     shortNames: ['sub'],
     validateSpec: validateSubscriptionSpec,
     reconcile: reconcileSubscription,
+  },
+  {
+    kind: 'Sequence',
+    group: 'flows.knative.dev',
+    version: 'v1',
+    plural: 'sequences',
+    singular: 'sequence',
+    shortNames: [],
+    validateSpec: validateSequenceSpec,
+    reconcile: reconcileSequence,
+    addressable: true,
+  },
+  {
+    kind: 'Parallel',
+    group: 'flows.knative.dev',
+    version: 'v1',
+    plural: 'parallels',
+    singular: 'parallel',
+    shortNames: [],
+    validateSpec: validateParallelSpec,
+    reconcile: reconcileParallel,
+    addressable: true,
   },
   {
     kind: 'Service',

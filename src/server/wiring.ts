@@ -19,6 +19,12 @@ import { streamKey } from '../resources/addressing.js';
 import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
 import type { DeliverySpec } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
+import {
+  type ParallelSpec,
+  parallelSubscriptionIds,
+  type SequenceSpec,
+  sequenceSubscriptionIds,
+} from '../resources/flows.js';
 import { isReady, type Snapshot } from '../resources/reconciler.js';
 import type { SubscriptionSpec } from '../resources/subscription.js';
 import { type TriggerSpec, triggerBroker } from '../resources/trigger.js';
@@ -164,6 +170,10 @@ export class RouteTable {
         const r = this.subscription(o, s);
         return r === undefined ? EMPTY : { streams: [], subscriptions: [r] };
       }
+      case 'Sequence':
+        return this.sequence(o);
+      case 'Parallel':
+        return this.parallel(o);
       default:
         return EMPTY;
     }
@@ -231,6 +241,114 @@ export class RouteTable {
     };
   }
 
+  /** A flow's streams (its address, then internal ones as `key#suffix`) and its parts' subscriptions. */
+  private flow(o: ResourceObject, internal: string[], parts: FlowPart[]): Contribution {
+    const base = streamKey(o.kind, o.metadata.namespace, o.metadata.name);
+    const ready = isReady(o);
+    const mk = (key: string): StreamRoute => ({
+      key,
+      kind: o.kind,
+      ready,
+      maxLag: Number(o.metadata.annotations?.[MAX_LAG_ANNOTATION] ?? this.opts.defaultMaxLag),
+      subscriptions: [],
+      index: new TriggerIndex([]),
+    });
+    const streams = [mk(base), ...internal.map((k) => mk(k))];
+    if (!ready) return { streams, subscriptions: [] };
+    const subscriptions: SubscriptionRoute[] = [];
+    for (const p of parts) {
+      if (p.uri === undefined) continue;
+      const policy = hasFields(p.delivery)
+        ? toRetryPolicy(p.delivery, p.deadLetterUri, this.opts.defaultTimeoutMs)
+        : toRetryPolicy(DEFAULT_DELIVERY, undefined, this.opts.defaultTimeoutMs);
+      subscriptions.push({
+        id: p.id,
+        kind: o.kind,
+        namespace: o.metadata.namespace,
+        name: `${o.metadata.name} ${p.name}`,
+        stream: p.stream,
+        reply: p.reply,
+        subscriberUri: p.uri,
+        policy,
+        ...this.selfFlags(p.uri, policy),
+      });
+    }
+    return { streams, subscriptions };
+  }
+
+  private replyTo(uri: string | undefined): ReplyTarget {
+    if (uri === undefined) return { kind: 'drop' };
+    return { kind: 'send', uri, self: (this.opts.isSelf ?? (() => false))(uri) };
+  }
+
+  /** Step i reads stream i (the Sequence's address for step 0); its reply goes into stream i+1. */
+  private sequence(o: ResourceObject): Contribution {
+    const spec = o.spec as unknown as SequenceSpec;
+    const base = streamKey(o.kind, o.metadata.namespace, o.metadata.name);
+    const st = (o.status?.['subscriptionStatuses'] ?? []) as {
+      subscriberUri?: string;
+      replyUri?: string;
+      deadLetterSinkUri?: string;
+    }[];
+    const key = (i: number) => (i === 0 ? base : `${base}#${i}`);
+    const n = spec.steps.length;
+    const parts: FlowPart[] = spec.steps.map((step, i) => ({
+      id: `${o.metadata.uid}#${i}`,
+      name: `step ${i}`,
+      stream: key(i),
+      uri: st[i]?.subscriberUri,
+      delivery: step.delivery,
+      deadLetterUri: st[i]?.deadLetterSinkUri,
+      reply: i < n - 1 ? { kind: 'ingest', stream: key(i + 1) } : this.replyTo(st[i]?.replyUri),
+    }));
+    return this.flow(
+      o,
+      spec.steps.slice(1).map((_, i) => key(i + 1)),
+      parts,
+    );
+  }
+
+  /**
+   * Every branch reads the Parallel's address; a branch with a filter reads it through the filter, whose
+   * reply (the event, to let it through) goes into the branch's own stream.
+   */
+  private parallel(o: ResourceObject): Contribution {
+    const spec = o.spec as unknown as ParallelSpec;
+    const base = streamKey(o.kind, o.metadata.namespace, o.metadata.name);
+    type BranchStatus = {
+      filterSubscriptionStatus?: { subscriberUri?: string; deadLetterSinkUri?: string };
+      subscriptionStatus?: { subscriberUri?: string; replyUri?: string; deadLetterSinkUri?: string };
+    };
+    const st = (o.status?.['branchStatuses'] ?? []) as BranchStatus[];
+    const internal: string[] = [];
+    const parts: FlowPart[] = [];
+    for (const [i, b] of spec.branches.entries()) {
+      const branchStream = b.filter !== undefined ? `${base}#b${i}` : base;
+      if (b.filter !== undefined) {
+        internal.push(branchStream);
+        parts.push({
+          id: `${o.metadata.uid}#f${i}`,
+          name: `branch ${i} filter`,
+          stream: base,
+          uri: st[i]?.filterSubscriptionStatus?.subscriberUri,
+          delivery: b.delivery,
+          deadLetterUri: st[i]?.filterSubscriptionStatus?.deadLetterSinkUri,
+          reply: { kind: 'ingest', stream: branchStream },
+        });
+      }
+      parts.push({
+        id: `${o.metadata.uid}#b${i}`,
+        name: `branch ${i}`,
+        stream: branchStream,
+        uri: st[i]?.subscriptionStatus?.subscriberUri,
+        delivery: b.delivery,
+        deadLetterUri: st[i]?.subscriptionStatus?.deadLetterSinkUri,
+        reply: this.replyTo(st[i]?.subscriptionStatus?.replyUri),
+      });
+    }
+    return this.flow(o, internal, parts);
+  }
+
   private subscription(o: ResourceObject, s: Snapshot): SubscriptionRoute | undefined {
     if (!isReady(o)) return undefined;
     const spec = o.spec as unknown as SubscriptionSpec;
@@ -260,6 +378,17 @@ export class RouteTable {
       ...this.selfFlags(subscriberUri, policy),
     };
   }
+}
+
+/** A flow's part: where it reads, where it sends, what happens to the reply. */
+interface FlowPart {
+  id: string;
+  name: string;
+  stream: string;
+  uri: string | undefined;
+  delivery: DeliverySpec | undefined;
+  deadLetterUri: string | undefined;
+  reply: ReplyTarget;
 }
 
 function objectById(s: Snapshot, id: string): ResourceObject | undefined {
