@@ -46,6 +46,12 @@ interface FailureInfo {
 }
 
 const TTL = 'knativebrokerttl';
+
+/** An event's partition key for ordered delivery: the `partitionkey` extension, else one key for all. */
+function partitionKey(e: CloudEvent): string {
+  const v = e.attrs['partitionkey'];
+  return v === undefined ? '' : String(v);
+}
 /** The longest delay one Node timer can wait (about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -175,6 +181,7 @@ class SubscriptionWorker {
 
   stop(): void {
     this.stopped = true;
+    this.holders.clear();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.buffer = [];
@@ -182,16 +189,49 @@ class SubscriptionWorker {
 
   pump(): void {
     const { concurrency } = this.d.opts;
-    while (!this.stopped && this.inflight < concurrency && this.buffer.length > 0) {
-      const item = this.buffer.shift()!;
-      this.inflight++;
-      void this.process(item).finally(() => {
-        this.inflight--;
-        this.pump();
-      });
+    if (this.route.ordered) {
+      this.pumpOrdered(concurrency);
+    } else {
+      while (!this.stopped && this.inflight < concurrency && this.buffer.length > 0)
+        this.start(this.buffer.shift()!);
     }
     if (!this.stopped && this.buffer.length === 0 && this.backlog && !this.scanning) void this.scan();
   }
+
+  private start(item: Item): void {
+    this.inflight++;
+    void this.process(item).finally(() => {
+      this.inflight--;
+      this.pump();
+    });
+  }
+
+  /**
+   * Ordered delivery: events with the same partition key go one at a time, in order. A key is held by
+   * its oldest unfinished event from its first attempt until it is delivered, dead-lettered or dropped,
+   * retries and their waits included; other keys go on meanwhile, up to the concurrency window.
+   */
+  private pumpOrdered(concurrency: number): void {
+    if (this.stopped) return;
+    const seen = new Set<string>();
+    const keep: Item[] = [];
+    for (const item of this.buffer) {
+      const key = partitionKey(item.event);
+      const holder = this.holders.get(key);
+      // A held key lets only its holder go (a retry comes back at the end of the buffer); a free key lets
+      // its first event in the buffer go, which is its oldest.
+      const free = holder !== undefined ? holder === item.seq : !seen.has(key);
+      seen.add(key);
+      if (free && this.inflight < concurrency) {
+        this.holders.set(key, item.seq);
+        this.start(item);
+      } else keep.push(item);
+    }
+    this.buffer = keep;
+  }
+
+  /** Which event holds each partition key (ordered subscriptions only). */
+  private readonly holders = new Map<string, number>();
 
   /** Loads the next page of pending deliveries from the store. */
   private async scan(): Promise<void> {
@@ -215,8 +255,12 @@ class SubscriptionWorker {
     const now = Date.now();
     for (const r of rows) {
       this.cursor = r.seq;
-      if (r.dueAt > now) this.wakeAt(r.dueAt, r.seq, r.attempt, undefined);
-      else this.buffer.push({ seq: r.seq, attempt: r.attempt, event: r.event });
+      if (r.dueAt > now) {
+        // An ordered key waits for its oldest event's retry, even across a restart.
+        if (this.route.ordered && !this.holders.has(partitionKey(r.event)))
+          this.holders.set(partitionKey(r.event), r.seq);
+        this.wakeAt(r.dueAt, r.seq, r.attempt, undefined);
+      } else this.buffer.push({ seq: r.seq, attempt: r.attempt, event: r.event });
     }
     if (rows.length < limit && !this.missed) this.backlog = false;
     this.pump();
@@ -334,6 +378,10 @@ class SubscriptionWorker {
    * if the process dies first, the delivery is simply made again after the restart (at least once).
    */
   private done(item: Item): void {
+    if (this.route.ordered) {
+      const key = partitionKey(item.event);
+      if (this.holders.get(key) === item.seq) this.holders.delete(key);
+    }
     this.d.lag.sub(this.route.stream, 1);
     this.d.state.complete(this.route.id, item.seq).catch((err: unknown) => {
       this.d.logger.error(

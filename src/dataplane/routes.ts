@@ -45,6 +45,8 @@ export interface SubscriptionRoute {
    */
   subscriberIsSelf?: boolean;
   deadLetterIsSelf?: boolean;
+  /** Events with the same partition key are delivered one at a time, in order. */
+  ordered?: boolean;
   /** Which events of the stream it takes; undefined: every one. */
   predicate?: Predicate | undefined;
   /** Set when the filter requires an exact attribute value: the subscription is found by lookup. */

@@ -130,3 +130,13 @@ export function validateDelivery(path: string, v: unknown, namespace: string): D
   }
   return out;
 }
+
+/** Knative's Kafka broker annotation for ordered delivery, accepted on Triggers and Subscriptions. */
+export const ORDER_ANNOTATION = 'kafka.eventing.knative.dev/delivery.order';
+
+/** Checks the delivery-order annotation: `ordered` or `unordered`. */
+export function validateOrderAnnotation(annotations: Record<string, string> | undefined): void {
+  const v = annotations?.[ORDER_ANNOTATION];
+  if (v !== undefined && v !== 'ordered' && v !== 'unordered')
+    invalid(`metadata.annotations.${ORDER_ANNOTATION}`, `must be 'ordered' or 'unordered', got '${v}'`);
+}

@@ -7,6 +7,7 @@ import type { ResourceObject } from '../store/types.js';
 import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from './broker.js';
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
 import type { ReconcileContext } from './context.js';
+import { validateOrderAnnotation } from './delivery-spec.js';
 import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
 import { reconcileSubscription, validateSubscriptionSpec } from './subscription.js';
@@ -59,6 +60,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'trigger',
     shortNames: [],
     validateSpec: validateTriggerSpec,
+    validateAnnotations: validateOrderAnnotation,
     warnings: triggerWarnings,
     reconcile: reconcileTrigger,
   },
@@ -94,6 +96,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'subscription',
     shortNames: ['sub'],
     validateSpec: validateSubscriptionSpec,
+    validateAnnotations: validateOrderAnnotation,
     reconcile: reconcileSubscription,
   },
   {

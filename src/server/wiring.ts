@@ -17,7 +17,7 @@ import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attribute
 import { compileFilters } from '../filter/dialect.js';
 import { streamKey } from '../resources/addressing.js';
 import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
-import type { DeliverySpec } from '../resources/delivery-spec.js';
+import { type DeliverySpec, ORDER_ANNOTATION } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
 import {
   type ParallelSpec,
@@ -237,6 +237,7 @@ export class RouteTable {
       ...f.compiled,
       subscriberUri,
       policy,
+      ordered: t.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
       ...this.selfFlags(subscriberUri, policy),
     };
   }
@@ -375,6 +376,7 @@ export class RouteTable {
       reply,
       subscriberUri,
       policy,
+      ordered: o.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
       ...this.selfFlags(subscriberUri, policy),
     };
   }
