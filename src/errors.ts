@@ -11,6 +11,11 @@ export const ERRORS = {
     status: 400,
     title: 'The request body or headers are not a readable CloudEvent',
   },
+  TRELLIS_ERR_EVENT_TYPE_INVALID: {
+    status: 400,
+    title: 'The event does not match the EventType declared for its type',
+  },
+  TRELLIS_ERR_EVENT_TYPE_UNKNOWN: { status: 400, title: 'No EventType is declared for the event type' },
   TRELLIS_ERR_TTL_EXHAUSTED: { status: 400, title: 'The event has looped through brokers too often' },
   TRELLIS_ERR_BROKER_NOT_FOUND: { status: 404, title: 'No such Broker' },
   TRELLIS_ERR_BROKER_NOT_READY: { status: 404, title: 'The Broker exists but is not Ready' },

@@ -9,8 +9,6 @@ import { serve } from './helpers/process.js';
 import { ceHeaders, testServer } from './helpers/server.js';
 import { type Received, startSink } from './helpers/sink.js';
 
-const FLOWS = '/apis/flows.knative.dev/v1/namespaces/default';
-
 function flow(kind: 'Sequence' | 'Parallel', name: string, spec: Record<string, unknown>) {
   return { apiVersion: 'flows.knative.dev/v1', kind, metadata: { name }, spec };
 }

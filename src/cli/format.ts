@@ -15,7 +15,7 @@ interface Cond {
 
 /** Age as kubectl prints it: 45s, 12m, 3h, 2d. */
 export function age(iso: string | undefined, now = Date.now()): string {
-  if (!iso) return '<unknown>';
+  if (!iso) return '-';
   const s = Math.max(0, Math.floor((now - Date.parse(iso)) / 1000));
   if (s < 120) return `${s}s`;
   if (s < 7200) return `${Math.floor(s / 60)}m`;
@@ -65,6 +65,27 @@ const COLUMNS: Record<string, [string, (r: ApiResource) => string][]> = {
     ],
   ],
 };
+
+COLUMNS['EventType'] = [
+  [
+    'TYPE',
+    (r) =>
+      String(
+        (r.spec['attributes'] as { name: string; value?: string }[] | undefined)?.find(
+          (a) => a.name === 'type',
+        )?.value ?? '',
+      ),
+  ],
+  [
+    'REFERENCE',
+    (r) => {
+      const ref = r.spec['reference'] as { kind?: string; name?: string } | undefined;
+      return ref ? `${ref.kind}/${ref.name}` : '';
+    },
+  ],
+  ['SEEN', (r) => String((r.status?.['seen'] as { count?: number } | undefined)?.count ?? '')],
+  ['LAST SEEN', (r) => age((r.status?.['seen'] as { lastSeen?: string } | undefined)?.lastSeen)],
+];
 
 function addressOf(r: ApiResource): string {
   return String((r.status?.['address'] as { url?: string } | undefined)?.url ?? '');

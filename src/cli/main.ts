@@ -129,6 +129,11 @@ Examples:
     .addOption(nsOption())
     .option('-A, --all-namespaces', 'list across every namespace')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['yaml', 'json', 'wide']))
+    .option('--type-prefix <prefix>', 'eventtypes: only those whose type starts with it')
+    .option(
+      '--reference <kind/name>',
+      'eventtypes: only those of this Broker or Channel, e.g. broker/default',
+    )
     .addOption(serverOption())
     .addHelpText(
       'after',
@@ -138,14 +143,24 @@ Examples:
       async (
         kindName: string,
         name: string | undefined,
-        opts: { namespace: string; allNamespaces?: boolean; output?: string; server: string },
+        opts: {
+          namespace: string;
+          allNamespaces?: boolean;
+          output?: string;
+          server: string;
+          typePrefix?: string;
+          reference?: string;
+        },
       ) => {
         try {
           const kind = kindOrFail(kindName);
           const client = new AdminClient(opts.server);
           const items = name
             ? [await client.get(kind, opts.namespace, name)]
-            : await client.list(kind, opts.allNamespaces ? undefined : opts.namespace);
+            : await client.list(kind, opts.allNamespaces ? undefined : opts.namespace, {
+                ...(opts.typePrefix !== undefined ? { 'type-prefix': opts.typePrefix } : {}),
+                ...(opts.reference !== undefined ? { reference: opts.reference } : {}),
+              });
           if (opts.output === 'yaml' || opts.output === 'json') {
             const v = name ? items[0] : { apiVersion: 'v1', kind: 'List', items };
             process.stdout.write(`${escapeControl(formatObject(v, opts.output), true)}\n`);

@@ -139,6 +139,12 @@ export function runServe(program: Command): void {
       ).env('TRELLIS_INSECURE_ADMIN'),
     )
     .addOption(
+      new Option(
+        '--no-eventtype-auto-create',
+        'do not register the event types seen at Broker and Channel ingress as EventTypes (env TRELLIS_EVENTTYPE_AUTO_CREATE=false)',
+      ),
+    )
+    .addOption(
       new Option('--log-level <level>', 'trace, debug, info, warn, error or silent')
         .env('TRELLIS_LOG_LEVEL')
         .default('info'),
@@ -177,6 +183,8 @@ Examples:
           .map((h) => h.trim())
           .filter((h) => h !== ''),
         insecureAdmin: opts['insecureAdmin'] === true || opts['insecureAdmin'] === 'true',
+        eventTypeAutoCreate:
+          opts['eventtypeAutoCreate'] !== false && process.env['TRELLIS_EVENTTYPE_AUTO_CREATE'] !== 'false',
       });
       // Handlers first: a signal sent as soon as the line below is read must find them in place.
       const shutdown = (sig: string) => {

@@ -98,8 +98,13 @@ export class AdminClient {
     return `${groupPath(k)}/namespaces/${encodeURIComponent(ns)}/${k.plural}`;
   }
 
-  async list(k: KindPath, ns: string | undefined): Promise<ApiResource[]> {
-    const path = ns === undefined ? `${groupPath(k)}/${k.plural}` : this.base(k, ns);
+  async list(
+    k: KindPath,
+    ns: string | undefined,
+    query: Record<string, string> = {},
+  ): Promise<ApiResource[]> {
+    const qs = new URLSearchParams(query).toString();
+    const path = `${ns === undefined ? `${groupPath(k)}/${k.plural}` : this.base(k, ns)}${qs ? `?${qs}` : ''}`;
     return ((await this.call('GET', path)).json as { items: ApiResource[] }).items;
   }
 

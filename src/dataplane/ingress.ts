@@ -49,6 +49,8 @@ export function ttlOf(raw: unknown): number {
 export interface IngressHooks {
   /** Called for each stored delivery, so the Trigger's worker can start at once. */
   notify(subscription: string, seq: number, event: CloudEvent): void;
+  /** Called once per request with the events stored (EventType registration); must be cheap. */
+  stored?(stream: StreamRoute, events: readonly CloudEvent[]): void;
 }
 
 export interface IngressLimits {
@@ -120,7 +122,9 @@ export class Ingress {
       );
     }
     const arrival = new Date().toISOString();
+    const check = broker.check;
     const items = events.map((e) => {
+      if (check !== undefined) check(e);
       const ttl = ttlOf(e.attrs['knativebrokerttl']);
       // The decoded event belongs to this request: the Broker's attributes are set in place.
       e.attrs['knativebrokerttl'] = ttl;
@@ -141,6 +145,7 @@ export class Ingress {
       );
     }
     this.accepted += items.length;
+    this.hooks.stored?.(broker, events);
     let stored = 0;
     for (const it of items) stored += it.deliveries.length;
     if (stored > 0) this.lag.add(key, stored);

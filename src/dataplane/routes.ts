@@ -74,6 +74,10 @@ export interface StreamRoute {
   subscriptions: SubscriptionRoute[];
   /** Finds the subscriptions an event matches; built once when resources change. */
   index: TriggerIndex;
+  /** Checks each event before it is stored (declared EventTypes); throws the 400 to answer. */
+  check?: ((e: CloudEvent) => void) | undefined;
+  /** The resource it belongs to, when events there are registered as EventTypes (Brokers, Channels). */
+  ref?: { apiVersion: string; kind: string; namespace: string; name: string } | undefined;
 }
 
 /** The Broker's stream route (the name the Broker-only code used). */

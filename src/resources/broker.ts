@@ -6,13 +6,15 @@ import type { ResourceObject } from '../store/types.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type DeliverySpec, validateDelivery } from './delivery-spec.js';
+import { validateValidationAnnotation } from './eventtype.js';
 import { invalid, objectAt } from './validation.js';
 
 /** Annotation that sets a Broker's lag ceiling (pending deliveries before ingress answers 429). */
 export const MAX_LAG_ANNOTATION = 'trellis.dev/max-lag';
 
-/** Checks the Trellis annotations a Broker may carry. */
+/** Checks the Trellis annotations a Broker (or Channel) may carry. */
 export function validateBrokerAnnotations(annotations: Record<string, string> | undefined): void {
+  validateValidationAnnotation(annotations);
   const v = annotations?.[MAX_LAG_ANNOTATION];
   if (v !== undefined && (!/^[1-9][0-9]*$/.test(v) || !Number.isSafeInteger(Number(v)))) {
     invalid(

@@ -8,6 +8,7 @@ import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from '
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
 import type { ReconcileContext } from './context.js';
 import { validateOrderAnnotation } from './delivery-spec.js';
+import { reconcileEventType, validateEventTypeSpec } from './eventtype.js';
 import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
 import { reconcileSubscription, validateSubscriptionSpec } from './subscription.js';
@@ -25,7 +26,7 @@ export interface KindDef {
   singular: string;
   shortNames: readonly string[];
   /** Validates and normalises a spec; throws TRELLIS_ERR_RESOURCE_INVALID with the field path. */
-  validateSpec(spec: unknown, namespace: string): Record<string, unknown>;
+  validateSpec(spec: unknown, namespace: string, apiVersion: string): Record<string, unknown>;
   /** Checks the annotations this kind reads. */
   validateAnnotations?(annotations: Record<string, string> | undefined): void;
   /** What in a valid spec is accepted but probably not what the user meant (shown by apply and in status). */
@@ -36,6 +37,8 @@ export interface KindDef {
   phase?: number;
   /** Takes events at an address of this server. */
   addressable?: boolean;
+  /** Status fields written by something other than `reconcile`, kept when it writes. */
+  preservedStatus?: readonly string[];
 }
 
 export const KINDS: readonly KindDef[] = [
@@ -72,6 +75,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'channel',
     shortNames: ['ch'],
     validateSpec: validateChannelSpec,
+    validateAnnotations: validateBrokerAnnotations,
     reconcile: reconcileChannel,
     phase: 0,
     addressable: true,
@@ -84,6 +88,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'inmemorychannel',
     shortNames: ['imc'],
     validateSpec: validateInMemoryChannelSpec,
+    validateAnnotations: validateBrokerAnnotations,
     reconcile: reconcileChannel,
     phase: 0,
     addressable: true,
@@ -120,6 +125,18 @@ export const KINDS: readonly KindDef[] = [
     validateSpec: validateParallelSpec,
     reconcile: reconcileParallel,
     addressable: true,
+  },
+  {
+    kind: 'EventType',
+    group: 'eventing.knative.dev',
+    version: 'v1beta3',
+    otherVersions: ['v1beta2', 'v1beta1'],
+    plural: 'eventtypes',
+    singular: 'eventtype',
+    shortNames: ['et'],
+    validateSpec: validateEventTypeSpec,
+    reconcile: reconcileEventType,
+    preservedStatus: ['seen'],
   },
   {
     kind: 'Service',

@@ -176,7 +176,7 @@ export class StatusReconciler {
             if (def.reconcile === undefined) continue;
             const status = def.reconcile(o, this.context(id));
             if (isReady(o) !== isReady({ ...o, status })) flipped.push(id);
-            await writes.add(this.write(o, status));
+            await writes.add(this.write(o, status, def.preservedStatus));
           }
         }
         await writes.drain();
@@ -254,8 +254,12 @@ export class StatusReconciler {
   }
 
   /** Stores a status; the cache gets the stored object through the watch, or keeps this one if unchanged. */
-  private async write(o: ResourceObject, status: Record<string, unknown>): Promise<void> {
-    await this.registry.setStatus(o.kind, o.metadata.namespace, o.metadata.name, status, o);
+  private async write(
+    o: ResourceObject,
+    status: Record<string, unknown>,
+    preserve: readonly string[] = [],
+  ): Promise<void> {
+    await this.registry.setStatus(o.kind, o.metadata.namespace, o.metadata.name, status, o, preserve);
     const map = this.objects.get(o.kind)!;
     const key = `${o.metadata.namespace}/${o.metadata.name}`;
     const now = map.get(key);

@@ -124,7 +124,7 @@ export class ResourceRegistry {
     const annotations = metadataMap('metadata.annotations', meta['annotations'], 'annotations');
     const expected = meta['resourceVersion'] !== undefined ? String(meta['resourceVersion']) : undefined;
     def.validateAnnotations?.(annotations);
-    const spec = def.validateSpec(o['spec'], namespace);
+    const spec = def.validateSpec(o['spec'], namespace, apiVersion);
     const warnings = def.warnings?.(spec) ?? [];
 
     const current = await this.store.get(def.kind, namespace, name);
@@ -249,15 +249,24 @@ export class ResourceRegistry {
     status: Record<string, unknown>,
     /** The object as the caller read it: when its status is already this one, the store is not read. */
     seen?: ResourceObject,
+    /** Status fields someone else writes (an EventType's `seen`): kept from the stored status. */
+    preserve: readonly string[] = [],
   ): Promise<void> {
-    if (seen !== undefined && sameStatus(seen.status, status)) return;
+    const withKept = (cur: Record<string, unknown> | undefined) => {
+      if (preserve.length === 0 || cur === undefined) return status;
+      const out = { ...status };
+      for (const k of preserve) if (cur[k] !== undefined) out[k] = cur[k];
+      return out;
+    };
+    if (seen !== undefined && sameStatus(seen.status, withKept(seen.status))) return;
     for (let i = 0; i < 5; i++) {
       const cur = await this.store.get(kind, namespace, name);
       if (cur === undefined) return;
-      if (sameStatus(cur.status, status)) return;
+      const next = withKept(cur.status);
+      if (sameStatus(cur.status, next)) return;
       try {
         await this.store.put(
-          { ...cur, status: keepTransitionTimes(cur.status, status) },
+          { ...cur, status: keepTransitionTimes(cur.status, next) },
           cur.metadata.resourceVersion,
         );
         return;

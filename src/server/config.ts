@@ -42,6 +42,12 @@ export interface ServerConfig {
   allowedHosts: string[];
   /** Serve the admin API on a non-loopback address without a token (protected mode off). */
   insecureAdmin: boolean;
+  /** Register the types seen at Broker and Channel ingress as EventTypes. Env TRELLIS_EVENTTYPE_AUTO_CREATE. */
+  eventTypeAutoCreate: boolean;
+  /** How often what ingress saw is written to EventTypes, ms. */
+  eventTypeFlushMs: number;
+  /** Most EventTypes registered automatically per Broker or Channel (10 times as many in all). */
+  eventTypeLimit: number;
 }
 
 export const DEFAULT_CONFIG: ServerConfig = {
@@ -62,6 +68,9 @@ export const DEFAULT_CONFIG: ServerConfig = {
   logLevel: 'info',
   allowedHosts: [],
   insecureAdmin: false,
+  eventTypeAutoCreate: true,
+  eventTypeFlushMs: 5000,
+  eventTypeLimit: 1000,
 };
 
 /** The DeliverySpec used when neither the Trigger nor its Broker sets one (Knative's config-br-defaults). */

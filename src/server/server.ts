@@ -24,6 +24,7 @@ import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
+import { EventTypeRecorder } from './eventtype-recorder.js';
 import { RouteTable } from './wiring.js';
 
 /** A running Trellis server. */
@@ -37,6 +38,8 @@ export interface TrellisServer {
   dispatcher: Dispatcher;
   /** Resolves when every resource change so far has reached the data plane. */
   settled(): Promise<void>;
+  /** Writes the event types ingress saw since the last flush as EventTypes (it also runs on a timer). */
+  flushEventTypes(): Promise<void>;
   /** Stops accepting, finishes or hands back deliveries in flight, closes the store. */
   close(): Promise<void>;
 }
@@ -67,9 +70,13 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   });
   let dispatcher: Dispatcher;
   const lag = new LagCounter();
+  let recorder: EventTypeRecorder | undefined;
   const ingress = new Ingress(
     store.events,
-    { notify: (sub, seq, ev) => dispatcher.notify(sub, seq, ev) },
+    {
+      notify: (sub, seq, ev) => dispatcher.notify(sub, seq, ev),
+      stored: cfg.eventTypeAutoCreate ? (st, evs) => recorder?.stored(st, evs) : undefined,
+    },
     lag,
     {
       maxPendingWrites: cfg.maxPendingWrites,
@@ -203,6 +210,17 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     isSelf,
   });
   ingress.streams = table.streams;
+  recorder = new EventTypeRecorder(
+    registry,
+    store.resources,
+    (stream, type) => table.declaredEventTypes(stream, type),
+    logger,
+    { enabled: cfg.eventTypeAutoCreate, maxPerStream: cfg.eventTypeLimit, maxTotal: cfg.eventTypeLimit * 10 },
+  );
+  const eventTypeFlusher = setInterval(() => {
+    recorder?.flush().catch((err: unknown) => logger.warn({ err }, 'recording EventTypes failed'));
+  }, cfg.eventTypeFlushMs);
+  eventTypeFlusher.unref();
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
     table.apply(snap);
     const subscriptions = table.subscriptions();
@@ -263,10 +281,15 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     ingress,
     dispatcher,
     settled,
+    flushEventTypes: async () => {
+      await recorder?.flush();
+      await settled();
+    },
     close: () => {
       closing ??= (async () => {
         ingress.accepting = false;
         clearInterval(compactor);
+        clearInterval(eventTypeFlusher);
         reconciler?.stop();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
@@ -274,6 +297,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await app.close();
         clearTimeout(force);
         await dispatcher.stop(cfg.shutdownGraceMs);
+        await recorder?.flush().catch(() => undefined);
         await sender.close().catch(() => undefined);
         await store.close();
         logger.info({}, 'trellis stopped');

@@ -13,6 +13,7 @@ import {
   TriggerIndex,
   type TriggerRoute,
 } from '../dataplane/routes.js';
+import { TrellisError } from '../errors.js';
 import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attributes.js';
 import { compileFilters } from '../filter/dialect.js';
 import { streamKey } from '../resources/addressing.js';
@@ -20,11 +21,15 @@ import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
 import { type DeliverySpec, ORDER_ANNOTATION } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
 import {
-  type ParallelSpec,
-  parallelSubscriptionIds,
-  type SequenceSpec,
-  sequenceSubscriptionIds,
-} from '../resources/flows.js';
+  AUTO_CREATED_LABEL,
+  type EventCheck,
+  type EventTypeSpec,
+  eventTypeCheck,
+  eventTypeStream,
+  eventTypeType,
+  VALIDATE_ANNOTATION,
+} from '../resources/eventtype.js';
+import type { ParallelSpec, SequenceSpec } from '../resources/flows.js';
 import { isReady, type Snapshot } from '../resources/reconciler.js';
 import type { SubscriptionSpec } from '../resources/subscription.js';
 import { type TriggerSpec, triggerBroker } from '../resources/trigger.js';
@@ -110,10 +115,15 @@ export class RouteTable {
     }
     const touched = new Set<string>();
     for (const id of ids) {
+      if (id.startsWith('EventType/')) {
+        this.eventType(id, objectById(s, id), touched);
+        continue;
+      }
       const old = this.contributions.get(id);
       if (old !== undefined) {
         for (const st of old.streams) {
           this.streams.delete(st.key);
+          this.validation.delete(st.key);
           touched.add(st.key);
         }
         for (const sub of old.subscriptions) {
@@ -153,7 +163,79 @@ export class RouteTable {
       if (st === undefined) continue;
       st.subscriptions = m ? [...m.values()] : [];
       st.index = new TriggerIndex(st.subscriptions);
+      st.check = this.checkFor(st);
     }
+  }
+
+  /** The declared EventTypes of a type on a stream. */
+  declaredEventTypes(stream: string, type: string): ResourceObject[] {
+    const out: ResourceObject[] = [];
+    for (const et of this.eventTypes.get(stream)?.values() ?? [])
+      if (eventTypeType(et.spec as unknown as EventTypeSpec) === type) out.push(et);
+    return out;
+  }
+
+  /** Declared EventTypes by the stream they reference, by resource id. */
+  private readonly eventTypes = new Map<string, Map<string, ResourceObject>>();
+  private readonly eventTypeStreams = new Map<string, string>();
+  /** How each stream checks events at ingress: by its owner's `trellis.dev/validate-events`. */
+  private readonly validation = new Map<string, string>();
+
+  private eventType(id: string, o: ResourceObject | undefined, touched: Set<string>): void {
+    const old = this.eventTypeStreams.get(id);
+    if (old !== undefined) {
+      this.eventTypes.get(old)?.delete(id);
+      this.eventTypeStreams.delete(id);
+      touched.add(old);
+    }
+    if (o === undefined || o.metadata.labels?.[AUTO_CREATED_LABEL] === 'true') return;
+    const stream = eventTypeStream(o.spec as unknown as EventTypeSpec);
+    if (stream === undefined) return;
+    let m = this.eventTypes.get(stream);
+    if (m === undefined) {
+      m = new Map();
+      this.eventTypes.set(stream, m);
+    }
+    m.set(id, o);
+    this.eventTypeStreams.set(id, stream);
+    touched.add(stream);
+  }
+
+  /**
+   * The ingress check of a stream: with `declared`, an event whose type has declared EventTypes must
+   * match one of them; with `strict`, an event whose type has none is refused too.
+   */
+  private checkFor(st: StreamRoute): StreamRoute['check'] {
+    const mode = this.validation.get(st.key);
+    if (mode !== 'declared' && mode !== 'strict') return undefined;
+    const byType = new Map<string, EventCheck[]>();
+    for (const et of this.eventTypes.get(st.key)?.values() ?? []) {
+      const t = eventTypeType(et.spec as unknown as EventTypeSpec);
+      if (t === undefined) continue;
+      byType.set(t, [...(byType.get(t) ?? []), eventTypeCheck(et)]);
+    }
+    return (e) => {
+      const checks = byType.get(String(e.attrs['type']));
+      if (checks === undefined) {
+        if (mode === 'strict')
+          throw new TrellisError(
+            'TRELLIS_ERR_EVENT_TYPE_UNKNOWN',
+            `no EventType is declared for type '${String(e.attrs['type'])}' on /${st.key}, and it takes only declared types`,
+            { attribute: 'type' },
+          );
+        return;
+      }
+      let first: unknown;
+      for (const c of checks) {
+        try {
+          c(e);
+          return;
+        } catch (err) {
+          first ??= err;
+        }
+      }
+      throw first;
+    };
   }
 
   private contribute(id: string, o: ResourceObject, s: Snapshot): Contribution {
@@ -182,7 +264,16 @@ export class RouteTable {
   private stream(o: ResourceObject): StreamRoute {
     const key = streamKey(o.kind, o.metadata.namespace, o.metadata.name);
     const maxLag = Number(o.metadata.annotations?.[MAX_LAG_ANNOTATION] ?? this.opts.defaultMaxLag);
-    return { key, kind: o.kind, ready: isReady(o), maxLag, subscriptions: [], index: new TriggerIndex([]) };
+    this.validation.set(key, o.metadata.annotations?.[VALIDATE_ANNOTATION] ?? 'off');
+    return {
+      key,
+      kind: o.kind,
+      ready: isReady(o),
+      maxLag,
+      subscriptions: [],
+      index: new TriggerIndex([]),
+      ref: { apiVersion: o.apiVersion, kind: o.kind, namespace: o.metadata.namespace, name: o.metadata.name },
+    };
   }
 
   /** The effective retry policy: the subscription's DeliverySpec, else its stream owner's, else the default. */

@@ -12,6 +12,7 @@ import { checkJsonTextDepth } from '../../resources/depth.js';
 import { apiVersionOf, KINDS, type KindDef, kindByPath } from '../../resources/kinds.js';
 import { type ApplyResult, parseDocuments, type ResourceRegistry } from '../../resources/registry.js';
 import { isObject } from '../../resources/validation.js';
+import type { ResourceObject } from '../../store/types.js';
 import { sendError } from './errors.js';
 
 interface KindParams {
@@ -36,6 +37,35 @@ function kindOf(p: KindParams): KindDef {
     );
   }
   return k;
+}
+
+/** List filters: `type-prefix` and `reference` (`Kind/name` or `Kind/namespace/name`), for EventTypes. */
+interface ListQuery {
+  'type-prefix'?: string;
+  reference?: string;
+}
+
+function filterList(items: ResourceObject[], q: ListQuery): ResourceObject[] {
+  const prefix = q['type-prefix'];
+  const ref = q.reference?.split('/');
+  if (prefix === undefined && ref === undefined) return items;
+  return items.filter((o) => {
+    const spec = o.spec as {
+      attributes?: { name: string; value?: string }[];
+      reference?: { kind: string; namespace: string; name: string };
+    };
+    if (prefix !== undefined) {
+      const t = spec.attributes?.find((a) => a.name === 'type')?.value;
+      if (t === undefined || !t.startsWith(prefix)) return false;
+    }
+    if (ref !== undefined) {
+      const r = spec.reference;
+      if (r === undefined || r.kind.toLowerCase() !== ref[0]?.toLowerCase()) return false;
+      const [ns, name] = ref.length >= 3 ? [ref[1], ref[2]] : [undefined, ref[1]];
+      if (r.name !== name || (ns !== undefined && r.namespace !== ns)) return false;
+    }
+    return true;
+  });
 }
 
 /** The most documents one bulk apply request may carry. */
@@ -161,23 +191,29 @@ export function registerAdminRoutes(
     })),
   }));
 
-  app.get<{ Params: KindParams }>('/apis/:group/:version/:plural', async (req, reply) => {
-    try {
-      const def = kindOf(req.params);
-      return list(def, await registry.list(def));
-    } catch (err) {
-      return sendError(reply, err);
-    }
-  });
+  app.get<{ Params: KindParams; Querystring: ListQuery }>(
+    '/apis/:group/:version/:plural',
+    async (req, reply) => {
+      try {
+        const def = kindOf(req.params);
+        return list(def, filterList(await registry.list(def), req.query));
+      } catch (err) {
+        return sendError(reply, err);
+      }
+    },
+  );
 
-  app.get<{ Params: NsParams }>('/apis/:group/:version/namespaces/:ns/:plural', async (req, reply) => {
-    try {
-      const def = kindOf(req.params);
-      return list(def, await registry.list(def, req.params.ns));
-    } catch (err) {
-      return sendError(reply, err);
-    }
-  });
+  app.get<{ Params: NsParams; Querystring: ListQuery }>(
+    '/apis/:group/:version/namespaces/:ns/:plural',
+    async (req, reply) => {
+      try {
+        const def = kindOf(req.params);
+        return list(def, filterList(await registry.list(def, req.params.ns), req.query));
+      } catch (err) {
+        return sendError(reply, err);
+      }
+    },
+  );
 
   app.get<{ Params: NameParams }>(
     '/apis/:group/:version/namespaces/:ns/:plural/:name',
