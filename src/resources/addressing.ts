@@ -12,6 +12,7 @@ export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
   InMemoryChannel: 'inmemorychannels',
   Sequence: 'sequences',
   Parallel: 'parallels',
+  EventTransform: 'eventtransforms',
 };
 
 /** The apiVersion of each addressable kind, as a `ref` must name it. */
@@ -21,11 +22,15 @@ export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
   InMemoryChannel: 'messaging.knative.dev/v1',
   Sequence: 'flows.knative.dev/v1',
   Parallel: 'flows.knative.dev/v1',
+  EventTransform: 'eventing.knative.dev/v1alpha1',
 };
 
-/** The path prefixes ingress serves beside Brokers' two-segment paths. */
+/** The path prefix of EventTransforms, which transform synchronously and store nothing. */
+export const TRANSFORM_PREFIX = 'eventtransforms';
+
+/** The path prefixes stream ingress serves beside Brokers' two-segment paths. */
 export const ADDRESS_PREFIXES: ReadonlySet<string> = new Set(
-  Object.values(ADDRESS_PREFIX).filter((p) => p !== ''),
+  Object.values(ADDRESS_PREFIX).filter((p) => p !== '' && p !== TRANSFORM_PREFIX),
 );
 
 /** Ingress path of an addressable resource, e.g. `/channels/default/orders`. */

@@ -8,6 +8,7 @@ import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from '
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
 import type { ReconcileContext } from './context.js';
 import { validateOrderAnnotation } from './delivery-spec.js';
+import { reconcileEventTransform, validateEventTransformSpec } from './eventtransform.js';
 import { reconcileEventType, validateEventTypeSpec } from './eventtype.js';
 import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
@@ -124,6 +125,17 @@ export const KINDS: readonly KindDef[] = [
     shortNames: [],
     validateSpec: validateParallelSpec,
     reconcile: reconcileParallel,
+    addressable: true,
+  },
+  {
+    kind: 'EventTransform',
+    group: 'eventing.knative.dev',
+    version: 'v1alpha1',
+    plural: 'eventtransforms',
+    singular: 'eventtransform',
+    shortNames: [],
+    validateSpec: validateEventTransformSpec,
+    reconcile: reconcileEventTransform,
     addressable: true,
   },
   {

@@ -14,11 +14,13 @@ import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
 import { Sender } from '../dataplane/sender.js';
+import { Transformer } from '../dataplane/transform.js';
 import { type ErrorCode, TrellisError } from '../errors.js';
 import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { sendError } from '../protocols/http/errors.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
+import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -70,6 +72,8 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   });
   let dispatcher: Dispatcher;
   const lag = new LagCounter();
+  const transformSender = new Sender({ connections: 16, maxResponseBytes: cfg.maxBodyBytes });
+  const transformer = new Transformer(transformSender, { evalTimeoutMs: 1000, maxDepth: 500 });
   let recorder: EventTypeRecorder | undefined;
   const ingress = new Ingress(
     store.events,
@@ -190,6 +194,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     store.events.findEvent(stream, id, source),
   );
   registerIngressRoutes(app);
+  registerTransformRoutes(app, transformer);
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
   const url = address.replace('[::1]', 'localhost');
@@ -208,6 +213,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     defaultTimeoutMs: cfg.deliveryTimeoutMs,
     defaultMaxLag: cfg.maxLag,
     isSelf,
+    transforms: transformer.routes,
   });
   ingress.streams = table.streams;
   recorder = new EventTypeRecorder(
@@ -299,6 +305,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await dispatcher.stop(cfg.shutdownGraceMs);
         await recorder?.flush().catch(() => undefined);
         await sender.close().catch(() => undefined);
+        await transformSender.close().catch(() => undefined);
         await store.close();
         logger.info({}, 'trellis stopped');
       })();

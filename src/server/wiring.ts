@@ -13,6 +13,7 @@ import {
   TriggerIndex,
   type TriggerRoute,
 } from '../dataplane/routes.js';
+import type { TransformRoute } from '../dataplane/transform.js';
 import { TrellisError } from '../errors.js';
 import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attributes.js';
 import { compileFilters } from '../filter/dialect.js';
@@ -20,6 +21,7 @@ import { streamKey } from '../resources/addressing.js';
 import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
 import { type DeliverySpec, ORDER_ANNOTATION } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
+import type { EventTransformSpec } from '../resources/eventtransform.js';
 import {
   AUTO_CREATED_LABEL,
   type EventCheck,
@@ -63,12 +65,15 @@ export interface RouteTableOptions {
   defaultMaxLag: number;
   /** True for a URL served by this server (deliveries there carry knativebrokerttl). */
   isSelf?: (url: string) => boolean;
+  /** Where EventTransforms go (the transformer's map); a new one when absent. */
+  transforms?: Map<string, TransformRoute>;
 }
 
 /** What one resource puts into the data plane: the streams it owns and the subscriptions it reads with. */
 interface Contribution {
   streams: StreamRoute[];
   subscriptions: SubscriptionRoute[];
+  transform?: TransformRoute;
 }
 
 const EMPTY: Contribution = { streams: [], subscriptions: [] };
@@ -82,6 +87,8 @@ const EMPTY: Contribution = { streams: [], subscriptions: [] };
 export class RouteTable {
   /** Every stream by key; ingress reads this map (it is updated in place). */
   readonly streams = new Map<string, StreamRoute>();
+  /** Every EventTransform by key; the transformer reads this map (it is updated in place). */
+  readonly transforms: Map<string, TransformRoute>;
   private readonly contributions = new Map<string, Contribution>();
   /** Each stream's subscriptions, by subscription id. */
   private readonly byStream = new Map<string, Map<string, SubscriptionRoute>>();
@@ -89,7 +96,9 @@ export class RouteTable {
   /** Compiled filters by resource id, with the generation they were compiled from. */
   private readonly filters = new Map<string, { generation: number; uid: string; compiled: CompiledFilter }>();
 
-  constructor(private readonly opts: RouteTableOptions) {}
+  constructor(private readonly opts: RouteTableOptions) {
+    this.transforms = opts.transforms ?? new Map();
+  }
 
   /** Every Ready subscription's route. */
   subscriptions(): SubscriptionRoute[] {
@@ -126,6 +135,7 @@ export class RouteTable {
           this.validation.delete(st.key);
           touched.add(st.key);
         }
+        if (old.transform !== undefined) this.transforms.delete(old.transform.key);
         for (const sub of old.subscriptions) {
           this.byStream.get(sub.stream)?.delete(sub.id);
           this.subscriptionsById.delete(sub.id);
@@ -139,8 +149,9 @@ export class RouteTable {
         continue;
       }
       const c = this.contribute(id, o, s);
-      if (c.streams.length === 0 && c.subscriptions.length === 0) continue;
+      if (c.streams.length === 0 && c.subscriptions.length === 0 && c.transform === undefined) continue;
       this.contributions.set(id, c);
+      if (c.transform !== undefined) this.transforms.set(c.transform.key, c.transform);
       for (const st of c.streams) {
         this.streams.set(st.key, st);
         touched.add(st.key);
@@ -251,6 +262,26 @@ export class RouteTable {
       case 'Subscription': {
         const r = this.subscription(o, s);
         return r === undefined ? EMPTY : { streams: [], subscriptions: [r] };
+      }
+      case 'EventTransform': {
+        const spec = o.spec as unknown as EventTransformSpec;
+        const sinkUri = o.status?.['sinkUri'] as string | undefined;
+        const timeout = this.opts.defaultTimeoutMs;
+        return {
+          streams: [],
+          subscriptions: [],
+          transform: {
+            key: streamKey('EventTransform', o.metadata.namespace, o.metadata.name),
+            name: `${o.metadata.namespace}/${o.metadata.name}`,
+            ready: isReady(o),
+            expression: spec.jsonata.expression,
+            reply: spec.reply?.jsonata?.expression,
+            discard: spec.reply?.discard === true,
+            sinkUri,
+            sinkIsSelf: sinkUri !== undefined && (this.opts.isSelf ?? (() => false))(sinkUri),
+            timeoutMs: timeout,
+          },
+        };
       }
       case 'Sequence':
         return this.sequence(o);
