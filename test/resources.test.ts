@@ -189,6 +189,30 @@ describe('validation names the field and the rule', () => {
     expect(e.field).toBe('metadata.name');
   });
 
+  it('a misspelled kind is named as one; a field in the wrong place is an unknown field', async () => {
+    await using s = await testServer();
+    const lower = await fetch(`${s.url}${API}/brokers`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/yaml' },
+      body: 'apiVersion: eventing.knative.dev/v1\nkind: broker\nmetadata:\n  name: b\n',
+    });
+    expect(lower.status).toBe(404);
+    expect(((await lower.json()) as { message: string }).message).toMatch(/did you mean 'Broker'/);
+    const bulk = (await (
+      await fetch(`${s.url}/apis/apply`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/yaml' },
+        body: 'apiVersion: eventing.knative.dev/v1\nkind: trigger\nmetadata:\n  name: t\nspec: {broker: b}\n',
+      })
+    ).json()) as { items: { error: { message: string } }[] };
+    expect(bulk.items[0]!.error.message).toMatch(/did you mean 'Trigger'/);
+    const misplaced = await rejected(
+      await s.apply(trigger('t', { broker: 'b', filter: { subscriber: { uri: 'http://x/' } } })),
+    );
+    expect(misplaced.field).toBe('spec.filter.subscriber');
+    expect(misplaced.message).toMatch(/unknown field/);
+  });
+
   it("accepts Knative's 'config:' with nothing after it", async () => {
     await using s = await testServer();
     const res = await fetch(`${s.url}${API}/brokers`, {

@@ -66,11 +66,12 @@ export function validateTriggerSpec(spec: unknown, namespace: string): Record<st
     broker = stringAt('spec.broker', o['broker'])!;
     if (!DNS1123_SUBDOMAIN.test(broker)) invalid('spec.broker', 'must be a Broker name (a-z, 0-9, -, .)');
   }
-  const out: TriggerSpec = {
+  // The subscriber is checked last, so that a field misplaced into filter (a subscriber under filter,
+  // say) is named as an unknown field there rather than as a missing subscriber.
+  const out = {
     broker,
     ...(brokerNamespace !== undefined ? { brokerNamespace } : {}),
-    subscriber: validateDestination('spec.subscriber', o['subscriber'], namespace),
-  };
+  } as TriggerSpec;
   if (o['filters'] !== undefined && o['filters'] !== null) {
     try {
       const filters = validateFilters('spec.filters', o['filters']);
@@ -101,7 +102,16 @@ export function validateTriggerSpec(spec: unknown, namespace: string): Record<st
   }
   const delivery = validateDelivery('spec.delivery', o['delivery'], namespace);
   if (delivery !== undefined) out.delivery = delivery;
-  return out as unknown as Record<string, unknown>;
+  out.subscriber = validateDestination('spec.subscriber', o['subscriber'], namespace);
+  // Keys in the order earlier versions stored them, so re-applying an unchanged Trigger stays unchanged.
+  const { filter: f, filters: fs, delivery: d, subscriber, ...head } = out;
+  return {
+    ...head,
+    subscriber,
+    ...(fs !== undefined ? { filters: fs } : {}),
+    ...(f !== undefined ? { filter: f } : {}),
+    ...(d !== undefined ? { delivery: d } : {}),
+  } as unknown as Record<string, unknown>;
 }
 
 /** Warnings for a stored Trigger spec: empty filter dialects, which Knative accepts and which match everything. */

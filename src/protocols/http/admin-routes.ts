@@ -231,9 +231,14 @@ export function registerAdminRoutes(
     const doc = bodyDocument(body, contentType);
     if (isObject(doc)) {
       if (doc['kind'] !== undefined && doc['kind'] !== def.kind) {
+        const k = String(doc['kind']);
         throw new TrellisError(
-          'TRELLIS_ERR_RESOURCE_INVALID',
-          `kind: '${String(doc['kind'])}' sent to the ${def.plural} path`,
+          k.toLowerCase() === def.kind.toLowerCase()
+            ? 'TRELLIS_ERR_KIND_UNKNOWN'
+            : 'TRELLIS_ERR_RESOURCE_INVALID',
+          k.toLowerCase() === def.kind.toLowerCase()
+            ? `kind: '${k}' is not a kind; kinds are written as Knative writes them: did you mean '${def.kind}'?`
+            : `kind: '${k}' sent to the ${def.plural} path; send it to its own kind's path, or use trellis apply`,
           { field: 'kind' },
         );
       }
