@@ -173,14 +173,14 @@ async function fixedRate(url, sinkUrl, label, getRss) {
   return fixedRateAt(RATE, url, sinkUrl, label, getRss);
 }
 
-async function fixedRateAt(RATE, url, sinkUrl, label, getRss) {
+async function fixedRateAt(RATE, url, sinkUrl, label, getRss, path = '/default/b', fanout = 1) {
   const pool = new Pool(url, { connections: 256 }); // enough that the generator, not the pool, sets the rate
   // Warm-up, not measured: open the connections (a burst of new connections can overflow the listen
   // backlog, and a dropped SYN costs a 1 s retransmit), and let the JIT settle.
   await Promise.all(
     Array.from({ length: 256 }, (_, i) =>
       pool
-        .request({ path: '/default/b', method: 'POST', headers: ceHeaders(`warm-${i}`), body })
+        .request({ path, method: 'POST', headers: ceHeaders(`warm-${i}`), body })
         .then((r) => r.body.dump()),
     ),
   );
@@ -188,7 +188,7 @@ async function fixedRateAt(RATE, url, sinkUrl, label, getRss) {
     await Promise.all(
       Array.from({ length: 100 }, (_, i) =>
         pool
-          .request({ path: '/default/b', method: 'POST', headers: ceHeaders(`warm-${k}-${i}`), body })
+          .request({ path, method: 'POST', headers: ceHeaders(`warm-${k}-${i}`), body })
           .then((r) => r.body.dump()),
       ),
     );
@@ -210,7 +210,7 @@ async function fixedRateAt(RATE, url, sinkUrl, label, getRss) {
           'ce-benchsent': String(performance.timeOrigin + performance.now()),
         };
         const p = pool
-          .request({ path: '/default/b', method: 'POST', headers, body })
+          .request({ path, method: 'POST', headers, body })
           .then(async (r) => {
             await r.body.dump();
             if (r.statusCode === 202) accepted++;
@@ -230,7 +230,7 @@ async function fixedRateAt(RATE, url, sinkUrl, label, getRss) {
   const sendSeconds = (performance.now() - startAt) / 1000;
   const deadline = Date.now() + 30_000;
   let stats = await (await fetch(`${sinkUrl}stats`)).json();
-  while (stats.received < accepted && Date.now() < deadline) {
+  while (stats.received < accepted * fanout && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
     stats = await (await fetch(`${sinkUrl}stats`)).json();
   }
@@ -243,14 +243,14 @@ async function fixedRateAt(RATE, url, sinkUrl, label, getRss) {
     'events',
     `${refused ? `(${refused} refused) ` : ''}in ${allSeconds.toFixed(1)} s`,
   );
-  row(`${label}: sustained delivery rate`, stats.received / allSeconds, 'events/s');
+  row(`${label}: sustained delivery rate`, stats.received / fanout / allSeconds, 'events/s');
   row(
     `${label}: latency p50 / p99 (sent -> subscriber got it)`,
     `${stats.p50?.toFixed(1)} / ${stats.p99?.toFixed(1)}`,
     'ms',
   );
   if (getRss) row(`${label}: peak RSS`, getRss(), 'MiB');
-  return stats.received / allSeconds;
+  return stats.received / fanout / allSeconds;
 }
 
 if (!only || only === 'e2e') {
@@ -270,6 +270,48 @@ if (!only || only === 'e2e') {
     await stop(relay);
     row('end-to-end ratio trellis/relay', ours / base, '', '(floor: trellis sustains 5,000 events/s)');
   }
+  await stop(sink);
+}
+
+// 3b. flows: the same fixed-rate run through a Channel with two Subscriptions, and through a Sequence of
+// three steps (each an echo process) whose reply goes to the subscriber, beside one Trigger.
+if (!only || only === 'flows') {
+  const rate = Number(process.env.BENCH_FLOW_RATE ?? 1000);
+  console.log(
+    `flows: ${rate} events/s for ${DURATION} s; a Trigger, a Channel with two Subscriptions, a 3-step Sequence`,
+  );
+  const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
+  const echo = await start([join(ROOT, 'bench', 'echo-server.mjs')], /listening on (\S+)/);
+  const sub = (name) =>
+    `---\napiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata:\n  name: ${name}\nspec:\n  channel:\n    apiVersion: messaging.knative.dev/v1\n    kind: InMemoryChannel\n    name: c\n  subscriber:\n    uri: ${sink.url}\n`;
+  const cases = [
+    [
+      'Trigger',
+      `${BROKER}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\nspec:\n  broker: b\n  subscriber:\n    uri: ${sink.url}\n`,
+      '/default/b',
+      1,
+    ],
+    [
+      'Channel, 2 Subscriptions',
+      `apiVersion: messaging.knative.dev/v1\nkind: InMemoryChannel\nmetadata:\n  name: c\n${sub('s1')}${sub('s2')}`,
+      '/inmemorychannels/default/c',
+      2,
+    ],
+    [
+      'Sequence, 3 steps',
+      `apiVersion: flows.knative.dev/v1\nkind: Sequence\nmetadata:\n  name: q\nspec:\n  steps:\n    - uri: ${echo.url}\n    - uri: ${echo.url}\n    - uri: ${echo.url}\n  reply:\n    uri: ${sink.url}\n`,
+      '/sequences/default/q',
+      1,
+    ],
+  ];
+  for (const [label, yaml, path, fanout] of cases) {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+    const t = await trellis(dir, yaml);
+    await fixedRateAt(rate, t.url, sink.url, label, () => peakRssMiB(t.child.pid), path, fanout);
+    await stop(t);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  await stop(echo);
   await stop(sink);
 }
 
