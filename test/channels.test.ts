@@ -46,6 +46,11 @@ describe('Channel and Subscription', () => {
         (await applyAny(s.url, subscription(n, { channel: imcRef('orders'), subscriber: { uri: sink.url } })))
           .status,
       ).toBe(201);
+    const listed = (await (await fetch(`${s.url}${MSG}/inmemorychannels/orders`)).json()) as Status;
+    expect((listed.status['subscribers'] as { name: string }[]).map((x) => x.name).sort()).toEqual([
+      'to-a',
+      'to-b',
+    ]);
     for (let i = 0; i < 20; i++)
       expect((await s.post('/inmemorychannels/default/orders', ceHeaders(`o${i}`), '{}')).status).toBe(202);
     await a.waitFor(20);

@@ -70,6 +70,20 @@ export function reconcileChannel(c: ResourceObject, ctx: ReconcileContext): Reco
     address: { url: ctx.address(c.kind, c.metadata.namespace, c.metadata.name) },
   };
   resolveDeadLetter(ctx, spec.delivery, 'spec.delivery.deadLetterSink', conds, status);
+  // The Subscriptions of this channel, as Knative's channel status lists them.
+  const subscribers = ctx
+    .list('Subscription')
+    .filter((sub) => {
+      const ch = (sub.spec as { channel?: { kind: string; namespace: string; name: string } }).channel;
+      return ch?.kind === c.kind && ch.namespace === c.metadata.namespace && ch.name === c.metadata.name;
+    })
+    .map((sub) => ({
+      uid: sub.metadata.uid,
+      observedGeneration: sub.metadata.generation,
+      name: sub.metadata.name,
+      namespace: sub.metadata.namespace,
+    }));
+  if (subscribers.length > 0) status['subscribers'] = subscribers;
   status['conditions'] = ready(conds);
   return status;
 }

@@ -14,6 +14,8 @@ export interface ReconcileContext {
   readonly publicUrl: string;
   /** Another resource, by kind, namespace and name; remembered as a dependency. */
   get(kind: string, namespace: string, name: string): ResourceObject | undefined;
+  /** Every resource of a kind; remembered as a dependency on the whole kind. */
+  list(kind: string): ResourceObject[];
   /** A destination as a URL (a `ref` through its target's address, a relative `uri` appended to it). */
   resolve(d: Destination): Resolved;
   /** The address of an addressable kind's resource (whether or not it exists). */

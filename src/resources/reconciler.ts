@@ -108,6 +108,7 @@ export class StatusReconciler {
     }
     this.dirty.add(id);
     for (const d of this.usedBy.get(id) ?? []) this.dirty.add(d);
+    for (const d of this.usedBy.get(`${o.kind}/*`) ?? []) this.dirty.add(d);
     this.schedule();
   }
 
@@ -250,7 +251,17 @@ export class StatusReconciler {
       }
       return { uri: d.uri ? new URL(d.uri, base.endsWith('/') ? base : `${base}/`).toString() : base };
     };
-    return { publicUrl, get, resolve, address: (kind, ns, name) => addressUrl(publicUrl, kind, ns, name) };
+    const list = (kind: string) => {
+      use(`${kind}/*`);
+      return [...(this.objects.get(kind)?.values() ?? [])];
+    };
+    return {
+      publicUrl,
+      get,
+      list,
+      resolve,
+      address: (kind, ns, name) => addressUrl(publicUrl, kind, ns, name),
+    };
   }
 
   /** Stores a status; the cache gets the stored object through the watch, or keeps this one if unchanged. */
