@@ -227,10 +227,8 @@ describe('numbers', () => {
     ).json()) as { metadata: { uid: string } };
     expect((await s.post('/default/b', ceHeaders('slow'), '{}')).status).toBe(202);
     await fails.waitFor(1);
-    await expect
-      .poll(async () => (await s.store.deliveries.pending(t.metadata.uid, 0, 10))[0]?.attempt)
-      .toBe(1);
-    const [p] = await s.store.deliveries.pending(t.metadata.uid, 0, 10);
+    await expect.poll(async () => (await s.store.deliveries.peek(t.metadata.uid, 0, 10))[0]?.attempt).toBe(1);
+    const [p] = await s.store.deliveries.peek(t.metadata.uid, 0, 10);
     expect(p!.dueAt - Date.now()).toBeGreaterThan(59 * 24 * 3600 * 1000);
     expect(fails.received).toHaveLength(1);
   });

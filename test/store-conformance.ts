@@ -57,19 +57,18 @@ export function runStoreConformance(adapter: string, open: (dir: string) => Prom
       expect(await s.events.getEvent(b![0]!)).toEqual(ev('2'));
     });
 
-    it('keeps pending deliveries per subscription, in order, after a cursor', async () => {
+    it('keeps pending deliveries per subscription, in order', async () => {
       const { s } = await fresh();
       const seqs = await s.events.append([
         { stream: 'ns/b', event: ev('1'), deliveries: ['a', 'b'] },
         { stream: 'ns/b', event: ev('2'), deliveries: ['a'] },
         { stream: 'ns/b', event: ev('3'), deliveries: [] },
       ]);
-      const pa = await s.deliveries.pending('a', 0, 10);
+      const pa = await s.deliveries.peek('a', 0, 10);
       expect(pa.map((p) => p.event.attrs['id'])).toEqual(['1', '2']);
       expect(pa[0]).toMatchObject({ subscription: 'a', seq: seqs[0], attempt: 0 });
-      expect((await s.deliveries.pending('a', seqs[0]!, 10)).map((p) => p.seq)).toEqual([seqs[1]]);
-      expect((await s.deliveries.pending('a', 0, 1)).length).toBe(1);
-      expect((await s.deliveries.pending('b', 0, 10)).length).toBe(1);
+      expect((await s.deliveries.peek('a', seqs[0]!, 10)).map((p) => p.seq)).toEqual([seqs[1]]);
+      expect((await s.deliveries.peek('b', 0, 10)).length).toBe(1);
       expect(await s.deliveries.counts()).toEqual(
         new Map([
           ['a', 2],
@@ -78,19 +77,56 @@ export function runStoreConformance(adapter: string, open: (dir: string) => Prom
       );
     });
 
-    it('completes and reschedules deliveries durably', async () => {
+    it('leases: a fetched delivery is not fetched again until it is released', async () => {
+      const { s } = await fresh();
+      const seqs = await s.events.append(
+        ['1', '2', '3'].map((id) => ({ stream: 'ns/b', event: ev(id), deliveries: ['a'] })),
+      );
+      const first = await s.deliveries.fetch('a', 2);
+      expect(first.map((l) => l.event.attrs['id'])).toEqual(['1', '2']);
+      expect((await s.deliveries.fetch('a', 10)).map((l) => l.seq)).toEqual([seqs[2]]);
+      expect(await s.deliveries.fetch('a', 10)).toEqual([]);
+      // Settled ones are gone; unsettled ones come back after a release (a worker that stopped).
+      await s.deliveries.ack('a', seqs[0]!);
+      await s.deliveries.terminate('a', seqs[1]!);
+      s.deliveries.release('a');
+      expect((await s.deliveries.fetch('a', 10)).map((l) => l.seq)).toEqual([seqs[2]]);
+      // The in-memory fast path: an appended delivery claimed before any fetch is not fetched again.
+      const [four] = await s.events.append([{ stream: 'ns/b', event: ev('4'), deliveries: ['a'] }]);
+      expect(s.deliveries.claim('a', four!)).toBe(true);
+      expect(await s.deliveries.fetch('a', 10)).toEqual([]);
+      expect(s.deliveries.claim('a', four!)).toBe(false);
+    });
+
+    it('acks, retries and terminates deliveries durably', async () => {
       const { s, dir } = await fresh();
-      const [one, two] = await s.events.append([
+      const [one, two, three] = await s.events.append([
         { stream: 'ns/b', event: ev('1'), deliveries: ['a'] },
         { stream: 'ns/b', event: ev('2'), deliveries: ['a'] },
+        { stream: 'ns/b', event: ev('3'), deliveries: ['a'] },
       ]);
-      await s.deliveries.complete('a', one!);
-      await s.deliveries.reschedule('a', two!, 3, 123456);
+      await s.deliveries.fetch('a', 10);
+      await s.deliveries.ack('a', one!);
+      await s.deliveries.retry('a', two!, 3, 123456);
+      await s.deliveries.terminate('a', three!);
       await s.close();
       const { s: again } = await fresh(dir);
-      const p = await again.deliveries.pending('a', 0, 10);
+      const p = await again.deliveries.fetch('a', 10);
       expect(p).toHaveLength(1);
       expect(p[0]).toMatchObject({ seq: two, attempt: 3, dueAt: 123456 });
+    });
+
+    it('reads a stream from a position', async () => {
+      const { s } = await fresh();
+      const seqs = await s.events.append([
+        { stream: 'ns/b', event: ev('1'), deliveries: ['a'] },
+        { stream: 'ns/other', event: ev('x'), deliveries: ['a'] },
+        { stream: 'ns/b', event: ev('2'), deliveries: ['a'] },
+        { stream: 'ns/b', event: ev('3'), deliveries: ['a'] },
+      ]);
+      expect((await s.events.read('ns/b', 0, 10)).map((r) => r.event.attrs['id'])).toEqual(['1', '2', '3']);
+      expect((await s.events.read('ns/b', seqs[0]!, 1)).map((r) => r.seq)).toEqual([seqs[2]]);
+      expect(await s.events.read('ns/none', 0, 10)).toEqual([]);
     });
 
     it('survives a reopen with every acknowledged append', async () => {
@@ -103,7 +139,7 @@ export function runStoreConformance(adapter: string, open: (dir: string) => Prom
       await Promise.all(items.map((it) => s.events.append([it])));
       await s.close();
       const { s: again } = await fresh(dir);
-      expect((await again.deliveries.pending('a', 0, 1000)).length).toBe(200);
+      expect((await again.deliveries.fetch('a', 1000)).length).toBe(200);
     });
 
     it('rejects appends after close', async () => {
@@ -119,7 +155,7 @@ export function runStoreConformance(adapter: string, open: (dir: string) => Prom
         { stream: 'ns/b', event: ev('2'), deliveries: ['y'] },
       ]);
       await s.deliveries.dropSubscription('x');
-      expect(await s.deliveries.pending('x', 0, 10)).toEqual([]);
+      expect(await s.deliveries.fetch('x', 10)).toEqual([]);
       expect(await s.compact(0)).toBe(1);
       expect(await s.events.getEvent(a!)).toBeUndefined();
       expect(await s.events.getEvent(b!)).toBeDefined();

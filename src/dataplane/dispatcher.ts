@@ -147,7 +147,6 @@ export class Dispatcher {
 class SubscriptionWorker {
   inflight = 0;
   private buffer: Item[] = [];
-  private cursor = 0;
   private backlog = true;
   private scanning = false;
   private missed = false;
@@ -165,12 +164,12 @@ class SubscriptionWorker {
   }
 
   notify(seq: number, event: CloudEvent): void {
-    // A scan may already have read this delivery: the store makes a commit visible a moment before the
-    // append resolves. Commits are applied in order, so everything up to the cursor has been read.
-    if (this.stopped || seq <= this.cursor) return;
+    if (this.stopped) return;
     if (!this.backlog && !this.scanning && this.buffer.length < this.d.opts.bufferSize) {
+      // Leased here unless a fetch already returned it (the store makes a commit visible a moment
+      // before the append resolves).
+      if (!this.d.state.claim(this.route.id, seq)) return;
       this.buffer.push({ seq, attempt: 0, event });
-      this.cursor = seq;
       this.pump();
     } else {
       this.backlog = true;
@@ -181,6 +180,7 @@ class SubscriptionWorker {
 
   stop(): void {
     this.stopped = true;
+    this.d.state.release(this.route.id);
     this.holders.clear();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
@@ -240,7 +240,7 @@ class SubscriptionWorker {
     const limit = this.d.opts.bufferSize;
     let rows: PendingDelivery[];
     try {
-      rows = await this.d.state.pending(this.route.id, this.cursor, limit);
+      rows = await this.d.state.fetch(this.route.id, limit);
     } catch (err) {
       this.scanning = false;
       this.d.logger.error(
@@ -254,7 +254,6 @@ class SubscriptionWorker {
     if (this.stopped) return;
     const now = Date.now();
     for (const r of rows) {
-      this.cursor = r.seq;
       if (r.dueAt > now) {
         // An ordered key waits for its oldest event's retry, even across a restart.
         if (this.route.ordered && !this.holders.has(partitionKey(r.event)))
@@ -313,7 +312,7 @@ class SubscriptionWorker {
         const outcome = await this.handleResponse(item, res);
         if (outcome === 'done') {
           this.d.stats.delivered++;
-          this.done(item);
+          this.done(item, 'ack');
           return;
         }
         this.d.stats.failedAttempts++;
@@ -377,13 +376,17 @@ class SubscriptionWorker {
    * Records that a delivery is finished. The concurrency slot is not held while the store makes that durable:
    * if the process dies first, the delivery is simply made again after the restart (at least once).
    */
-  private done(item: Item): void {
+  private done(item: Item, how: 'ack' | 'terminate' = 'terminate'): void {
     if (this.route.ordered) {
       const key = partitionKey(item.event);
       if (this.holders.get(key) === item.seq) this.holders.delete(key);
     }
     this.d.lag.sub(this.route.stream, 1);
-    this.d.state.complete(this.route.id, item.seq).catch((err: unknown) => {
+    const settle =
+      how === 'ack'
+        ? this.d.state.ack(this.route.id, item.seq)
+        : this.d.state.terminate(this.route.id, item.seq);
+    settle.catch((err: unknown) => {
       this.d.logger.error(
         { err, subscription: this.label(), seq: item.seq },
         'recording a finished delivery failed; it will be delivered again after a restart',
@@ -394,7 +397,7 @@ class SubscriptionWorker {
   /** Records a failed attempt and brings the delivery back when the next one is due. */
   private async retryLater(item: Item, attempt: number, waitMs: number): Promise<void> {
     const due = Date.now() + waitMs;
-    this.d.state.reschedule(this.route.id, item.seq, attempt, due).catch((err: unknown) => {
+    this.d.state.retry(this.route.id, item.seq, attempt, due).catch((err: unknown) => {
       this.d.logger.error(
         { err, subscription: this.label(), seq: item.seq },
         'recording a retry failed; the retry goes ahead',

@@ -41,17 +41,40 @@ export interface EventLog {
   findEvent(stream: string, id: string, source?: string): Promise<CloudEvent | undefined>;
   /** Events handed to `append` and not yet durable: how far the store is behind (ingress backpressure). */
   pendingWrites(): number;
+  /**
+   * Reads a stream from a position: up to `max` stored events with `seq > afterSeq`, oldest first (for
+   * replay; only events still in the store, pending or kept by the retention, are there).
+   */
+  read(stream: string, afterSeq: number, max: number): Promise<{ seq: number; event: CloudEvent }[]>;
 }
 
-/** Per-subscription delivery progress: pending deliveries and their retry schedule. */
+/**
+ * Per-subscription delivery progress, as leases: a worker fetches pending deliveries (each is then
+ * leased to it: no other fetch returns it), and settles each with ack (delivered), retry (failed, due
+ * again at a time; the lease stays with the worker) or terminate (dead-lettered or dropped). Leases live
+ * in the process: after a crash, or `release`, every unsettled delivery is pending again (at least
+ * once). A lease is named by its subscription and sequence number, so a JetStream adapter keeps its
+ * message handles to itself (ack, nak with a delay, term).
+ */
 export interface DeliveryState {
-  /** Pending deliveries of a subscription with `seq > afterSeq`, in sequence order, at most `limit`. */
-  pending(subscription: string, afterSeq: number, limit: number): Promise<PendingDelivery[]>;
-  /** Records that a delivery is done (delivered, dead-lettered or given up); durable on resolve. */
-  complete(subscription: string, seq: number): Promise<void>;
-  /** Records a failed attempt and when the next one is due; durable on resolve. */
-  reschedule(subscription: string, seq: number, attempt: number, dueAt: number): Promise<void>;
-  /** Removes every pending delivery of a subscription (its Trigger was deleted). */
+  /** Leases up to `max` pending deliveries of a subscription that no lease holds, oldest first, due or not. */
+  fetch(subscription: string, max: number): Promise<PendingDelivery[]>;
+  /**
+   * Leases a delivery that ingress just appended and handed over in memory (the embedded fast path).
+   * False when a fetch already returned it; an adapter without the fast path always says false.
+   */
+  claim(subscription: string, seq: number): boolean;
+  /** The delivery was made: it is removed; durable on resolve. */
+  ack(subscription: string, seq: number): Promise<void>;
+  /** An attempt failed: `attempt` failed attempts so far, the next one due at `dueAt`; durable on resolve. */
+  retry(subscription: string, seq: number, attempt: number, dueAt: number): Promise<void>;
+  /** The delivery is given up (dead-lettered, or dropped): it is removed; durable on resolve. */
+  terminate(subscription: string, seq: number): Promise<void>;
+  /** Gives up every lease of a subscription (its worker stopped): its deliveries are pending again. */
+  release(subscription: string): void;
+  /** Pending deliveries of a subscription with `seq > afterSeq`, leased or not, without leasing them. */
+  peek(subscription: string, afterSeq: number, limit: number): Promise<PendingDelivery[]>;
+  /** Removes every pending delivery of a subscription (its resource was deleted). */
   dropSubscription(subscription: string): Promise<void>;
   /** How many deliveries are pending, per subscription. */
   counts(): Promise<Map<string, number>>;

@@ -122,16 +122,46 @@ class SqliteStore implements Store {
         }
         return undefined;
       },
+      read: async (stream, afterSeq, max) => {
+        const rows = this.st.readStream.all(afterSeq, stream, max) as {
+          seq: number;
+          attrs: string;
+          data: Buffer | null;
+        }[];
+        return rows.map((r) => ({ seq: r.seq, event: rowToEvent(r.attrs, r.data) }));
+      },
       getEvent: async (seq) => {
         const row = this.st.getEvent.get(seq) as { attrs: string; data: Buffer | null } | undefined;
         return row ? rowToEvent(row.attrs, row.data) : undefined;
       },
     };
+    // Leases: rows up to a subscription's cursor have been handed out; after a release (or a restart)
+    // the cursor starts again at 0 and every pending row is fetched again.
+    const cursors = new Map<string, number>();
     this.deliveries = {
-      pending: async (sub, afterSeq, limit) => this.pending(sub, afterSeq, limit),
-      complete: (sub, seq) => this.write(['c', sub, seq]).then(() => undefined),
-      reschedule: (sub, seq, attempt, due) => this.write(['r', sub, seq, attempt, due]).then(() => undefined),
-      dropSubscription: (sub) => this.write(['s', sub]).then(() => undefined),
+      fetch: async (sub, max) => {
+        const rows = this.pending(sub, cursors.get(sub) ?? 0, max);
+        if (rows.length > 0) cursors.set(sub, rows[rows.length - 1]!.seq);
+        return rows;
+      },
+      claim: (sub, seq) => {
+        // The store makes a commit visible a moment before the append resolves: a fetch may have
+        // returned this delivery already. Commits apply in order, so everything up to the cursor has.
+        if (seq <= (cursors.get(sub) ?? 0)) return false;
+        cursors.set(sub, seq);
+        return true;
+      },
+      ack: (sub, seq) => this.write(['c', sub, seq]).then(() => undefined),
+      terminate: (sub, seq) => this.write(['c', sub, seq]).then(() => undefined),
+      retry: (sub, seq, attempt, due) => this.write(['r', sub, seq, attempt, due]).then(() => undefined),
+      release: (sub) => {
+        cursors.delete(sub);
+      },
+      peek: async (sub, afterSeq, limit) => this.pending(sub, afterSeq, limit),
+      dropSubscription: (sub) => {
+        cursors.delete(sub);
+        return this.write(['s', sub]).then(() => undefined);
+      },
       counts: async () => {
         const rows = this.st.counts.all() as { sub: string; n: number }[];
         return new Map(rows.map((r) => [r.sub, r.n]));
@@ -172,6 +202,10 @@ class SqliteStore implements Store {
          WHERE d.sub = ? AND d.seq > ? ORDER BY d.seq LIMIT ?`,
       ),
       getEvent: db.prepare('SELECT attrs, data FROM events WHERE seq = ?'),
+      // Replay reads: a scan in sequence order (no index on stream: it would cost every append).
+      readStream: db.prepare(
+        'SELECT seq, attrs, data FROM events WHERE seq > ? AND stream = ? ORDER BY seq LIMIT ?',
+      ),
       // A debugging lookup (trellis explain --event-id): a scan of the stream, newest first.
       findEvent: db.prepare(
         "SELECT attrs, data FROM events WHERE stream = ? AND json_extract(attrs, '$.id') = ? ORDER BY seq DESC LIMIT 100",
