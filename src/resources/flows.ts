@@ -134,6 +134,17 @@ function resolveAt(
   return { error: r.message };
 }
 
+/** A flow's conditions: addressable at once, its subscriptions ready when every destination resolved. */
+function flowConditions(errors: string[]): Cond[] {
+  return [
+    ok('Addressable'),
+    ok('ChannelsReady'),
+    errors.length === 0
+      ? ok('SubscriptionsReady')
+      : notOk('SubscriptionsReady', 'Unresolvable', errors.join('; ')),
+  ];
+}
+
 function readyOf(r: Resolved[]): { type: 'Ready'; status: 'True' | 'False' } {
   return { type: 'Ready', status: r.some((x) => x.error !== undefined) ? 'False' : 'True' };
 }
@@ -151,13 +162,7 @@ export function reconcileSequence(o: ResourceObject, ctx: ReconcileContext): Rec
     resolveAt(ctx, `spec.steps[${i}].delivery.deadLetterSink`, s.delivery?.deadLetterSink, errors),
   );
   const reply = resolveAt(ctx, 'spec.reply', spec.reply, errors);
-  const conds: Cond[] = [
-    ok('Addressable'),
-    ok('ChannelsReady'),
-    errors.length === 0
-      ? ok('SubscriptionsReady')
-      : notOk('SubscriptionsReady', 'Unresolvable', errors.join('; ')),
-  ];
+  const conds = flowConditions(errors);
   return {
     observedGeneration: o.metadata.generation,
     address: { url: ctx.address('Sequence', namespace, name) },
@@ -229,13 +234,7 @@ export function reconcileParallel(o: ResourceObject, ctx: ReconcileContext): Rec
       },
     };
   });
-  const conds: Cond[] = [
-    ok('Addressable'),
-    ok('ChannelsReady'),
-    errors.length === 0
-      ? ok('SubscriptionsReady')
-      : notOk('SubscriptionsReady', 'Unresolvable', errors.join('; ')),
-  ];
+  const conds = flowConditions(errors);
   return {
     observedGeneration: o.metadata.generation,
     address: { url: ctx.address('Parallel', namespace, name) },
