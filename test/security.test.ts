@@ -103,6 +103,18 @@ describe('the admin API without a token (loopback)', () => {
     expect(r.status).toBe(403);
     expect(r.json['code']).toBe('TRELLIS_ERR_HOST_FORBIDDEN');
     expect((await raw(s.url, 'GET', TRIGGERS, { host: 'evil.example' })).status).toBe(403);
+    // Kubernetes' core group (/api/v1: v1 Services) and bulk apply are the admin API too.
+    expect(
+      (await raw(s.url, 'GET', '/api/v1/namespaces/default/services', { host: 'evil.example' })).status,
+    ).toBe(403);
+    const bulk = await raw(
+      s.url,
+      'POST',
+      '/apis/apply',
+      { 'content-type': 'text/plain', origin: 'http://evil.example' },
+      TRIGGER_YAML,
+    );
+    expect(bulk.status).toBe(403);
   });
 
   it('serves its own origin, loopback names and --allowed-hosts', async () => {
