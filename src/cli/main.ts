@@ -16,6 +16,7 @@ import { isObject } from '../resources/validation.js';
 import { runDisplay } from './display.js';
 import { attributesFromFlags } from './event-flags.js';
 import { registerExplain } from './explain.js';
+import { registerExport } from './export.js';
 import { formatDescribe, formatObject, formatTable } from './format.js';
 import { runServe } from './serve.js';
 
@@ -38,6 +39,11 @@ function kindOrFail(name: string) {
     );
   }
   return k;
+}
+
+/** The items of a JSON `List` (as trellis export -o json writes), or the one object. */
+function listItems(v: unknown): unknown[] {
+  return isObject(v) && Array.isArray(v['items']) ? v['items'] : [v];
 }
 
 /** `trigger.eventing.knative.dev`, or `service` for Kubernetes' core group, as kubectl prints it. */
@@ -118,6 +124,42 @@ Examples:
           process.stdout.write(`${kind ? qualified(kind) : r.kind}/${r.name} ${r.action}\n`);
         }
       }
+      if (failed > 0) process.exit(1);
+    });
+
+  registerExport(program, serverOption, fail);
+
+  program
+    .command('import')
+    .description('Create or update the resources of an export (the same as apply, with a count at the end).')
+    .requiredOption('-f, --filename <file...>', "a file from trellis export; '-' reads standard input")
+    .addOption(serverOption())
+    .addHelpText(
+      'after',
+      '\nExample:\n  trellis export --server http://old:8080 | trellis import -f - --server http://new:8080',
+    )
+    .action(async (opts: { filename: string[]; server: string }) => {
+      const client = new AdminClient(opts.server);
+      let applied = 0;
+      let failed = 0;
+      for (const file of opts.filename) {
+        try {
+          const text = readInput(file);
+          const trimmed = text.trimStart();
+          const docs = trimmed.startsWith('{') ? listItems(JSON.parse(trimmed)) : parseDocuments(text);
+          for (const [i, r] of (await client.applyMany(docs, 'default')).entries()) {
+            if ('error' in r) {
+              process.stderr.write(
+                `error: ${file} document ${i + 1}: ${r.error.message} (${r.error.code})\n`,
+              );
+              failed++;
+            } else applied++;
+          }
+        } catch (err) {
+          fail(err);
+        }
+      }
+      process.stdout.write(`${applied} resources imported${failed ? `, ${failed} failed` : ''}\n`);
       if (failed > 0) process.exit(1);
     });
 
