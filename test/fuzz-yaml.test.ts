@@ -41,8 +41,19 @@ const HOSTILE = [
   'apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: b\n  annotations:\n    x: [1]\n',
 ];
 
-function mutate(r: () => number): string {
-  const lines = GOOD.split('\n');
+/** A valid document of every other kind, for the second corpus. */
+const GOOD_OTHERS = [
+  'apiVersion: messaging.knative.dev/v1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  channel:\n    apiVersion: messaging.knative.dev/v1\n    kind: InMemoryChannel\n    name: c\n  subscriber:\n    uri: http://127.0.0.1:9/\n  reply:\n    uri: http://127.0.0.1:9/r\n',
+  'apiVersion: flows.knative.dev/v1\nkind: Sequence\nmetadata:\n  name: q\nspec:\n  steps:\n    - uri: http://127.0.0.1:9/a\n      delivery:\n        retry: 2\n    - uri: http://127.0.0.1:9/b\n  reply:\n    uri: http://127.0.0.1:9/r\n',
+  'apiVersion: flows.knative.dev/v1\nkind: Parallel\nmetadata:\n  name: p\nspec:\n  branches:\n    - filter:\n        uri: http://127.0.0.1:9/f\n      subscriber:\n        uri: http://127.0.0.1:9/s\n  reply:\n    uri: http://127.0.0.1:9/r\n',
+  'apiVersion: eventing.knative.dev/v1beta3\nkind: EventType\nmetadata:\n  name: e\nspec:\n  reference:\n    apiVersion: eventing.knative.dev/v1\n    kind: Broker\n    name: b\n  attributes:\n    - name: type\n      value: t\n      required: true\n  schemaData: \'{"type": "object"}\'\n',
+  'apiVersion: eventing.knative.dev/v1alpha1\nkind: EventTransform\nmetadata:\n  name: x\nspec:\n  jsonata:\n    expression: "$"\n  sink:\n    uri: http://127.0.0.1:9/\n',
+  'apiVersion: messaging.knative.dev/v1\nkind: Channel\nmetadata:\n  name: c\nspec:\n  channelTemplate:\n    apiVersion: messaging.knative.dev/v1\n    kind: InMemoryChannel\n  delivery:\n    retry: 1\n',
+  'apiVersion: v1\nkind: Service\nmetadata:\n  name: svc\nspec:\n  type: ExternalName\n  externalName: 127.0.0.1\n  ports:\n    - port: 9\n',
+];
+
+function mutate(r: () => number, good = GOOD): string {
+  const lines = good.split('\n');
   const i = 1 + Math.floor(r() * (lines.length - 2));
   const line = lines[i]!;
   const key = line.split(':')[0]!;
@@ -110,4 +121,43 @@ it('answers every broken or hostile document with a 4xx, a code and a message, a
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+it('every other kind too: mutated documents through bulk apply get a 4xx item with a code, never a 5xx', {
+  timeout: 120_000,
+}, async () => {
+  await using s = await testServer();
+  const r = prng(Number(process.env['TRELLIS_FUZZ_SEED'] ?? 11));
+  const docs = Array.from({ length: 350 }, (_, i) => mutate(r, GOOD_OTHERS[i % GOOD_OTHERS.length]!));
+  const failures: string[] = [];
+  let refused = 0;
+  for (const [i, doc] of docs.entries()) {
+    const res = await fetch(`${s.url}/apis/apply`, {
+      method: 'POST',
+      body: doc,
+      headers: { 'content-type': 'application/yaml' },
+    });
+    const text = await res.text();
+    if (res.status >= 500) {
+      failures.push(`#${i}: ${res.status} ${text.slice(0, 100)}`);
+      continue;
+    }
+    const body = JSON.parse(text) as {
+      code?: string;
+      items?: { error?: { code?: string; message?: string } }[];
+    };
+    const errors =
+      res.status >= 400
+        ? [body as { code?: string; message?: string }]
+        : (body.items ?? []).flatMap((x) => (x.error ? [x.error] : []));
+    for (const e of errors) {
+      refused++;
+      if (!e.code?.startsWith('TRELLIS_ERR_') || !e.message || e.code === 'TRELLIS_ERR_INTERNAL')
+        failures.push(`#${i}: ${JSON.stringify(e).slice(0, 120)}`);
+    }
+  }
+  expect(failures, failures.slice(0, 10).join('\n')).toEqual([]);
+  expect(refused).toBeGreaterThan(docs.length / 3);
+  expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+  console.log(`yaml fuzz, other kinds: ${docs.length} documents, ${refused} refused with a code`);
 });
