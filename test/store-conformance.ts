@@ -102,11 +102,13 @@ export function runStoreConformance(
       await s.deliveries.terminate('a', seqs[1]!);
       s.deliveries.release('a');
       expect((await s.deliveries.fetch('a', 10)).map((l) => l.seq)).toEqual([seqs[2]]);
-      // The in-memory fast path: an appended delivery claimed before any fetch is not fetched again.
+      // The in-memory fast path, where an adapter has it: an appended delivery claimed before any fetch
+      // is not fetched again. Without it, claim says false and fetch returns the delivery.
       const [four] = await s.events.append([{ stream: 'ns/b', event: ev('4'), deliveries: ['a'] }]);
-      expect(s.deliveries.claim('a', four!)).toBe(true);
-      expect(await s.deliveries.fetch('a', 10)).toEqual([]);
-      expect(s.deliveries.claim('a', four!)).toBe(false);
+      if (s.deliveries.claim('a', four!)) {
+        expect(await s.deliveries.fetch('a', 10)).toEqual([]);
+        expect(s.deliveries.claim('a', four!)).toBe(false);
+      } else expect((await s.deliveries.fetch('a', 10)).map((l) => l.seq)).toEqual([four]);
     });
 
     it('acks, retries and terminates deliveries durably', async () => {

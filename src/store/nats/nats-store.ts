@@ -1,0 +1,527 @@
+/**
+ * The NATS JetStream store: the same ports as the embedded SQLite store, over an existing distributed
+ * engine. Events go to one stream (`{P}_EVENTS`, a subject per Broker or Channel) for reads and replay;
+ * at ingress each matching subscription gets a delivery message in a work-queue stream
+ * (`{P}_DELIVERIES`, a subject per subscription, the event in the payload, its sequence, attempt and due
+ * time in headers), read by a durable consumer per subscription that every process shares. A retry is a
+ * new delivery message carrying the attempt and due time, so attempts are counted exactly whatever
+ * JetStream redelivers. Resources live in a KV bucket, watched by every process.
+ * @module
+ */
+import {
+  AckPolicy,
+  type Consumer,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+} from '@nats-io/jetstream';
+import { type KV, Kvm } from '@nats-io/kv';
+import { connect, headers, type NatsConnection, nanos } from '@nats-io/transport-node';
+import {
+  type AppendItem,
+  ConflictError,
+  type DeliveryState,
+  type EventLog,
+  type PendingDelivery,
+  type ResourceEvent,
+  type ResourceObject,
+  type ResourceStore,
+  type Store,
+} from '../types.js';
+import { decodeEvent, encodeEvent, resourceKey, token, untoken } from './codec.js';
+
+export interface NatsStoreOptions {
+  /** `nats://host:port`, or several. */
+  servers: string | string[];
+  /** The first part of every stream, subject and bucket name (several meshes can share one NATS). */
+  prefix?: string;
+  /** How long a fetched delivery stays leased without a sign of life (in-flight ones are kept alive). */
+  ackWaitMs?: number;
+}
+
+const SEQ = 'Trellis-Seq';
+const ATTEMPT = 'Trellis-Attempt';
+const DUE = 'Trellis-Due';
+
+/** Connects, and creates the streams and the bucket if they are not there yet. */
+export async function openNatsStore(opts: NatsStoreOptions): Promise<Store> {
+  const nc = await connect({ servers: opts.servers, name: 'trellis' });
+  try {
+    const s = new NatsStore(nc, await jetstreamManager(nc), jetstream(nc), opts);
+    await s.init();
+    return s;
+  } catch (err) {
+    await nc.close();
+    throw err;
+  }
+}
+
+class NatsStore implements Store {
+  readonly events: EventLog;
+  readonly deliveries: DeliveryState;
+  readonly resources: ResourceStore;
+  private readonly p: string;
+  private readonly eventsStream: string;
+  private readonly deliveriesStream: string;
+  private readonly ackWaitMs: number;
+  private writes = 0;
+  private closed = false;
+  private kv!: KV;
+  private readonly consumers = new Map<string, Consumer>();
+  /** Leased delivery messages, by subscription and event sequence. */
+  private readonly leases = new Map<string, Map<number, JsMsg>>();
+  private keepAlive: NodeJS.Timeout | undefined;
+  /** Every resource by KV key, with its revision, kept current by a watch of the bucket. */
+  private readonly cache = new Map<string, { obj: ResourceObject; revision: number }>();
+  private readonly watchers = new Set<(e: ResourceEvent) => void>();
+  private stopWatch: (() => void) | undefined;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
+    private readonly js: JetStreamClient,
+    opts: NatsStoreOptions,
+  ) {
+    this.p = opts.prefix ?? 'trellis';
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.p))
+      throw new Error(`NATS prefix '${this.p}': use 1-32 of A-Z a-z 0-9 _ -`);
+    this.eventsStream = `${this.p}_EVENTS`;
+    this.deliveriesStream = `${this.p}_DELIVERIES`;
+    this.ackWaitMs = opts.ackWaitMs ?? 60_000;
+    this.events = {
+      append: (items) => this.append(items),
+      pendingWrites: () => this.writes,
+      getEvent: (seq) => this.getEvent(seq),
+      findEvent: (stream, id, source) => this.findEvent(stream, id, source),
+      read: (stream, afterSeq, max) => this.read(stream, afterSeq, max),
+    };
+    this.deliveries = {
+      fetch: (sub, max) => this.fetch(sub, max),
+      claim: () => false,
+      ack: (sub, seq) => this.settle(sub, seq),
+      terminate: (sub, seq) => this.settle(sub, seq),
+      retry: (sub, seq, attempt, dueAt) => this.retry(sub, seq, attempt, dueAt),
+      release: (sub) => this.release(sub),
+      peek: (sub, afterSeq, limit) => this.peek(sub, afterSeq, limit),
+      dropSubscription: (sub) => this.dropSubscription(sub),
+      counts: () => this.counts(),
+    };
+    this.resources = {
+      get: async (kind, ns, name) => this.cache.get(resourceKey(kind, ns, name))?.obj,
+      list: async (kind, ns) => this.list(kind, ns),
+      put: (obj, expected) => this.put(obj, expected),
+      delete: (kind, ns, name) => this.deleteResource(kind, ns, name),
+      watch: (listener) => {
+        this.watchers.add(listener);
+        return () => this.watchers.delete(listener);
+      },
+    };
+  }
+
+  private evSubject(stream: string): string {
+    return `${this.p}.ev.${token(stream)}`;
+  }
+  private dSubject(sub: string): string {
+    return `${this.p}.d.${token(sub)}`;
+  }
+
+  async init(): Promise<void> {
+    await this.ensureStream({
+      name: this.eventsStream,
+      subjects: [`${this.p}.ev.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      allow_direct: true,
+    });
+    await this.ensureStream({
+      name: this.deliveriesStream,
+      subjects: [`${this.p}.d.>`],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      allow_direct: true,
+    });
+    this.kv = await new Kvm(this.nc).create(`${this.p}_resources`, { history: 1 });
+    // Watch first, then load: a change made meanwhile is seen at least once, and revisions order them.
+    const w = await this.kv.watch({ include: 'updates' });
+    this.stopWatch = () => w.stop();
+    void (async () => {
+      for await (const e of w) {
+        if (e.operation === 'PUT')
+          this.cachePut(e.key, JSON.parse(new TextDecoder().decode(e.value)), e.revision);
+        else this.cacheDelete(e.key);
+      }
+    })();
+    for await (const key of await this.kv.keys()) {
+      const e = await this.kv.get(key);
+      if (e !== null && e.operation === 'PUT')
+        this.cachePut(key, e.json<ResourceObject>(), e.revision, false);
+    }
+    this.keepAlive = setInterval(
+      () => {
+        for (const m of this.leases.values()) for (const msg of m.values()) msg.working();
+      },
+      Math.max(1000, this.ackWaitMs / 3),
+    );
+    this.keepAlive.unref();
+  }
+
+  private async ensureStream(cfg: Parameters<JetStreamManager['streams']['add']>[0]): Promise<void> {
+    try {
+      await this.jsm.streams.info(cfg.name!);
+    } catch {
+      await this.jsm.streams.add(cfg);
+    }
+  }
+
+  async ready(): Promise<void> {
+    if (this.closed || this.nc.isClosed()) throw new Error('the NATS connection is closed');
+    await this.nc.flush();
+  }
+
+  // Events
+
+  private async append(items: readonly AppendItem[]): Promise<number[]> {
+    if (this.closed) throw new Error('store is closed');
+    this.writes += items.length;
+    try {
+      // Pipelined: every publish goes out before any acknowledgement is awaited.
+      const payloads = items.map((it) => encodeEvent(it.event));
+      const acks = await Promise.all(
+        items.map((it, i) => this.js.publish(this.evSubject(it.stream), payloads[i])),
+      );
+      const seqs = acks.map((a) => a.seq);
+      const deliveries: Promise<unknown>[] = [];
+      for (const [i, it] of items.entries()) {
+        for (const sub of it.deliveries)
+          deliveries.push(this.publishDelivery(sub, seqs[i]!, 0, 0, payloads[i]!));
+      }
+      await Promise.all(deliveries);
+      return seqs;
+    } finally {
+      this.writes -= items.length;
+    }
+  }
+
+  private publishDelivery(sub: string, seq: number, attempt: number, dueAt: number, payload: Uint8Array) {
+    const h = headers();
+    h.set(SEQ, String(seq));
+    h.set(ATTEMPT, String(attempt));
+    h.set(DUE, String(dueAt));
+    return this.js.publish(this.dSubject(sub), payload, { headers: h });
+  }
+
+  private async getEvent(seq: number) {
+    try {
+      const m = await this.jsm.streams.getMessage(this.eventsStream, { seq });
+      return m === null ? undefined : decodeEvent(m.data);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Stored messages of one subject of a stream, from a sequence on, with an ordered consumer. */
+  private async *scan(stream: string, subject: string, startSeq: number, max: number): AsyncGenerator<JsMsg> {
+    const c = await this.js.consumers.get(stream, {
+      filter_subjects: subject,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: Math.max(1, startSeq),
+    });
+    try {
+      let left = max;
+      while (left > 0) {
+        const pending = (await c.info()).num_pending;
+        const n = Math.min(left, pending, 1000);
+        if (n <= 0) return;
+        const iter = await c.fetch({ max_messages: n, expires: 2000 });
+        let got = 0;
+        for await (const m of iter) {
+          got++;
+          yield m;
+        }
+        if (got === 0) return;
+        left -= got;
+      }
+    } finally {
+      await c.delete().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Stored messages of a subject of the deliveries stream, without a consumer (a work-queue stream
+   * allows no second consumer on a subject): one direct get per message, for peek and compaction.
+   */
+  private async *storedDeliveries(
+    subject: string,
+  ): AsyncGenerator<{ seq: number; headers: { get(k: string): string } | undefined; data: Uint8Array }> {
+    let seq = 1;
+    for (;;) {
+      const m = await this.jsm.direct
+        .getMessage(this.deliveriesStream, { seq, next_by_subj: subject })
+        .catch(() => null);
+      if (m === null) return;
+      yield { seq: m.seq, headers: m.header, data: m.data };
+      seq = m.seq + 1;
+    }
+  }
+
+  private async read(stream: string, afterSeq: number, max: number) {
+    const out: { seq: number; event: ReturnType<typeof decodeEvent> }[] = [];
+    for await (const m of this.scan(this.eventsStream, this.evSubject(stream), afterSeq + 1, max))
+      out.push({ seq: m.seq, event: decodeEvent(m.data) });
+    return out;
+  }
+
+  private async findEvent(stream: string, id: string, source?: string) {
+    let found: ReturnType<typeof decodeEvent> | undefined;
+    for await (const m of this.scan(this.eventsStream, this.evSubject(stream), 1, 100_000)) {
+      const e = decodeEvent(m.data);
+      if (e.attrs['id'] === id && (source === undefined || e.attrs['source'] === source)) found = e;
+    }
+    return found;
+  }
+
+  // Deliveries
+
+  private async consumer(sub: string): Promise<Consumer> {
+    let c = this.consumers.get(sub);
+    if (c === undefined) {
+      const durable = `d${token(sub)}`;
+      try {
+        await this.jsm.consumers.info(this.deliveriesStream, durable);
+      } catch {
+        await this.jsm.consumers.add(this.deliveriesStream, {
+          durable_name: durable,
+          filter_subject: this.dSubject(sub),
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: nanos(this.ackWaitMs),
+          max_deliver: -1,
+        });
+      }
+      c = await this.js.consumers.get(this.deliveriesStream, durable);
+      this.consumers.set(sub, c);
+    }
+    return c;
+  }
+
+  private async fetch(sub: string, max: number): Promise<PendingDelivery[]> {
+    const c = await this.consumer(sub);
+    // Released (nak'd) messages must reach the server before it is asked what is waiting.
+    if (this.released) {
+      this.released = false;
+      await this.nc.flush();
+    }
+    let leased = this.leases.get(sub);
+    if (leased === undefined) {
+      leased = new Map();
+      this.leases.set(sub, leased);
+    }
+    // Waiting: never delivered, plus delivered and not acknowledged by anyone here (nak'd, or leased by
+    // a process that died): the second is an upper bound, so that fetch waits only briefly for it.
+    const info = await c.info();
+    const maybe = Math.max(0, info.num_ack_pending - leased.size);
+    const n = Math.min(max, info.num_pending + maybe);
+    if (n <= 0) return [];
+    const out: PendingDelivery[] = [];
+    const expires = info.num_pending >= n ? 2000 : 1000;
+    for await (const m of await c.fetch({ max_messages: n, expires })) {
+      const seq = Number(m.headers?.get(SEQ));
+      leased.set(seq, m);
+      out.push({
+        subscription: sub,
+        seq,
+        attempt: Number(m.headers?.get(ATTEMPT) ?? 0),
+        dueAt: Number(m.headers?.get(DUE) ?? 0),
+        event: decodeEvent(m.data),
+      });
+    }
+    return out.sort((a, b) => a.seq - b.seq);
+  }
+
+  private take(sub: string, seq: number): JsMsg | undefined {
+    const m = this.leases.get(sub)?.get(seq);
+    if (m !== undefined) this.leases.get(sub)!.delete(seq);
+    return m;
+  }
+
+  /** Ack or terminate: either way the work-queue message is removed (acknowledged, and confirmed). */
+  private async settle(sub: string, seq: number): Promise<void> {
+    const m = this.take(sub, seq);
+    if (m !== undefined) await m.ackAck();
+  }
+
+  /** A retry is a new delivery message with the attempt and due time, then the old one is removed. */
+  private async retry(sub: string, seq: number, attempt: number, dueAt: number): Promise<void> {
+    const m = this.take(sub, seq);
+    if (m === undefined) return;
+    await this.publishDelivery(sub, seq, attempt, dueAt, m.data);
+    await m.ackAck();
+  }
+
+  private released = false;
+
+  private release(sub: string): void {
+    const m = this.leases.get(sub);
+    if (m === undefined) return;
+    for (const msg of m.values()) msg.nak();
+    this.leases.delete(sub);
+    this.released = true;
+  }
+
+  private async peek(sub: string, afterSeq: number, limit: number): Promise<PendingDelivery[]> {
+    const out: PendingDelivery[] = [];
+    for await (const m of this.storedDeliveries(this.dSubject(sub))) {
+      const seq = Number(m.headers?.get(SEQ));
+      if (seq <= afterSeq) continue;
+      out.push({
+        subscription: sub,
+        seq,
+        attempt: Number(m.headers?.get(ATTEMPT) ?? 0),
+        dueAt: Number(m.headers?.get(DUE) ?? 0),
+        event: decodeEvent(m.data),
+      });
+    }
+    return out.sort((a, b) => a.seq - b.seq).slice(0, limit);
+  }
+
+  private async dropSubscription(sub: string): Promise<void> {
+    this.leases.delete(sub);
+    this.consumers.delete(sub);
+    await this.jsm.consumers.delete(this.deliveriesStream, `d${token(sub)}`).catch(() => undefined);
+    await this.jsm.streams.purge(this.deliveriesStream, { filter: this.dSubject(sub) });
+  }
+
+  private async counts(): Promise<Map<string, number>> {
+    const info = await this.jsm.streams.info(this.deliveriesStream, { subjects_filter: `${this.p}.d.>` });
+    const out = new Map<string, number>();
+    for (const [subject, n] of Object.entries(info.state.subjects ?? {})) {
+      if (n > 0) out.set(untoken(subject.slice(`${this.p}.d.`.length)), n);
+    }
+    return out;
+  }
+
+  /**
+   * Removes events older than `olderThanMs` that no pending delivery refers to (they are kept for
+   * `getEvent` while a retry may need them); resolves with how many were removed.
+   */
+  async compact(olderThanMs: number): Promise<number> {
+    const info = await this.jsm.streams.info(this.eventsStream);
+    if (info.state.messages === 0) return 0;
+    let limit = info.state.last_seq + 1;
+    if (olderThanMs > 0)
+      limit = await this.firstNewerThan(Date.now() - olderThanMs, info.state.first_seq, limit);
+    const d = await this.jsm.streams.info(this.deliveriesStream);
+    if (d.state.messages > 0) {
+      for await (const m of this.storedDeliveries(`${this.p}.d.>`))
+        limit = Math.min(limit, Number(m.headers?.get(SEQ)));
+    }
+    if (limit <= info.state.first_seq) return 0;
+    const r = await this.jsm.streams.purge(this.eventsStream, { seq: limit });
+    return r.purged;
+  }
+
+  /** The first event sequence stored at or after `time` (a binary search over the stored range). */
+  private async firstNewerThan(time: number, first: number, end: number): Promise<number> {
+    let lo = first;
+    let hi = end;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const m = await this.jsm.streams.getMessage(this.eventsStream, { seq: mid }).catch(() => null);
+      if (m !== null && m.time.getTime() < time) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  // Resources
+
+  private emit(e: ResourceEvent): void {
+    for (const w of this.watchers) w(e);
+  }
+
+  private cachePut(key: string, body: ResourceObject, revision: number, notify = true): void {
+    const prev = this.cache.get(key);
+    if (prev !== undefined && prev.revision >= revision) return;
+    const obj = { ...body, metadata: { ...body.metadata, resourceVersion: String(revision) } };
+    this.cache.set(key, { obj, revision });
+    if (notify) this.emit({ type: prev === undefined ? 'ADDED' : 'MODIFIED', object: obj });
+  }
+
+  private cacheDelete(key: string): void {
+    const prev = this.cache.get(key);
+    if (prev === undefined) return;
+    this.cache.delete(key);
+    this.emit({ type: 'DELETED', object: prev.obj });
+  }
+
+  private list(kind: string, ns?: string): ResourceObject[] {
+    const prefix = ns === undefined ? `${kind}.` : `${kind}.${ns}.`;
+    const out: ResourceObject[] = [];
+    for (const [k, v] of this.cache) if (k.startsWith(prefix)) out.push(v.obj);
+    return out.sort(
+      (a, b) =>
+        a.metadata.namespace.localeCompare(b.metadata.namespace) ||
+        a.metadata.name.localeCompare(b.metadata.name),
+    );
+  }
+
+  private async put(obj: ResourceObject, expected: string | undefined): Promise<ResourceObject> {
+    const key = resourceKey(obj.kind, obj.metadata.namespace, obj.metadata.name);
+    const body = JSON.stringify({ ...obj, metadata: { ...obj.metadata, resourceVersion: '' } });
+    let revision: number;
+    try {
+      if (expected === undefined) revision = await this.kv.put(key, body);
+      else if (expected === '') revision = await this.kv.create(key, body);
+      else {
+        const want = Number(expected);
+        if (!Number.isSafeInteger(want)) throw new Error('not a revision');
+        revision = await this.kv.update(key, body, want);
+      }
+    } catch (err) {
+      if (expected === undefined) throw err;
+      const have = this.cache.get(key)?.obj.metadata.resourceVersion ?? '';
+      throw new ConflictError(
+        `${obj.kind} ${obj.metadata.namespace}/${obj.metadata.name} is at resourceVersion '${have}', not '${expected}'; get it again and retry`,
+      );
+    }
+    this.cachePut(key, JSON.parse(body) as ResourceObject, revision);
+    return this.cache.get(key)!.obj;
+  }
+
+  private async deleteResource(kind: string, ns: string, name: string): Promise<ResourceObject | undefined> {
+    const key = resourceKey(kind, ns, name);
+    const cur = this.cache.get(key);
+    if (cur === undefined) return undefined;
+    await this.kv.delete(key);
+    this.cacheDelete(key);
+    return cur.obj;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.keepAlive);
+    for (const sub of [...this.leases.keys()]) this.release(sub);
+    this.stopWatch?.();
+    this.watchers.clear();
+    await this.nc.drain().catch(() => undefined);
+  }
+
+  /** Deletes the streams and the bucket (tests, and `trellis` tooling that removes a mesh). */
+  async destroy(): Promise<void> {
+    await this.jsm.streams.delete(this.eventsStream).catch(() => undefined);
+    await this.jsm.streams.delete(this.deliveriesStream).catch(() => undefined);
+    await this.kv.destroy().catch(() => undefined);
+  }
+}
+
+/** Deletes every stream and bucket of a prefix (tests clean up after themselves with it). */
+export async function destroyNatsStore(servers: string, prefix: string): Promise<void> {
+  const s = (await openNatsStore({ servers, prefix })) as unknown as NatsStore;
+  await s.destroy();
+  await s.close();
+}
