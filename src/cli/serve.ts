@@ -46,7 +46,7 @@ function adminToken(file: string | undefined): string | undefined {
 export function runServe(program: Command): void {
   program
     .command('serve')
-    .description('Run a Trellis server with the embedded SQLite store.')
+    .description('Run a Trellis server: the embedded SQLite store, or NATS JetStream shared by many servers.')
     .addOption(
       new Option('--port <port>', 'port (0 picks a free one)')
         .env('TRELLIS_PORT')
@@ -55,6 +55,22 @@ export function runServe(program: Command): void {
     )
     .addOption(
       new Option('--host <host>', 'address to listen on').env('TRELLIS_HOST').default(DEFAULT_CONFIG.host),
+    )
+    .addOption(
+      new Option('--store <store>', 'sqlite (embedded, one process) or nats (JetStream, many processes)')
+        .choices(['sqlite', 'nats'])
+        .env('TRELLIS_STORE')
+        .default(DEFAULT_CONFIG.store),
+    )
+    .addOption(
+      new Option('--nats-url <urls>', 'NATS servers for --store nats, comma-separated')
+        .env('NATS_URL')
+        .default(DEFAULT_CONFIG.natsUrl),
+    )
+    .addOption(
+      new Option('--nats-prefix <prefix>', 'NATS stream and bucket names start with it; one mesh per prefix')
+        .env('TRELLIS_NATS_PREFIX')
+        .default(DEFAULT_CONFIG.natsPrefix),
     )
     .addOption(
       new Option('--data-dir <dir>', 'where the store lives')
@@ -166,6 +182,9 @@ Examples:
         port: opts['port'] as number,
         host: opts['host'] as string,
         dataDir: opts['dataDir'] as string,
+        store: opts['store'] as 'sqlite' | 'nats',
+        natsUrl: opts['natsUrl'] as string,
+        natsPrefix: opts['natsPrefix'] as string,
         publicUrl: opts['publicUrl'] as string | undefined,
         maxBodyBytes: opts['maxBodyBytes'] as number,
         deliveryTimeoutMs: opts['deliveryTimeout'] as number,

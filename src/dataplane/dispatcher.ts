@@ -110,10 +110,7 @@ export class Dispatcher {
     }
     if (!resync) return;
     this.synced = true;
-    const counts = await this.state.counts();
-    const lag = new Map<string, number>();
-    for (const r of routes) lag.set(r.stream, (lag.get(r.stream) ?? 0) + (counts.get(r.id) ?? 0));
-    this.lag.reset(lag);
+    const counts = await this.resyncLag();
     const keep = existing();
     for (const id of counts.keys()) {
       if (!keep.has(id)) {
@@ -121,6 +118,21 @@ export class Dispatcher {
         await this.state.dropSubscription(id);
       }
     }
+  }
+
+  /** Reads every subscription's pending count from the store and sets the lag per stream from it. */
+  async resyncLag(): Promise<Map<string, number>> {
+    const counts = await this.state.counts();
+    const lag = new Map<string, number>();
+    for (const w of this.workers.values())
+      lag.set(w.route.stream, (lag.get(w.route.stream) ?? 0) + (counts.get(w.route.id) ?? 0));
+    this.lag.reset(lag);
+    return counts;
+  }
+
+  /** Asks every idle worker to look for deliveries (a shared store: other processes append too). */
+  poll(): void {
+    for (const w of this.workers.values()) w.poll();
   }
 
   /** Called by ingress after an event was stored with a pending delivery for `subscription`. */
@@ -176,6 +188,13 @@ class SubscriptionWorker {
       if (this.scanning) this.missed = true;
       this.pump();
     }
+  }
+
+  /** Looks in the store for deliveries when idle (nothing buffered, no scan running). */
+  poll(): void {
+    if (this.stopped || this.scanning || this.buffer.length > 0) return;
+    this.backlog = true;
+    this.pump();
   }
 
   stop(): void {
@@ -397,6 +416,13 @@ class SubscriptionWorker {
   /** Records a failed attempt and brings the delivery back when the next one is due. */
   private async retryLater(item: Item, attempt: number, waitMs: number): Promise<void> {
     const due = Date.now() + waitMs;
+    if (this.d.state.retriesRefetched) {
+      // A shared store hands the retry out again through fetch (to this process or another); only the
+      // one that fetches it waits for it. A failed write keeps the lease, so the delivery is not lost.
+      await this.d.state.retry(this.route.id, item.seq, attempt, due);
+      this.backlog = true;
+      return;
+    }
     this.d.state.retry(this.route.id, item.seq, attempt, due).catch((err: unknown) => {
       this.d.logger.error(
         { err, subscription: this.label(), seq: item.seq },

@@ -4,6 +4,12 @@
  */
 
 export interface ServerConfig {
+  /** Where events, deliveries and resources live: `sqlite` (embedded) or `nats` (JetStream, shared by many processes). Env TRELLIS_STORE. */
+  store: 'sqlite' | 'nats';
+  /** NATS servers for `store: nats`. Env NATS_URL. */
+  natsUrl: string;
+  /** The first part of the NATS stream and bucket names: processes with the same one form one mesh. */
+  natsPrefix: string;
   /** Address to listen on. Env TRELLIS_HOST. */
   host: string;
   /** Port; 0 picks a free one. Env TRELLIS_PORT. */
@@ -51,6 +57,9 @@ export interface ServerConfig {
 }
 
 export const DEFAULT_CONFIG: ServerConfig = {
+  store: 'sqlite',
+  natsUrl: 'nats://127.0.0.1:4222',
+  natsPrefix: 'trellis',
   host: '127.0.0.1',
   port: 8080,
   dataDir: './.trellis',

@@ -63,7 +63,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     throw new Error('maxBodyBytes must be at least 65536 (the CloudEvents HTTP binding asks for 64 KiB)');
   const logger = pino({ level: cfg.logLevel, base: { name: 'trellis' } });
   checkProtectedMode(cfg, logger);
-  const store = openSqliteStore({ dataDir: cfg.dataDir });
+  const store = await openStore(cfg);
   await store.ready();
   const registry = new ResourceRegistry(store.resources);
   const sender = new Sender({
@@ -262,20 +262,33 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
 
   // Delivered events leave the store in small steps, so no step holds the writer for long.
   let compacting = false;
-  const compactor = setInterval(() => {
-    if (compacting) return;
-    compacting = true;
-    void (async () => {
-      try {
-        for (let i = 0; i < 20 && (await store.compact(cfg.retentionMs)) >= 10_000; i++);
-      } catch (err) {
-        logger.warn({ err }, 'compaction failed');
-      } finally {
-        compacting = false;
-      }
-    })();
-  }, 1000);
+  const compactor = setInterval(
+    () => {
+      if (compacting) return;
+      compacting = true;
+      void (async () => {
+        try {
+          for (let i = 0; i < 20 && (await store.compact(cfg.retentionMs)) >= 10_000; i++);
+        } catch (err) {
+          logger.warn({ err }, 'compaction failed');
+        } finally {
+          compacting = false;
+        }
+      })();
+    },
+    cfg.store === 'nats' ? 60_000 : 1000,
+  );
   compactor.unref();
+  // With a shared store, other processes deliver what this one stored: lag is read from the store.
+  const lagSync =
+    cfg.store === 'nats'
+      ? setInterval(() => {
+          // Deliveries other processes stored, and lag they took away, are seen here.
+          dispatcher.poll();
+          void dispatcher.resyncLag().catch((err: unknown) => logger.warn({ err }, 'reading lag failed'));
+        }, 1000)
+      : undefined;
+  lagSync?.unref();
 
   logger.info({ url, dataDir: cfg.dataDir }, 'trellis is serving');
   let closing: Promise<void> | undefined;
@@ -295,6 +308,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       closing ??= (async () => {
         ingress.accepting = false;
         clearInterval(compactor);
+        clearInterval(lagSync);
         clearInterval(eventTypeFlusher);
         reconciler?.stop();
         // Requests already in progress get their answer; keep-alive connections are closed after it
@@ -312,6 +326,15 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       return closing;
     },
   };
+}
+
+/** Opens the configured store; the NATS client is loaded only when it is used. */
+async function openStore(cfg: ServerConfig): Promise<Store> {
+  if (cfg.store === 'nats') {
+    const { openNatsStore } = await import('../store/nats/nats-store.js');
+    return openNatsStore({ servers: cfg.natsUrl.split(','), prefix: cfg.natsPrefix });
+  }
+  return openSqliteStore({ dataDir: cfg.dataDir });
 }
 
 /**

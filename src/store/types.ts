@@ -57,6 +57,11 @@ export interface EventLog {
  * message handles to itself (ack, nak with a delay, term).
  */
 export interface DeliveryState {
+  /**
+   * True when a retried delivery comes back through `fetch` when it is due (a store shared by several
+   * processes); false when the worker that retried it keeps it and brings it back itself.
+   */
+  readonly retriesRefetched?: boolean;
   /** Leases up to `max` pending deliveries of a subscription that no lease holds, oldest first, due or not. */
   fetch(subscription: string, max: number): Promise<PendingDelivery[]>;
   /**

@@ -45,6 +45,8 @@ export interface NatsStoreOptions {
 }
 
 const SEQ = 'Trellis-Seq';
+/** Compaction reads at most this many pending deliveries; beyond, it waits for the backlog to shrink. */
+const COMPACT_SCAN_LIMIT = 10_000;
 const ATTEMPT = 'Trellis-Attempt';
 const DUE = 'Trellis-Due';
 
@@ -101,6 +103,7 @@ class NatsStore implements Store {
       read: (stream, afterSeq, max) => this.read(stream, afterSeq, max),
     };
     this.deliveries = {
+      retriesRefetched: true,
       fetch: (sub, max) => this.fetch(sub, max),
       claim: () => false,
       ack: (sub, seq) => this.settle(sub, seq),
@@ -405,20 +408,26 @@ class NatsStore implements Store {
   }
 
   /**
-   * Removes events older than `olderThanMs` that no pending delivery refers to (they are kept for
-   * `getEvent` while a retry may need them); resolves with how many were removed.
+   * Removes events older than `olderThanMs` below the oldest one a pending delivery refers to (its
+   * retry may read it again); resolves with how many were removed. Finding that one reads the pending
+   * deliveries, so with more than COMPACT_SCAN_LIMIT of them a round removes nothing: events are kept
+   * longer than the retention while subscribers are far behind.
    */
   async compact(olderThanMs: number): Promise<number> {
     const info = await this.jsm.streams.info(this.eventsStream);
     if (info.state.messages === 0) return 0;
     let limit = info.state.last_seq + 1;
-    if (olderThanMs > 0)
-      limit = await this.firstNewerThan(Date.now() - olderThanMs, info.state.first_seq, limit);
     const d = await this.jsm.streams.info(this.deliveriesStream);
+    if (d.state.messages > COMPACT_SCAN_LIMIT) return 0;
     if (d.state.messages > 0) {
       for await (const m of this.storedDeliveries(`${this.p}.d.>`))
         limit = Math.min(limit, Number(m.headers?.get(SEQ)));
     }
+    if (olderThanMs > 0)
+      limit = Math.min(
+        limit,
+        await this.firstNewerThan(Date.now() - olderThanMs, info.state.first_seq, limit),
+      );
     if (limit <= info.state.first_seq) return 0;
     const r = await this.jsm.streams.purge(this.eventsStream, { seq: limit });
     return r.purged;
