@@ -4,39 +4,17 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyNatsStore } from '../src/store/nats/nats-store.js';
+import { NATS_URL, natsUp } from './helpers/nats.js';
 import { run, type Served, serve } from './helpers/process.js';
 import { ceHeaders } from './helpers/server.js';
-import { IN_CI } from './helpers/shared.js';
 import { startSink } from './helpers/sink.js';
 
-const NATS = process.env['NATS_URL'] ?? 'nats://127.0.0.1:4222';
-
-async function reachable(url: string): Promise<boolean> {
-  const u = new URL(url);
-  return new Promise((resolve) => {
-    const s = new Socket();
-    s.setTimeout(1000);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-    s.once('timeout', () => resolve(false));
-    s.connect(Number(u.port || 4222), u.hostname);
-  });
-}
-
-const up = await reachable(NATS);
-if (!up) {
-  const msg = `NATS is not reachable at ${NATS}: start it with 'nats-server -js' (the machine notes give the command)`;
-  if (IN_CI) throw new Error(msg);
-  console.warn(`SKIPPED: ${msg}`);
-}
+const NATS = NATS_URL;
+const up = await natsUp();
 
 describe.runIf(up)('two processes on one NATS', () => {
   const prefix = `c${randomBytes(5).toString('hex')}`;

@@ -50,6 +50,20 @@ const COMPACT_SCAN_LIMIT = 10_000;
 const ATTEMPT = 'Trellis-Attempt';
 const DUE = 'Trellis-Due';
 
+/** A delivery message as the port's pending delivery: the event, and its sequence, attempt and due time. */
+function toDelivery(
+  sub: string,
+  m: { headers?: { get(k: string): string } | undefined; data: Uint8Array },
+): PendingDelivery {
+  return {
+    subscription: sub,
+    seq: Number(m.headers?.get(SEQ)),
+    attempt: Number(m.headers?.get(ATTEMPT) ?? 0),
+    dueAt: Number(m.headers?.get(DUE) ?? 0),
+    event: decodeEvent(m.data),
+  };
+}
+
 /** Connects, and creates the streams and the bucket if they are not there yet. */
 export async function openNatsStore(opts: NatsStoreOptions): Promise<Store> {
   const nc = await connect({ servers: opts.servers, name: 'trellis' });
@@ -332,15 +346,9 @@ class NatsStore implements Store {
     const out: PendingDelivery[] = [];
     const expires = info.num_pending >= n ? 2000 : 1000;
     for await (const m of await c.fetch({ max_messages: n, expires })) {
-      const seq = Number(m.headers?.get(SEQ));
-      leased.set(seq, m);
-      out.push({
-        subscription: sub,
-        seq,
-        attempt: Number(m.headers?.get(ATTEMPT) ?? 0),
-        dueAt: Number(m.headers?.get(DUE) ?? 0),
-        event: decodeEvent(m.data),
-      });
+      const d = toDelivery(sub, m);
+      leased.set(d.seq, m);
+      out.push(d);
     }
     return out.sort((a, b) => a.seq - b.seq);
   }
@@ -378,15 +386,8 @@ class NatsStore implements Store {
   private async peek(sub: string, afterSeq: number, limit: number): Promise<PendingDelivery[]> {
     const out: PendingDelivery[] = [];
     for await (const m of this.storedDeliveries(this.dSubject(sub))) {
-      const seq = Number(m.headers?.get(SEQ));
-      if (seq <= afterSeq) continue;
-      out.push({
-        subscription: sub,
-        seq,
-        attempt: Number(m.headers?.get(ATTEMPT) ?? 0),
-        dueAt: Number(m.headers?.get(DUE) ?? 0),
-        event: decodeEvent(m.data),
-      });
+      const d = toDelivery(sub, m);
+      if (d.seq > afterSeq) out.push(d);
     }
     return out.sort((a, b) => a.seq - b.seq).slice(0, limit);
   }
