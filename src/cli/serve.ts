@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../resources/duration.js';
-import { DEFAULT_CONFIG } from '../server/config.js';
+import { DEFAULT_CONFIG, type NatsAuth } from '../server/config.js';
 
 function int(name: string) {
   return (v: string) => {
@@ -72,6 +72,29 @@ export function runServe(program: Command): void {
         .env('TRELLIS_NATS_PREFIX')
         .default(DEFAULT_CONFIG.natsPrefix),
     )
+    .addOption(
+      new Option(
+        '--nats-ack-wait <duration>',
+        'how long a delivery held by a process that stopped answering waits before another process takes it',
+      )
+        .env('TRELLIS_NATS_ACK_WAIT')
+        .default(DEFAULT_CONFIG.natsAckWaitMs, 'PT30S')
+        .argParser(duration('--nats-ack-wait')),
+    )
+    .addOption(
+      new Option('--nats-creds <file>', 'NATS credentials file (JWT and NKey seed)').env('NATS_CREDS'),
+    )
+    .addOption(
+      new Option('--nats-user <user>', 'NATS user; the password is read from NATS_PASSWORD').env('NATS_USER'),
+    )
+    .addOption(new Option('--nats-token-file <file>', 'a file holding the NATS token (or set NATS_TOKEN)'))
+    .addOption(
+      new Option('--nats-tls-ca <file>', 'CA certificate that signs the NATS servers (use tls:// URLs)').env(
+        'NATS_CA',
+      ),
+    )
+    .addOption(new Option('--nats-tls-cert <file>', 'client certificate for NATS (mTLS)').env('NATS_CERT'))
+    .addOption(new Option('--nats-tls-key <file>', 'client key for NATS (mTLS)').env('NATS_KEY'))
     .addOption(
       new Option('--data-dir <dir>', 'where the store lives')
         .env('TRELLIS_DATA_DIR')
@@ -185,6 +208,8 @@ Examples:
         store: opts['store'] as 'sqlite' | 'nats',
         natsUrl: opts['natsUrl'] as string,
         natsPrefix: opts['natsPrefix'] as string,
+        natsAckWaitMs: Math.max(1000, opts['natsAckWait'] as number),
+        nats: natsAuth(opts),
         publicUrl: opts['publicUrl'] as string | undefined,
         maxBodyBytes: opts['maxBodyBytes'] as number,
         deliveryTimeoutMs: opts['deliveryTimeout'] as number,
@@ -227,4 +252,31 @@ Examples:
         );
       }
     });
+}
+
+/** NATS credentials from flags, files and the environment (the names the `nats` CLI reads); secrets never on the command line. */
+function natsAuth(opts: Record<string, unknown>): NatsAuth {
+  const str = (k: string) =>
+    typeof opts[k] === 'string' && opts[k] !== '' ? (opts[k] as string) : undefined;
+  const tokenFile = str('natsTokenFile');
+  let token = process.env['NATS_TOKEN'] || undefined;
+  if (tokenFile !== undefined) {
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new InvalidArgumentError(
+        `--nats-token-file: cannot read ${tokenFile}: ${(err as Error).message}`,
+      );
+    }
+  }
+  const password = process.env['NATS_PASSWORD'] || undefined;
+  return {
+    credsFile: str('natsCreds'),
+    user: str('natsUser'),
+    password,
+    token,
+    tlsCaFile: str('natsTlsCa'),
+    tlsCertFile: str('natsTlsCert'),
+    tlsKeyFile: str('natsTlsKey'),
+  };
 }

@@ -10,6 +10,10 @@ export interface ServerConfig {
   natsUrl: string;
   /** The first part of the NATS stream and bucket names: processes with the same one form one mesh. */
   natsPrefix: string;
+  /** How long a process may hold a delivery without a sign of life before another process takes it (a process that died), ms. */
+  natsAckWaitMs: number;
+  /** NATS credentials and TLS: a creds file, user and password, a token, CA, client certificate and key. */
+  nats?: NatsAuth | undefined;
   /** Address to listen on. Env TRELLIS_HOST. */
   host: string;
   /** Port; 0 picks a free one. Env TRELLIS_PORT. */
@@ -56,10 +60,22 @@ export interface ServerConfig {
   eventTypeLimit: number;
 }
 
+/** How to authenticate to NATS and check its certificate. Env NATS_CREDS, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CA, NATS_CERT, NATS_KEY. */
+export interface NatsAuth {
+  credsFile?: string | undefined;
+  user?: string | undefined;
+  password?: string | undefined;
+  token?: string | undefined;
+  tlsCaFile?: string | undefined;
+  tlsCertFile?: string | undefined;
+  tlsKeyFile?: string | undefined;
+}
+
 export const DEFAULT_CONFIG: ServerConfig = {
   store: 'sqlite',
   natsUrl: 'nats://127.0.0.1:4222',
   natsPrefix: 'trellis',
+  natsAckWaitMs: 30_000,
   host: '127.0.0.1',
   port: 8080,
   dataDir: './.trellis',

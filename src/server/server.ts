@@ -332,7 +332,16 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
 async function openStore(cfg: ServerConfig): Promise<Store> {
   if (cfg.store === 'nats') {
     const { openNatsStore } = await import('../store/nats/nats-store.js');
-    return openNatsStore({ servers: cfg.natsUrl.split(','), prefix: cfg.natsPrefix });
+    const where = cfg.natsUrl
+      .split(',')
+      .map((u) => u.replace(/\/\/[^@/]*@/, '//***@'))
+      .join(',');
+    return openNatsStore({ servers: cfg.natsUrl.split(','), prefix: cfg.natsPrefix,
+      ackWaitMs: cfg.natsAckWaitMs,
+      ...cfg.nats,
+    }).catch((err: unknown) => {
+      throw new Error(`cannot use NATS at ${where}: ${(err as Error).message}`, { cause: err });
+    });
   }
   return openSqliteStore({ dataDir: cfg.dataDir });
 }

@@ -8,6 +8,8 @@
  * JetStream redelivers. Resources live in a KV bucket, watched by every process.
  * @module
  */
+
+import { readFileSync } from 'node:fs';
 import {
   AckPolicy,
   type Consumer,
@@ -21,7 +23,17 @@ import {
   StorageType,
 } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
-import { connect, headers, type NatsConnection, nanos } from '@nats-io/transport-node';
+import {
+  type Authenticator,
+  type ConnectionOptions,
+  connect,
+  credsAuthenticator,
+  headers,
+  type NatsConnection,
+  nanos,
+  tokenAuthenticator,
+  usernamePasswordAuthenticator,
+} from '@nats-io/transport-node';
 import {
   type AppendItem,
   ConflictError,
@@ -42,6 +54,19 @@ export interface NatsStoreOptions {
   prefix?: string;
   /** How long a fetched delivery stays leased without a sign of life (in-flight ones are kept alive). */
   ackWaitMs?: number;
+  /** A NATS credentials file (JWT and NKey seed), as `nats` and `nsc` write them. */
+  credsFile?: string | undefined;
+  /** User and password (NATS `authorization { users }`). */
+  user?: string | undefined;
+  password?: string | undefined;
+  /** A NATS authorization token. */
+  token?: string | undefined;
+  /** TLS: the CA that signs the NATS servers' certificates, and a client certificate and key (mTLS). */
+  tlsCaFile?: string | undefined;
+  tlsCertFile?: string | undefined;
+  tlsKeyFile?: string | undefined;
+  /** Publishes awaiting JetStream's acknowledgement, across all requests; more wait their turn. */
+  publishWindow?: number;
 }
 
 const SEQ = 'Trellis-Seq';
@@ -64,9 +89,37 @@ function toDelivery(
   };
 }
 
+/** The connection options for the NATS client: credentials, TLS, and reconnecting for ever. */
+export function connectionOptions(opts: NatsStoreOptions): ConnectionOptions {
+  const authenticator: Authenticator[] = [];
+  if (opts.credsFile !== undefined) {
+    const file = opts.credsFile;
+    authenticator.push(credsAuthenticator(() => readFileSync(file)));
+  }
+  if (opts.user !== undefined) authenticator.push(usernamePasswordAuthenticator(opts.user, opts.password));
+  if (opts.token !== undefined) authenticator.push(tokenAuthenticator(opts.token));
+  const tls =
+    opts.tlsCaFile !== undefined || opts.tlsCertFile !== undefined || opts.tlsKeyFile !== undefined
+      ? {
+          ...(opts.tlsCaFile !== undefined ? { caFile: opts.tlsCaFile } : {}),
+          ...(opts.tlsCertFile !== undefined ? { certFile: opts.tlsCertFile } : {}),
+          ...(opts.tlsKeyFile !== undefined ? { keyFile: opts.tlsKeyFile } : {}),
+        }
+      : undefined;
+  return {
+    servers: opts.servers,
+    name: 'trellis',
+    // A NATS restart or a failover must never leave a process without its store for good.
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    ...(authenticator.length > 0 ? { authenticator } : {}),
+    ...(tls !== undefined ? { tls } : {}),
+  };
+}
+
 /** Connects, and creates the streams and the bucket if they are not there yet. */
 export async function openNatsStore(opts: NatsStoreOptions): Promise<Store> {
-  const nc = await connect({ servers: opts.servers, name: 'trellis' });
+  const nc = await connect(connectionOptions(opts));
   try {
     const s = new NatsStore(nc, await jetstreamManager(nc), jetstream(nc), opts);
     await s.init();
@@ -87,6 +140,9 @@ class NatsStore implements Store {
   private readonly ackWaitMs: number;
   private writes = 0;
   private closed = false;
+  /** False from a disconnect until the client has reconnected: appends are refused at once meanwhile. */
+  private connected = true;
+  private readonly window: Window;
   private kv!: KV;
   private readonly consumers = new Map<string, Consumer>();
   /** Leased delivery messages, by subscription and event sequence. */
@@ -109,6 +165,7 @@ class NatsStore implements Store {
     this.eventsStream = `${this.p}_EVENTS`;
     this.deliveriesStream = `${this.p}_DELIVERIES`;
     this.ackWaitMs = opts.ackWaitMs ?? 60_000;
+    this.window = new Window(opts.publishWindow ?? 4096);
     this.events = {
       append: (items) => this.append(items),
       pendingWrites: () => this.writes,
@@ -148,6 +205,12 @@ class NatsStore implements Store {
   }
 
   async init(): Promise<void> {
+    void (async () => {
+      for await (const st of this.nc.status()) {
+        if (st.type === 'disconnect') this.connected = false;
+        else if (st.type === 'reconnect') this.connected = true;
+      }
+    })();
     await this.ensureStream({
       name: this.eventsStream,
       subjects: [`${this.p}.ev.>`],
@@ -197,19 +260,32 @@ class NatsStore implements Store {
 
   async ready(): Promise<void> {
     if (this.closed || this.nc.isClosed()) throw new Error('the NATS connection is closed');
+    if (!this.connected) throw new Error('NATS is unreachable; reconnecting');
     await this.nc.flush();
+  }
+
+  /** A JetStream publish that waits for a place in the window first. */
+  private async publish(subject: string, payload: Uint8Array, h?: ReturnType<typeof headers>) {
+    await this.window.enter();
+    try {
+      if (!this.connected) throw new Error('NATS is unreachable; reconnecting');
+      return await this.js.publish(subject, payload, h === undefined ? undefined : { headers: h });
+    } finally {
+      this.window.leave();
+    }
   }
 
   // Events
 
   private async append(items: readonly AppendItem[]): Promise<number[]> {
     if (this.closed) throw new Error('store is closed');
+    if (!this.connected) throw new Error('NATS is unreachable; reconnecting');
     this.writes += items.length;
     try {
       // Pipelined: every publish goes out before any acknowledgement is awaited.
       const payloads = items.map((it) => encodeEvent(it.event));
       const acks = await Promise.all(
-        items.map((it, i) => this.js.publish(this.evSubject(it.stream), payloads[i])),
+        items.map((it, i) => this.publish(this.evSubject(it.stream), payloads[i]!)),
       );
       const seqs = acks.map((a) => a.seq);
       const deliveries: Promise<unknown>[] = [];
@@ -229,7 +305,7 @@ class NatsStore implements Store {
     h.set(SEQ, String(seq));
     h.set(ATTEMPT, String(attempt));
     h.set(DUE, String(dueAt));
-    return this.js.publish(this.dSubject(sub), payload, { headers: h });
+    return this.publish(this.dSubject(sub), payload, h);
   }
 
   private async getEvent(seq: number) {
@@ -308,9 +384,8 @@ class NatsStore implements Store {
     let c = this.consumers.get(sub);
     if (c === undefined) {
       const durable = `d${token(sub)}`;
-      try {
-        await this.jsm.consumers.info(this.deliveriesStream, durable);
-      } catch {
+      const info = await this.jsm.consumers.info(this.deliveriesStream, durable).catch(() => undefined);
+      if (info === undefined) {
         await this.jsm.consumers.add(this.deliveriesStream, {
           durable_name: durable,
           filter_subject: this.dSubject(sub),
@@ -318,6 +393,9 @@ class NatsStore implements Store {
           ack_wait: nanos(this.ackWaitMs),
           max_deliver: -1,
         });
+      } else if (info.config.ack_wait !== nanos(this.ackWaitMs)) {
+        // The last process started decides (processes of one mesh should agree: --nats-ack-wait).
+        await this.jsm.consumers.update(this.deliveriesStream, durable, { ack_wait: nanos(this.ackWaitMs) });
       }
       c = await this.js.consumers.get(this.deliveriesStream, durable);
       this.consumers.set(sub, c);
@@ -326,6 +404,7 @@ class NatsStore implements Store {
   }
 
   private async fetch(sub: string, max: number): Promise<PendingDelivery[]> {
+    if (!this.connected) return [];
     const c = await this.consumer(sub);
     // Released (nak'd) messages must reach the server before it is asked what is waiting.
     if (this.released) {
@@ -367,9 +446,17 @@ class NatsStore implements Store {
 
   /** A retry is a new delivery message with the attempt and due time, then the old one is removed. */
   private async retry(sub: string, seq: number, attempt: number, dueAt: number): Promise<void> {
-    const m = this.take(sub, seq);
+    const m = this.leases.get(sub)?.get(seq);
     if (m === undefined) return;
-    await this.publishDelivery(sub, seq, attempt, dueAt, m.data);
+    try {
+      await this.publishDelivery(sub, seq, attempt, dueAt, m.data);
+    } catch (err) {
+      // Not recorded: the delivery goes back to the work queue as it was (its last attempt is made again).
+      this.take(sub, seq);
+      m.nak();
+      throw err;
+    }
+    this.take(sub, seq);
     await m.ackAck();
   }
 
@@ -534,4 +621,23 @@ export async function destroyNatsStore(servers: string, prefix: string): Promise
   const s = (await openNatsStore({ servers, prefix })) as unknown as NatsStore;
   await s.destroy();
   await s.close();
+}
+
+/** A counting semaphore: at most `size` holders; the others wait in arrival order. */
+class Window {
+  private used = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly size: number) {}
+  enter(): Promise<void> | undefined {
+    if (this.used < this.size) {
+      this.used++;
+      return undefined;
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+  leave(): void {
+    const next = this.waiting.shift();
+    if (next !== undefined) next();
+    else this.used--;
+  }
 }

@@ -1,0 +1,270 @@
+/**
+ * Cluster mode under failure: three processes sharing the work, one killed under load, and the NATS
+ * server restarted under load. Nothing a process answered 202 for may be lost.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { destroyNatsStore } from '../src/store/nats/nats-store.js';
+import { NATS_URL, natsServerAvailable, natsUp, type PrivateNats, startPrivateNats } from './helpers/nats.js';
+import { run, type Served, serve } from './helpers/process.js';
+import { ceHeaders } from './helpers/server.js';
+import { type Sink, startSink } from './helpers/sink.js';
+
+const up = await natsUp();
+const haveBinary = natsServerAvailable();
+
+const triggerYaml = (broker: string, sink: string) =>
+  `apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: ${broker}}\n---\n` +
+  `apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: ${broker}-all}\nspec:\n  broker: ${broker}\n  subscriber: {uri: '${sink}'}\n`;
+
+async function triggerReady(url: string, name: string): Promise<void> {
+  await expect
+    .poll(
+      async () => {
+        const r = await fetch(`${url}/apis/eventing.knative.dev/v1/namespaces/default/triggers/${name}`);
+        if (r.status !== 200) return 'missing';
+        const o = (await r.json()) as { status?: { conditions?: { type: string; status: string }[] } };
+        return o.status?.conditions?.find((c) => c.type === 'Ready')?.status ?? 'unknown';
+      },
+      { timeout: 20_000 },
+    )
+    .toBe('True');
+}
+
+/**
+ * Sends events with `concurrency` requests at a time to the targets in turn until stopped, recording
+ * every answer: status by id (0 when the connection failed).
+ */
+function producer(targets: () => string[], path: string, concurrency: number) {
+  const answers = new Map<string, number>();
+  let n = 0;
+  let stopped = false;
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (!stopped) {
+      const id = `e${n++}`;
+      const t = targets();
+      const url = t[n % t.length]!;
+      let status = 0;
+      try {
+        const r = await fetch(`${url}${path}`, { method: 'POST', headers: ceHeaders(id), body: '{}' });
+        status = r.status;
+        await r.arrayBuffer();
+      } catch {
+        status = 0;
+      }
+      answers.set(id, status);
+      // A refused request is retried later by a real producer: here it just moves on, after a breath.
+      if (status !== 202) await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+  return {
+    answers,
+    accepted: () => [...answers].filter(([, s]) => s === 202).map(([id]) => id),
+    count: (status: number) => [...answers.values()].filter((s) => s === status).length,
+    stop: async () => {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** Which of `pids` holds the local TCP port `port` (Linux: /proc/net/tcp, then each process's fds). */
+function ownerOfPort(port: number, pids: number[]): number | undefined {
+  const inodes = new Set<string>();
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10) continue;
+      if (Number.parseInt(cols[1]!.split(':')[1]!, 16) === port) inodes.add(`socket:[${cols[9]}]`);
+    }
+  }
+  for (const pid of pids) {
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          if (inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`))) return pid;
+        } catch {
+          // the descriptor closed meanwhile
+        }
+      }
+    } catch {
+      // the process is gone
+    }
+  }
+  return undefined;
+}
+
+describe.runIf(up)('three processes on one NATS', () => {
+  const prefix = `k${randomBytes(5).toString('hex')}`;
+  let dir: string;
+  const procs: Served[] = [];
+  let sink: Sink;
+  /** Which process made each delivery, by the pid owning the connection it came on. */
+  const deliveredBy = new Map<number, number>();
+  const args = () => [
+    '--store',
+    'nats',
+    '--nats-url',
+    NATS_URL,
+    '--nats-prefix',
+    prefix,
+    '--nats-ack-wait',
+    'PT2S',
+    '--data-dir',
+    join(dir, 'unused'),
+  ];
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trellis-cluster3-'));
+    for (let i = 0; i < 3; i++) procs.push(await serve(args()));
+    const pids = procs.map((p) => p.child.pid!);
+    sink = await startSink((_r, res) => {
+      const port = res.socket?.remotePort;
+      const pid = port === undefined ? undefined : ownerOfPort(port, pids);
+      if (pid !== undefined) deliveredBy.set(pid, (deliveredBy.get(pid) ?? 0) + 1);
+      res.writeHead(202).end();
+    });
+  });
+  afterAll(async () => {
+    for (const s of procs) {
+      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
+      await s.exited();
+    }
+    await sink?.close();
+    await destroyNatsStore(NATS_URL, prefix);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('config from any process is served by all; every event is delivered, and the work is spread', async () => {
+    const [a, b, c] = procs as [Served, Served, Served];
+    const r = await run(['apply', '-f', '-'], {
+      input: triggerYaml('spread', sink.url),
+      env: { TRELLIS_SERVER: c.url },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    for (const p of [a, b, c]) await triggerReady(p.url, 'spread-all');
+    const before = sink.received.length;
+    const ids: string[] = [];
+    await Promise.all(
+      Array.from({ length: 6 }, async (_, w) => {
+        for (let i = w; i < 300; i += 6) {
+          const target = procs[i % 3]!;
+          const res = await fetch(`${target.url}/default/spread`, {
+            method: 'POST',
+            headers: ceHeaders(`s${i}`),
+            body: '{}',
+          });
+          expect(res.status).toBe(202);
+          ids.push(`s${i}`);
+        }
+      }),
+    );
+    await expect
+      .poll(() => new Set(sink.received.slice(before).map((x) => String(x.event.attrs['id']))).size, {
+        timeout: 30_000,
+      })
+      .toBe(300);
+    const dupes = sink.received.length - before - 300;
+    const shares = procs.map((p) => deliveredBy.get(p.child.pid!) ?? 0);
+    console.log(
+      `cluster of 3: 300 events, ${dupes} duplicates; deliveries per process: ${shares.join(', ')}`,
+    );
+    expect(dupes).toBe(0);
+    // Every process took part in delivering.
+    expect(shares.filter((n) => n > 0).length).toBe(3);
+  });
+
+  it('one process killed under load: the others carry on and nothing acknowledged is lost', async () => {
+    const [a, b, c] = procs as [Served, Served, Served];
+    // A subscriber slow enough that the killed process holds deliveries in flight when it dies.
+    sink.respond = (_r, res) => setTimeout(() => res.writeHead(202).end(), 5);
+    const r = await run(['apply', '-f', '-'], {
+      input: triggerYaml('kill', sink.url),
+      env: { TRELLIS_SERVER: a.url },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    for (const p of [a, b, c]) await triggerReady(p.url, 'kill-all');
+    const before = sink.received.length;
+    let alive = [a.url, b.url, c.url];
+    const load = producer(() => alive, '/default/kill', 6);
+    await expect.poll(() => load.accepted().length, { timeout: 30_000 }).toBeGreaterThan(150);
+    c.child.kill('SIGKILL');
+    await c.exited();
+    const atKill = load.accepted().length;
+    // Requests to the dead process fail; a load balancer takes it out of rotation.
+    await expect.poll(() => load.count(0), { timeout: 10_000 }).toBeGreaterThan(0);
+    alive = [a.url, b.url];
+    await expect.poll(() => load.accepted().length, { timeout: 30_000 }).toBeGreaterThan(atKill + 150);
+    await load.stop();
+    const accepted = load.accepted();
+    const got = () => new Set(sink.received.slice(before).map((x) => String(x.event.attrs['id'])));
+    await expect.poll(() => accepted.filter((id) => !got().has(id)).length, { timeout: 60_000 }).toBe(0);
+    const statuses = new Set(load.answers.values());
+    console.log(
+      `kill under load: ${accepted.length} accepted, all delivered; ${sink.received.length - before - got().size} duplicates; answers ${[...statuses].join(',')}`,
+    );
+    // The survivors never refused anything: only the dead process failed requests.
+    expect([...statuses].every((s) => s === 202 || s === 0)).toBe(true);
+  });
+});
+
+describe.runIf(haveBinary)('a NATS restart under load', () => {
+  let nats: PrivateNats;
+  let dir: string;
+  let t: Served;
+  beforeAll(async () => {
+    nats = await startPrivateNats();
+    dir = mkdtempSync(join(tmpdir(), 'trellis-natsrestart-'));
+    t = await serve([
+      '--store',
+      'nats',
+      '--nats-url',
+      nats.url,
+      '--nats-ack-wait',
+      'PT2S',
+      '--data-dir',
+      join(dir, 'unused'),
+    ]);
+  });
+  afterAll(async () => {
+    t?.child.kill('SIGTERM');
+    await t?.exited();
+    await nats?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('ingress answers 503 while NATS is down and 202 once it is back; nothing acknowledged is lost', async () => {
+    await using sink = await startSink();
+    const r = await run(['apply', '-f', '-'], {
+      input: triggerYaml('restart', sink.url),
+      env: { TRELLIS_SERVER: t.url },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    await triggerReady(t.url, 'restart-all');
+    const load = producer(() => [t.url], '/default/restart', 4);
+    await expect.poll(() => load.accepted().length, { timeout: 30_000 }).toBeGreaterThan(100);
+    await nats.stop();
+    await expect.poll(() => load.count(503), { timeout: 30_000 }).toBeGreaterThan(0);
+    await expect.poll(async () => (await fetch(`${t.url}/readyz`)).status, { timeout: 30_000 }).toBe(503);
+    const duringOutage = load.accepted().length;
+    await nats.start();
+    await expect.poll(() => load.accepted().length, { timeout: 60_000 }).toBeGreaterThan(duringOutage + 100);
+    await load.stop();
+    expect(load.count(0)).toBe(0);
+    const accepted = load.accepted();
+    const got = () => new Set(sink.received.map((x) => String(x.event.attrs['id'])));
+    await expect.poll(() => accepted.filter((id) => !got().has(id)).length, { timeout: 60_000 }).toBe(0);
+    console.log(
+      `NATS restart under load: ${accepted.length} accepted and delivered, ${load.count(503)} answered 503, ${sink.received.length - got().size} duplicates`,
+    );
+    await expect.poll(async () => (await fetch(`${t.url}/readyz`)).status).toBe(200);
+  });
+});
