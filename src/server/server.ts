@@ -336,7 +336,9 @@ async function openStore(cfg: ServerConfig): Promise<Store> {
       .split(',')
       .map((u) => u.replace(/\/\/[^@/]*@/, '//***@'))
       .join(',');
-    return openNatsStore({ servers: cfg.natsUrl.split(','), prefix: cfg.natsPrefix,
+    return openNatsStore({
+      servers: cfg.natsUrl.split(','),
+      prefix: cfg.natsPrefix,
       ackWaitMs: cfg.natsAckWaitMs,
       ...cfg.nats,
     }).catch((err: unknown) => {
