@@ -259,7 +259,7 @@ class SubscriptionWorker {
     const limit = this.d.opts.bufferSize;
     let rows: PendingDelivery[];
     try {
-      rows = await this.d.state.fetch(this.route.id, limit);
+      rows = await this.d.state.fetch(this.route.id, limit, { exclusive: this.route.ordered === true });
     } catch (err) {
       this.scanning = false;
       this.d.logger.error(

@@ -62,8 +62,14 @@ export interface DeliveryState {
    * processes); false when the worker that retried it keeps it and brings it back itself.
    */
   readonly retriesRefetched?: boolean;
-  /** Leases up to `max` pending deliveries of a subscription that no lease holds, oldest first, due or not. */
-  fetch(subscription: string, max: number): Promise<PendingDelivery[]>;
+  /**
+   * Leases up to `max` pending deliveries of a subscription that no lease holds, oldest first, due or not.
+   * With `exclusive` (ordered delivery), a store shared by several processes lets one process at a time
+   * fetch the subscription's deliveries and returns nothing to the others; the owner changes only when
+   * it releases the subscription or stops answering, and a new owner gets the old owner's unsettled
+   * deliveries before any newer one.
+   */
+  fetch(subscription: string, max: number, opts?: { exclusive?: boolean }): Promise<PendingDelivery[]>;
   /**
    * Leases a delivery that ingress just appended and handed over in memory (the embedded fast path).
    * False when a fetch already returned it; an adapter without the fast path always says false.

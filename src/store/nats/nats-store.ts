@@ -74,6 +74,8 @@ const SEQ = 'Trellis-Seq';
 const COMPACT_SCAN_LIMIT = 10_000;
 const ATTEMPT = 'Trellis-Attempt';
 const DUE = 'Trellis-Due';
+/** The value an owner leaves in an exclusive subscription's key when it lets go cleanly. */
+const RELEASED = '-';
 
 /** A delivery message as the port's pending delivery: the event, and its sequence, attempt and due time. */
 function toDelivery(
@@ -144,6 +146,14 @@ class NatsStore implements Store {
   private connected = true;
   private readonly window: Window;
   private kv!: KV;
+  /** Which process fetches each exclusive (ordered) subscription: a key per subscription, expiring unless renewed. */
+  private owners!: KV;
+  private readonly processId = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  /** Exclusive subscriptions this process owns: the key's revision, and when fetching may start. */
+  private readonly owned = new Map<string, { revision: number; from: number }>();
+  private renewer: NodeJS.Timeout | undefined;
+  /** Ownerships being let go (awaited on close, so the next owner need not wait for them to expire). */
+  private readonly letting = new Set<Promise<void>>();
   private readonly consumers = new Map<string, Consumer>();
   /** Leased delivery messages, by subscription and event sequence. */
   private readonly leases = new Map<string, Map<number, JsMsg>>();
@@ -175,7 +185,7 @@ class NatsStore implements Store {
     };
     this.deliveries = {
       retriesRefetched: true,
-      fetch: (sub, max) => this.fetch(sub, max),
+      fetch: (sub, max, o) => this.fetch(sub, max, o?.exclusive === true),
       claim: () => false,
       ack: (sub, seq) => this.settle(sub, seq),
       terminate: (sub, seq) => this.settle(sub, seq),
@@ -225,7 +235,14 @@ class NatsStore implements Store {
       storage: StorageType.File,
       allow_direct: true,
     });
-    this.kv = await new Kvm(this.nc).create(`${this.p}_resources`, { history: 1 });
+    const kvm = new Kvm(this.nc);
+    this.kv = await kvm.create(`${this.p}_resources`, { history: 1 });
+    const ttl = this.ownerTtlMs();
+    this.owners = await kvm.create(`${this.p}_owners`, { history: 1, ttl });
+    const ownersStream = `KV_${this.p}_owners`;
+    const oi = await this.jsm.streams.info(ownersStream);
+    if (oi.config.max_age !== nanos(ttl))
+      await this.jsm.streams.update(ownersStream, { ...oi.config, max_age: nanos(ttl) });
     // Watch first, then load: a change made meanwhile is seen at least once, and revisions order them.
     const w = await this.kv.watch({ include: 'updates' });
     this.stopWatch = () => w.stop();
@@ -248,6 +265,68 @@ class NatsStore implements Store {
       Math.max(1000, this.ackWaitMs / 3),
     );
     this.keepAlive.unref();
+    this.renewer = setInterval(() => void this.renewOwnership(), Math.max(250, this.ownerTtlMs() / 4));
+    this.renewer.unref();
+  }
+
+  /** How long an owner that stopped renewing keeps an exclusive subscription. */
+  private ownerTtlMs(): number {
+    return Math.max(2000, this.ackWaitMs);
+  }
+
+  /**
+   * True when this process owns the exclusive subscription (taking it when nobody does) and may fetch.
+   * A new owner whose predecessor left deliveries leased waits until those leases have expired, so
+   * that they come back to it, before anything newer, on its first fetch.
+   */
+  private async own(sub: string, c: Consumer): Promise<boolean> {
+    const mine = this.owned.get(sub);
+    if (mine !== undefined) return Date.now() >= mine.from;
+    const key = `o${token(sub)}`;
+    let revision: number;
+    let handedOver = false;
+    try {
+      revision = await this.owners.create(key, this.processId);
+    } catch {
+      // Held, unless its owner let it go (its leases went back to the queue before that).
+      const cur = await this.owners.get(key).catch(() => null);
+      if (cur === null || cur.operation !== 'PUT' || cur.string() !== RELEASED) return false;
+      try {
+        revision = await this.owners.update(key, this.processId, cur.revision);
+      } catch {
+        return false;
+      }
+      handedOver = true;
+    }
+    const info = await c.info();
+    const others = info.num_ack_pending - (this.leases.get(sub)?.size ?? 0);
+    const from = others > 0 && !handedOver ? Date.now() + this.ackWaitMs + 1000 : 0;
+    this.owned.set(sub, { revision, from });
+    return Date.now() >= from;
+  }
+
+  private async renewOwnership(): Promise<void> {
+    if (!this.connected) return;
+    for (const [sub, o] of this.owned) {
+      try {
+        o.revision = await this.owners.update(`o${token(sub)}`, this.processId, o.revision);
+      } catch {
+        // Another process took it (this one was silent too long): it fetches from now on.
+        this.owned.delete(sub);
+      }
+    }
+  }
+
+  private disown(sub: string): void {
+    const o = this.owned.get(sub);
+    if (o === undefined) return;
+    this.owned.delete(sub);
+    const p = this.owners
+      .update(`o${token(sub)}`, RELEASED, o.revision)
+      .then(() => undefined)
+      .catch(() => undefined)
+      .finally(() => this.letting.delete(p));
+    this.letting.add(p);
   }
 
   private async ensureStream(cfg: Parameters<JetStreamManager['streams']['add']>[0]): Promise<void> {
@@ -403,9 +482,10 @@ class NatsStore implements Store {
     return c;
   }
 
-  private async fetch(sub: string, max: number): Promise<PendingDelivery[]> {
+  private async fetch(sub: string, max: number, exclusive: boolean): Promise<PendingDelivery[]> {
     if (!this.connected) return [];
     const c = await this.consumer(sub);
+    if (exclusive && !(await this.own(sub, c))) return [];
     // Released (nak'd) messages must reach the server before it is asked what is waiting.
     if (this.released) {
       this.released = false;
@@ -464,10 +544,15 @@ class NatsStore implements Store {
 
   private release(sub: string): void {
     const m = this.leases.get(sub);
-    if (m === undefined) return;
+    // Naks first, then the ownership goes: the next owner finds them waiting.
+    if (m === undefined) {
+      this.disown(sub);
+      return;
+    }
     for (const msg of m.values()) msg.nak();
     this.leases.delete(sub);
     this.released = true;
+    this.disown(sub);
   }
 
   private async peek(sub: string, afterSeq: number, limit: number): Promise<PendingDelivery[]> {
@@ -481,6 +566,7 @@ class NatsStore implements Store {
 
   private async dropSubscription(sub: string): Promise<void> {
     this.leases.delete(sub);
+    this.disown(sub);
     this.consumers.delete(sub);
     await this.jsm.consumers.delete(this.deliveriesStream, `d${token(sub)}`).catch(() => undefined);
     await this.jsm.streams.purge(this.deliveriesStream, { filter: this.dSubject(sub) });
@@ -602,7 +688,10 @@ class NatsStore implements Store {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.keepAlive);
-    for (const sub of [...this.leases.keys()]) this.release(sub);
+    clearInterval(this.renewer);
+    for (const sub of [...this.leases.keys(), ...this.owned.keys()]) this.release(sub);
+    await this.nc.flush().catch(() => undefined);
+    await Promise.all(this.letting);
     this.stopWatch?.();
     this.watchers.clear();
     await this.nc.drain().catch(() => undefined);
@@ -613,6 +702,7 @@ class NatsStore implements Store {
     await this.jsm.streams.delete(this.eventsStream).catch(() => undefined);
     await this.jsm.streams.delete(this.deliveriesStream).catch(() => undefined);
     await this.kv.destroy().catch(() => undefined);
+    await this.owners.destroy().catch(() => undefined);
   }
 }
 
