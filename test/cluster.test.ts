@@ -6,6 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyNatsStore } from '../src/store/nats/nats-store.js';
 import { NATS_URL, natsUp } from './helpers/nats.js';
@@ -99,5 +101,63 @@ describe.runIf(up)('two processes on one NATS', () => {
     await expect.poll(async () => (await fetch(`${a.url}/readyz`)).status).toBe(200);
     expect(failing.received).toHaveLength(15);
     expect(dls.received).toHaveLength(5);
+  });
+  it('a Broker keeps its history as its retention annotations say, in a JetStream stream of its own', async () => {
+    const yaml = `apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: keep\n  annotations: {trellis.dev/retention: PT2S, trellis.dev/retention-bytes: 1Mi}\n`;
+    expect((await run(['apply', '-f', '-'], { input: yaml, env: { TRELLIS_SERVER: a.url } })).code).toBe(0);
+    const nc = await connect({ servers: NATS });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const name = `${prefix}_EV_${Buffer.from('default/keep').toString('base64url')}`;
+      await expect
+        .poll(async () => {
+          const c = (await jsm.streams.info(name).catch(() => undefined))?.config;
+          return c === undefined ? 'missing' : `${c.max_age / 1e6}ms ${c.max_bytes}B`;
+        })
+        .toBe('2000ms 1048576B');
+    } finally {
+      await nc.close();
+    }
+    const r = await fetch(`${b.url}/default/keep`, {
+      method: 'POST',
+      headers: ceHeaders('kept'),
+      body: '{}',
+    });
+    expect(r.status).toBe(202);
+    const found = () =>
+      fetch(`${a.url}/apis/eventing.knative.dev/v1/namespaces/default/brokers/keep/events/kept`).then(
+        (x) => x.status,
+      );
+    expect(await found()).toBe(200);
+    // JetStream removes it once it is older than two seconds.
+    await expect.poll(found, { timeout: 15_000 }).toBe(404);
+  });
+
+  it('refuses retention annotations that are not a duration or a size, naming the annotation', async () => {
+    const bad = async (ann: string) => {
+      const yaml = `apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: badkeep\n  annotations: {${ann}}\n`;
+      return run(['apply', '-f', '-'], { input: yaml, env: { TRELLIS_SERVER: a.url } });
+    };
+    const age = await bad('trellis.dev/retention: forever');
+    expect(age.code).not.toBe(0);
+    expect(age.stderr).toContain('metadata.annotations.trellis.dev/retention');
+    const size = await bad("trellis.dev/retention-bytes: '10GB'");
+    expect(size.code).not.toBe(0);
+    expect(size.stderr).toContain('metadata.annotations.trellis.dev/retention-bytes');
+  });
+
+  it('more replicas than the NATS system has: the process refuses to start and says why', async () => {
+    const r = await run([
+      'serve',
+      '--port',
+      '0',
+      ...args(),
+      '--nats-prefix',
+      `${prefix}r`,
+      '--nats-replicas',
+      '3',
+    ]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/cannot use NATS at nats:\/\/[^ ]+: .*replicas/i);
   });
 });

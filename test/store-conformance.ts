@@ -64,8 +64,8 @@ export function runStoreConformance(
         s.events.append([{ stream: 'ns/b', event: ev('2'), deliveries: ['sub'] }]),
       ]);
       expect(b![0]!).toBeGreaterThan(a![0]!);
-      expect(await s.events.getEvent(a![0]!)).toEqual(ev('1', 'x'));
-      expect(await s.events.getEvent(b![0]!)).toEqual(ev('2'));
+      expect(await s.events.getEvent('ns/b', a![0]!)).toEqual(ev('1', 'x'));
+      expect(await s.events.getEvent('ns/b', b![0]!)).toEqual(ev('2'));
     });
 
     it('keeps pending deliveries per subscription, in order', async () => {
@@ -170,8 +170,8 @@ export function runStoreConformance(
       await s.deliveries.dropSubscription('x');
       expect(await s.deliveries.fetch('x', 10)).toEqual([]);
       expect(await s.compact(0)).toBe(1);
-      expect(await s.events.getEvent(a!)).toBeUndefined();
-      expect(await s.events.getEvent(b!)).toBeDefined();
+      expect(await s.events.getEvent('ns/b', a!)).toBeUndefined();
+      expect(await s.events.getEvent('ns/b', b!)).toBeDefined();
     });
 
     it('stores resources with optimistic concurrency and a watch', async () => {

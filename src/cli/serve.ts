@@ -82,6 +82,20 @@ export function runServe(program: Command): void {
         .argParser(duration('--nats-ack-wait')),
     )
     .addOption(
+      new Option(
+        '--nats-replicas <n>',
+        'copies NATS keeps of every stream and bucket: 1, or 3 or 5 on a NATS cluster',
+      )
+        .env('TRELLIS_NATS_REPLICAS')
+        .default(DEFAULT_CONFIG.natsReplicas)
+        .argParser((v: string) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1 || n > 5)
+            throw new InvalidArgumentError('--nats-replicas must be a whole number from 1 to 5');
+          return n;
+        }),
+    )
+    .addOption(
       new Option('--nats-creds <file>', 'NATS credentials file (JWT and NKey seed)').env('NATS_CREDS'),
     )
     .addOption(
@@ -209,6 +223,7 @@ Examples:
         natsUrl: opts['natsUrl'] as string,
         natsPrefix: opts['natsPrefix'] as string,
         natsAckWaitMs: Math.max(1000, opts['natsAckWait'] as number),
+        natsReplicas: opts['natsReplicas'] as number,
         nats: natsAuth(opts),
         publicUrl: opts['publicUrl'] as string | undefined,
         maxBodyBytes: opts['maxBodyBytes'] as number,

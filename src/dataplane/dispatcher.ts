@@ -298,7 +298,7 @@ class SubscriptionWorker {
   /** Brings a delivery back when its retry is due, re-reading the event from the store. */
   private wakeAt(dueAt: number, seq: number, attempt: number, lastError: FailureInfo | undefined): void {
     this.later(Math.max(0, dueAt - Date.now()), () => {
-      void this.d.log.getEvent(seq).then(
+      void this.d.log.getEvent(this.route.stream, seq).then(
         (event) => {
           if (event === undefined || this.stopped) return;
           this.buffer.push({ seq, attempt, event, lastError });

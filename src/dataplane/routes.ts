@@ -5,6 +5,7 @@
  */
 import type { CloudEvent } from '../cloudevents/event.js';
 import type { Predicate } from '../filter/attributes.js';
+import type { StreamRetention } from '../store/types.js';
 import type { RetryPolicy } from './retry-policy.js';
 
 /** An exact constraint every event of a Trigger must meet, used to find candidate Triggers by lookup. */
@@ -76,6 +77,8 @@ export interface StreamRoute {
   index: TriggerIndex;
   /** Checks each event before it is stored (declared EventTypes); throws the 400 to answer. */
   check?: ((e: CloudEvent) => void) | undefined;
+  /** How much of its history is kept, from its owner's annotations (the server's default when absent). */
+  retention?: StreamRetention | undefined;
   /** The resource it belongs to, when events there are registered as EventTypes (Brokers, Channels). */
   ref?: { apiVersion: string; kind: string; namespace: string; name: string } | undefined;
 }

@@ -2,19 +2,61 @@
  * Broker (`eventing.knative.dev/v1`): spec validation. A Broker's address is `{publicUrl}/{namespace}/{name}`.
  * @module
  */
-import type { ResourceObject } from '../store/types.js';
+import type { ResourceObject, StreamRetention } from '../store/types.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type DeliverySpec, validateDelivery } from './delivery-spec.js';
+import { parseDuration } from './duration.js';
 import { validateValidationAnnotation } from './eventtype.js';
 import { invalid, objectAt } from './validation.js';
 
 /** Annotation that sets a Broker's lag ceiling (pending deliveries before ingress answers 429). */
 export const MAX_LAG_ANNOTATION = 'trellis.dev/max-lag';
 
+/** How long a Broker's (or Channel's) events are kept, as an ISO-8601 duration (`P7D`). */
+export const RETENTION_ANNOTATION = 'trellis.dev/retention';
+/** How many bytes of a Broker's (or Channel's) events are kept (cluster mode): `1073741824`, `512Mi`, `10Gi`. */
+export const RETENTION_BYTES_ANNOTATION = 'trellis.dev/retention-bytes';
+
+const BYTE_UNITS: Record<string, number> = { '': 1, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 };
+
+/** Bytes in a size such as `512Mi`; undefined when it is not one. */
+export function parseBytes(v: string): number | undefined {
+  const m = /^([0-9]{1,15})(Ki|Mi|Gi|Ti)?$/.exec(v);
+  if (m === null) return undefined;
+  const n = Number(m[1]) * BYTE_UNITS[m[2] ?? '']!;
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/** A Broker's or Channel's retention annotations, once validated. */
+export function retentionOf(annotations: Record<string, string> | undefined): StreamRetention | undefined {
+  const age = annotations?.[RETENTION_ANNOTATION];
+  const bytes = annotations?.[RETENTION_BYTES_ANNOTATION];
+  if (age === undefined && bytes === undefined) return undefined;
+  return {
+    maxAgeMs: age === undefined ? undefined : parseDuration(age),
+    maxBytes: bytes === undefined ? undefined : parseBytes(bytes),
+  };
+}
+
 /** Checks the Trellis annotations a Broker (or Channel) may carry. */
 export function validateBrokerAnnotations(annotations: Record<string, string> | undefined): void {
   validateValidationAnnotation(annotations);
+  const age = annotations?.[RETENTION_ANNOTATION];
+  if (age !== undefined) {
+    const ms = parseDuration(age);
+    if (ms === undefined || ms < 1000)
+      invalid(
+        `metadata.annotations.${RETENTION_ANNOTATION}`,
+        `must be an ISO-8601 duration of at least a second, such as P7D or PT12H, got '${age}'`,
+      );
+  }
+  const bytes = annotations?.[RETENTION_BYTES_ANNOTATION];
+  if (bytes !== undefined && parseBytes(bytes) === undefined)
+    invalid(
+      `metadata.annotations.${RETENTION_BYTES_ANNOTATION}`,
+      `must be a size in bytes above 0, such as 1073741824, 512Mi or 10Gi (quoted in YAML), got '${bytes}'`,
+    );
   const v = annotations?.[MAX_LAG_ANNOTATION];
   if (v !== undefined && (!/^[1-9][0-9]*$/.test(v) || !Number.isSafeInteger(Number(v)))) {
     invalid(

@@ -12,6 +12,8 @@ export interface ServerConfig {
   natsPrefix: string;
   /** How long a process may hold a delivery without a sign of life before another process takes it (a process that died), ms. */
   natsAckWaitMs: number;
+  /** Copies JetStream keeps of every Trellis stream and bucket (1; 3 or 5 on a NATS cluster). Env TRELLIS_NATS_REPLICAS. */
+  natsReplicas: number;
   /** NATS credentials and TLS: a creds file, user and password, a token, CA, client certificate and key. */
   nats?: NatsAuth | undefined;
   /** Address to listen on. Env TRELLIS_HOST. */
@@ -76,6 +78,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   natsUrl: 'nats://127.0.0.1:4222',
   natsPrefix: 'trellis',
   natsAckWaitMs: 30_000,
+  natsReplicas: 1,
   host: '127.0.0.1',
   port: 8080,
   dataDir: './.trellis',

@@ -7,12 +7,13 @@ import { readFileSync } from 'node:fs';
 import { createServer, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { formatEvent } from '../cloudevents/display.js';
 import { decodeHttp } from '../cloudevents/http.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
+import type { StreamRoute } from '../dataplane/routes.js';
 import { Sender } from '../dataplane/sender.js';
 import { Transformer } from '../dataplane/transform.js';
 import { type ErrorCode, TrellisError } from '../errors.js';
@@ -24,7 +25,7 @@ import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
-import type { Store } from '../store/types.js';
+import type { Store, StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
 import { RouteTable } from './wiring.js';
@@ -227,13 +228,17 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     recorder?.flush().catch((err: unknown) => logger.warn({ err }, 'recording EventTypes failed'));
   }, cfg.eventTypeFlushMs);
   eventTypeFlusher.unref();
+  /** Each stream's retention as last given to the store. */
+  const configured = new Map<string, string>();
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
     table.apply(snap);
+    const streamChanges = retentionChanges(table.streams, configured);
     const subscriptions = table.subscriptions();
     // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,
     // Ready or not, whose pending deliveries are kept.
     const existing = () => table.knownSubscriptionIds(snap);
     pendingUpdate = pendingUpdate
+      .then(() => applyRetention(store, streamChanges, logger))
       .then(() => dispatcher.update(subscriptions, existing))
       .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
   });
@@ -328,6 +333,49 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   };
 }
 
+/** Streams whose retention changed since the last call (undefined: the stream is gone), noted as given. */
+function retentionChanges(
+  streams: ReadonlyMap<string, StreamRoute>,
+  configured: Map<string, string>,
+): Map<string, StreamRetention | undefined | 'gone'> {
+  const out = new Map<string, StreamRetention | undefined | 'gone'>();
+  for (const [key, st] of streams) {
+    const r = JSON.stringify(st.retention ?? null);
+    if (configured.get(key) === r) continue;
+    configured.set(key, r);
+    out.set(key, st.retention);
+  }
+  for (const key of [...configured.keys()]) {
+    if (streams.has(key)) continue;
+    configured.delete(key);
+    out.set(key, 'gone');
+  }
+  return out;
+}
+
+/** Gives the store each changed stream's retention, and the streams that are gone. */
+async function applyRetention(
+  store: Store,
+  changes: Map<string, StreamRetention | undefined | 'gone'>,
+  logger: Logger,
+): Promise<void> {
+  for (const [stream, r] of changes) {
+    if (r !== 'gone' && r !== undefined && store.configureStream === undefined) {
+      logger.warn(
+        { stream },
+        'trellis.dev/retention annotations are applied in cluster mode (--store nats); this store keeps delivered events for --retention',
+      );
+      continue;
+    }
+    try {
+      if (r === 'gone') await store.dropStream?.(stream);
+      else await store.configureStream?.(stream, r);
+    } catch (err) {
+      logger.error({ err, stream }, 'applying the retention of a stream failed');
+    }
+  }
+}
+
 /** Opens the configured store; the NATS client is loaded only when it is used. */
 async function openStore(cfg: ServerConfig): Promise<Store> {
   if (cfg.store === 'nats') {
@@ -340,6 +388,7 @@ async function openStore(cfg: ServerConfig): Promise<Store> {
       servers: cfg.natsUrl.split(','),
       prefix: cfg.natsPrefix,
       ackWaitMs: cfg.natsAckWaitMs,
+      replicas: cfg.natsReplicas,
       ...cfg.nats,
     }).catch((err: unknown) => {
       throw new Error(`cannot use NATS at ${where}: ${(err as Error).message}`, { cause: err });

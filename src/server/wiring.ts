@@ -18,7 +18,7 @@ import { TrellisError } from '../errors.js';
 import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attributes.js';
 import { compileFilters } from '../filter/dialect.js';
 import { streamKey } from '../resources/addressing.js';
-import { MAX_LAG_ANNOTATION } from '../resources/broker.js';
+import { MAX_LAG_ANNOTATION, retentionOf } from '../resources/broker.js';
 import { type DeliverySpec, ORDER_ANNOTATION } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
 import type { EventTransformSpec } from '../resources/eventtransform.js';
@@ -301,6 +301,7 @@ export class RouteTable {
       kind: o.kind,
       ready: isReady(o),
       maxLag,
+      retention: retentionOf(o.metadata.annotations),
       subscriptions: [],
       index: new TriggerIndex([]),
       ref: { apiVersion: o.apiVersion, kind: o.kind, namespace: o.metadata.namespace, name: o.metadata.name },

@@ -25,15 +25,15 @@ export interface PendingDelivery {
   event: CloudEvent;
 }
 
-/** The event log: append-only streams with a global sequence number. */
+/** The event log: append-only streams; sequence numbers increase within each stream. */
 export interface EventLog {
   /**
    * Appends events and their pending deliveries in one durable step. Resolves with each event's sequence
    * number only once the events and deliveries would survive a crash; rejects if they were not stored.
    */
   append(items: readonly AppendItem[]): Promise<number[]>;
-  /** Reads one stored event by sequence number. */
-  getEvent(seq: number): Promise<CloudEvent | undefined>;
+  /** Reads one stored event of a stream by sequence number. */
+  getEvent(stream: string, seq: number): Promise<CloudEvent | undefined>;
   /**
    * The newest stored event of a stream with this `id` (and `source`, when given); only events still in
    * the store (pending delivery, or kept by the retention) are found.
@@ -140,6 +140,14 @@ export class ConflictError extends Error {
   }
 }
 
+/** How long, and how much, of a stream's history is kept (a Broker's or Channel's annotations). */
+export interface StreamRetention {
+  /** Events older than this are removed, ms. */
+  maxAgeMs?: number | undefined;
+  /** The oldest events are removed while the stream holds more than this, bytes (cluster mode). */
+  maxBytes?: number | undefined;
+}
+
 /** A store adapter: all three ports, plus its lifecycle. */
 export interface Store {
   readonly events: EventLog;
@@ -147,8 +155,18 @@ export interface Store {
   readonly resources: ResourceStore;
   /** Resolves when the store can serve; rejects with the reason when it cannot. */
   ready(): Promise<void>;
-  /** Removes delivered events older than `olderThanMs`; resolves with how many were removed. */
+  /**
+   * Removes delivered events older than `olderThanMs` (or, for a stream configured with a maximum age,
+   * older than that); resolves with how many were removed.
+   */
   compact(olderThanMs: number): Promise<number>;
+  /**
+   * Sets a stream's retention (undefined: the server's default). An adapter without per-stream limits
+   * omits it; one that cannot apply a setting rejects with the reason.
+   */
+  configureStream?(stream: string, retention: StreamRetention | undefined): Promise<void>;
+  /** The stream is gone (its Broker or Channel was deleted): its history may be removed. */
+  dropStream?(stream: string): Promise<void>;
   /** Flushes pending writes and releases connections and files. */
   close(): Promise<void>;
 }

@@ -14,6 +14,7 @@ import {
   AckPolicy,
   type Consumer,
   DeliverPolicy,
+  DiscardPolicy,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
@@ -21,6 +22,7 @@ import {
   jetstreamManager,
   RetentionPolicy,
   StorageType,
+  type StreamConfig,
 } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
 import {
@@ -44,6 +46,7 @@ import {
   type ResourceObject,
   type ResourceStore,
   type Store,
+  type StreamRetention,
 } from '../types.js';
 import { decodeEvent, encodeEvent, resourceKey, token, untoken } from './codec.js';
 
@@ -67,6 +70,8 @@ export interface NatsStoreOptions {
   tlsKeyFile?: string | undefined;
   /** Publishes awaiting JetStream's acknowledgement, across all requests; more wait their turn. */
   publishWindow?: number;
+  /** Copies JetStream keeps of every stream and bucket (1, 3 or 5 on a NATS cluster). */
+  replicas?: number;
 }
 
 const SEQ = 'Trellis-Seq';
@@ -74,6 +79,8 @@ const SEQ = 'Trellis-Seq';
 const COMPACT_SCAN_LIMIT = 10_000;
 const ATTEMPT = 'Trellis-Attempt';
 const DUE = 'Trellis-Due';
+/** The stream (Broker or Channel) a delivery's event belongs to. */
+const STREAM = 'Trellis-Stream';
 /** The value an owner leaves in an exclusive subscription's key when it lets go cleanly. */
 const RELEASED = '-';
 
@@ -137,8 +144,12 @@ class NatsStore implements Store {
   readonly deliveries: DeliveryState;
   readonly resources: ResourceStore;
   private readonly p: string;
-  private readonly eventsStream: string;
   private readonly deliveriesStream: string;
+  private readonly replicas: number;
+  /** Event streams known to exist with their configuration, by Trellis stream key. */
+  private readonly eventStreams = new Map<string, Promise<void>>();
+  /** Each stream's retention, as the server configured it. */
+  private readonly retentions = new Map<string, StreamRetention | undefined>();
   private readonly ackWaitMs: number;
   private writes = 0;
   private closed = false;
@@ -172,14 +183,14 @@ class NatsStore implements Store {
     this.p = opts.prefix ?? 'trellis';
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(this.p))
       throw new Error(`NATS prefix '${this.p}': use 1-32 of A-Z a-z 0-9 _ -`);
-    this.eventsStream = `${this.p}_EVENTS`;
+    this.replicas = opts.replicas ?? 1;
     this.deliveriesStream = `${this.p}_DELIVERIES`;
     this.ackWaitMs = opts.ackWaitMs ?? 60_000;
     this.window = new Window(opts.publishWindow ?? 4096);
     this.events = {
       append: (items) => this.append(items),
       pendingWrites: () => this.writes,
-      getEvent: (seq) => this.getEvent(seq),
+      getEvent: (stream, seq) => this.getEvent(stream, seq),
       findEvent: (stream, id, source) => this.findEvent(stream, id, source),
       read: (stream, afterSeq, max) => this.read(stream, afterSeq, max),
     };
@@ -207,6 +218,10 @@ class NatsStore implements Store {
     };
   }
 
+  /** A Broker's or Channel's events live in a JetStream stream of their own. */
+  private evStream(stream: string): string {
+    return `${this.p}_EV_${token(stream)}`;
+  }
   private evSubject(stream: string): string {
     return `${this.p}.ev.${token(stream)}`;
   }
@@ -222,23 +237,17 @@ class NatsStore implements Store {
       }
     })();
     await this.ensureStream({
-      name: this.eventsStream,
-      subjects: [`${this.p}.ev.>`],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      allow_direct: true,
-    });
-    await this.ensureStream({
       name: this.deliveriesStream,
       subjects: [`${this.p}.d.>`],
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
       allow_direct: true,
+      num_replicas: this.replicas,
     });
     const kvm = new Kvm(this.nc);
-    this.kv = await kvm.create(`${this.p}_resources`, { history: 1 });
+    this.kv = await kvm.create(`${this.p}_resources`, { history: 1, replicas: this.replicas });
     const ttl = this.ownerTtlMs();
-    this.owners = await kvm.create(`${this.p}_owners`, { history: 1, ttl });
+    this.owners = await kvm.create(`${this.p}_owners`, { history: 1, ttl, replicas: this.replicas });
     const ownersStream = `KV_${this.p}_owners`;
     const oi = await this.jsm.streams.info(ownersStream);
     if (oi.config.max_age !== nanos(ttl))
@@ -329,12 +338,64 @@ class NatsStore implements Store {
     this.letting.add(p);
   }
 
-  private async ensureStream(cfg: Parameters<JetStreamManager['streams']['add']>[0]): Promise<void> {
-    try {
-      await this.jsm.streams.info(cfg.name!);
-    } catch {
+  /** Creates a stream, or brings an existing one's limits and replicas in line with `cfg`. */
+  private async ensureStream(cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+    const info = await this.jsm.streams.info(cfg.name).catch(() => undefined);
+    if (info === undefined) {
       await this.jsm.streams.add(cfg);
+      return;
     }
+    const c = info.config;
+    if (
+      (cfg.max_age !== undefined && c.max_age !== cfg.max_age) ||
+      (cfg.max_bytes !== undefined && c.max_bytes !== cfg.max_bytes) ||
+      (cfg.num_replicas !== undefined && c.num_replicas !== cfg.num_replicas)
+    )
+      await this.jsm.streams.update(cfg.name, { ...c, ...cfg });
+  }
+
+  /** A Broker's or Channel's event stream as configured: its own limits, else unlimited (compaction trims it). */
+  private eventStreamConfig(stream: string): Partial<StreamConfig> & { name: string } {
+    const r = this.retentions.get(stream);
+    const age = r?.maxAgeMs ?? 0;
+    return {
+      name: this.evStream(stream),
+      subjects: [this.evSubject(stream)],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      allow_direct: true,
+      num_replicas: this.replicas,
+      max_age: nanos(age),
+      max_bytes: r?.maxBytes ?? -1,
+      // JetStream wants the duplicate window within the maximum age.
+      ...(age > 0 ? { duplicate_window: nanos(Math.min(age, 120_000)) } : {}),
+    };
+  }
+
+  /** Makes sure a stream's event stream exists (once per process, unless something failed). */
+  private ensureEvents(stream: string): Promise<void> {
+    let p = this.eventStreams.get(stream);
+    if (p === undefined) {
+      p = this.ensureStream(this.eventStreamConfig(stream)).catch((err: unknown) => {
+        this.eventStreams.delete(stream);
+        throw err;
+      });
+      this.eventStreams.set(stream, p);
+    }
+    return p;
+  }
+
+  async configureStream(stream: string, r: StreamRetention | undefined): Promise<void> {
+    this.retentions.set(stream, r);
+    this.eventStreams.delete(stream);
+    await this.ensureEvents(stream);
+  }
+
+  async dropStream(stream: string): Promise<void> {
+    this.retentions.delete(stream);
+    this.eventStreams.delete(stream);
+    await this.jsm.streams.delete(this.evStream(stream)).catch(() => undefined);
   }
 
   async ready(): Promise<void> {
@@ -360,7 +421,9 @@ class NatsStore implements Store {
     if (this.closed) throw new Error('store is closed');
     if (!this.connected) throw new Error('NATS is unreachable; reconnecting');
     this.writes += items.length;
+    const streams = new Set(items.map((it) => it.stream));
     try {
+      for (const st of streams) await this.ensureEvents(st);
       // Pipelined: every publish goes out before any acknowledgement is awaited.
       const payloads = items.map((it) => encodeEvent(it.event));
       const acks = await Promise.all(
@@ -370,26 +433,38 @@ class NatsStore implements Store {
       const deliveries: Promise<unknown>[] = [];
       for (const [i, it] of items.entries()) {
         for (const sub of it.deliveries)
-          deliveries.push(this.publishDelivery(sub, seqs[i]!, 0, 0, payloads[i]!));
+          deliveries.push(this.publishDelivery(sub, it.stream, seqs[i]!, 0, 0, payloads[i]!));
       }
       await Promise.all(deliveries);
       return seqs;
+    } catch (err) {
+      // A stream deleted by another process (its Broker went and came back) is made again next time.
+      for (const st of streams) this.eventStreams.delete(st);
+      throw err;
     } finally {
       this.writes -= items.length;
     }
   }
 
-  private publishDelivery(sub: string, seq: number, attempt: number, dueAt: number, payload: Uint8Array) {
+  private publishDelivery(
+    sub: string,
+    stream: string,
+    seq: number,
+    attempt: number,
+    dueAt: number,
+    payload: Uint8Array,
+  ) {
     const h = headers();
+    h.set(STREAM, stream);
     h.set(SEQ, String(seq));
     h.set(ATTEMPT, String(attempt));
     h.set(DUE, String(dueAt));
     return this.publish(this.dSubject(sub), payload, h);
   }
 
-  private async getEvent(seq: number) {
+  private async getEvent(stream: string, seq: number) {
     try {
-      const m = await this.jsm.streams.getMessage(this.eventsStream, { seq });
+      const m = await this.jsm.streams.getMessage(this.evStream(stream), { seq });
       return m === null ? undefined : decodeEvent(m.data);
     } catch {
       return undefined;
@@ -443,18 +518,26 @@ class NatsStore implements Store {
 
   private async read(stream: string, afterSeq: number, max: number) {
     const out: { seq: number; event: ReturnType<typeof decodeEvent> }[] = [];
-    for await (const m of this.scan(this.eventsStream, this.evSubject(stream), afterSeq + 1, max))
+    const name = this.evStream(stream);
+    if (!(await this.exists(name))) return out;
+    for await (const m of this.scan(name, this.evSubject(stream), afterSeq + 1, max))
       out.push({ seq: m.seq, event: decodeEvent(m.data) });
     return out;
   }
 
   private async findEvent(stream: string, id: string, source?: string) {
     let found: ReturnType<typeof decodeEvent> | undefined;
-    for await (const m of this.scan(this.eventsStream, this.evSubject(stream), 1, 100_000)) {
+    const name = this.evStream(stream);
+    if (!(await this.exists(name))) return undefined;
+    for await (const m of this.scan(name, this.evSubject(stream), 1, 100_000)) {
       const e = decodeEvent(m.data);
       if (e.attrs['id'] === id && (source === undefined || e.attrs['source'] === source)) found = e;
     }
     return found;
+  }
+
+  private async exists(name: string): Promise<boolean> {
+    return (await this.jsm.streams.info(name).catch(() => undefined)) !== undefined;
   }
 
   // Deliveries
@@ -529,7 +612,7 @@ class NatsStore implements Store {
     const m = this.leases.get(sub)?.get(seq);
     if (m === undefined) return;
     try {
-      await this.publishDelivery(sub, seq, attempt, dueAt, m.data);
+      await this.publishDelivery(sub, m.headers?.get(STREAM) ?? '', seq, attempt, dueAt, m.data);
     } catch (err) {
       // Not recorded: the delivery goes back to the work queue as it was (its last attempt is made again).
       this.take(sub, seq);
@@ -588,32 +671,44 @@ class NatsStore implements Store {
    * longer than the retention while subscribers are far behind.
    */
   async compact(olderThanMs: number): Promise<number> {
-    const info = await this.jsm.streams.info(this.eventsStream);
-    if (info.state.messages === 0) return 0;
-    let limit = info.state.last_seq + 1;
     const d = await this.jsm.streams.info(this.deliveriesStream);
     if (d.state.messages > COMPACT_SCAN_LIMIT) return 0;
+    // The oldest event each stream's pending deliveries refer to.
+    const oldest = new Map<string, number>();
     if (d.state.messages > 0) {
-      for await (const m of this.storedDeliveries(`${this.p}.d.>`))
-        limit = Math.min(limit, Number(m.headers?.get(SEQ)));
+      for await (const m of this.storedDeliveries(`${this.p}.d.>`)) {
+        const st = m.headers?.get(STREAM) ?? '';
+        oldest.set(st, Math.min(oldest.get(st) ?? Number.MAX_SAFE_INTEGER, Number(m.headers?.get(SEQ))));
+      }
     }
-    if (olderThanMs > 0)
-      limit = Math.min(
-        limit,
-        await this.firstNewerThan(Date.now() - olderThanMs, info.state.first_seq, limit),
-      );
-    if (limit <= info.state.first_seq) return 0;
-    const r = await this.jsm.streams.purge(this.eventsStream, { seq: limit });
-    return r.purged;
+    const head = `${this.p}_EV_`;
+    let removed = 0;
+    for await (const name of this.jsm.streams.names()) {
+      if (!name.startsWith(head)) continue;
+      const stream = untoken(name.slice(head.length));
+      // A stream with its own maximum age is trimmed by JetStream itself.
+      if (this.retentions.get(stream)?.maxAgeMs !== undefined) continue;
+      const info = await this.jsm.streams.info(name).catch(() => undefined);
+      if (info === undefined || info.state.messages === 0) continue;
+      let limit = Math.min(info.state.last_seq + 1, oldest.get(stream) ?? Number.MAX_SAFE_INTEGER);
+      if (olderThanMs > 0)
+        limit = Math.min(
+          limit,
+          await this.firstNewerThan(name, Date.now() - olderThanMs, info.state.first_seq, limit),
+        );
+      if (limit <= info.state.first_seq) continue;
+      removed += (await this.jsm.streams.purge(name, { seq: limit })).purged;
+    }
+    return removed;
   }
 
   /** The first event sequence stored at or after `time` (a binary search over the stored range). */
-  private async firstNewerThan(time: number, first: number, end: number): Promise<number> {
+  private async firstNewerThan(name: string, time: number, first: number, end: number): Promise<number> {
     let lo = first;
     let hi = end;
     while (lo < hi) {
       const mid = Math.floor((lo + hi) / 2);
-      const m = await this.jsm.streams.getMessage(this.eventsStream, { seq: mid }).catch(() => null);
+      const m = await this.jsm.streams.getMessage(name, { seq: mid }).catch(() => null);
       if (m !== null && m.time.getTime() < time) lo = mid + 1;
       else hi = mid;
     }
@@ -699,7 +794,9 @@ class NatsStore implements Store {
 
   /** Deletes the streams and the bucket (tests, and `trellis` tooling that removes a mesh). */
   async destroy(): Promise<void> {
-    await this.jsm.streams.delete(this.eventsStream).catch(() => undefined);
+    const names: string[] = [];
+    for await (const name of this.jsm.streams.names()) if (name.startsWith(`${this.p}_EV_`)) names.push(name);
+    for (const name of names) await this.jsm.streams.delete(name).catch(() => undefined);
     await this.jsm.streams.delete(this.deliveriesStream).catch(() => undefined);
     await this.kv.destroy().catch(() => undefined);
     await this.owners.destroy().catch(() => undefined);

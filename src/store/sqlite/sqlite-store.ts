@@ -130,8 +130,8 @@ class SqliteStore implements Store {
         }[];
         return rows.map((r) => ({ seq: r.seq, event: rowToEvent(r.attrs, r.data) }));
       },
-      getEvent: async (seq) => {
-        const row = this.st.getEvent.get(seq) as { attrs: string; data: Buffer | null } | undefined;
+      getEvent: async (stream, seq) => {
+        const row = this.st.getEvent.get(seq, stream) as { attrs: string; data: Buffer | null } | undefined;
         return row ? rowToEvent(row.attrs, row.data) : undefined;
       },
     };
@@ -201,7 +201,7 @@ class SqliteStore implements Store {
          FROM deliveries d JOIN events e ON e.seq = d.seq
          WHERE d.sub = ? AND d.seq > ? ORDER BY d.seq LIMIT ?`,
       ),
-      getEvent: db.prepare('SELECT attrs, data FROM events WHERE seq = ?'),
+      getEvent: db.prepare('SELECT attrs, data FROM events WHERE seq = ? AND stream = ?'),
       // Replay reads: a scan in sequence order (no index on stream: it would cost every append).
       readStream: db.prepare(
         'SELECT seq, attrs, data FROM events WHERE seq > ? AND stream = ? ORDER BY seq LIMIT ?',
