@@ -5,6 +5,7 @@
 // Every server runs in its own process; the load generator and the subscriber run here.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as connectTcp } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,7 +75,7 @@ async function cannon(url) {
   if (r.non2xx > 0 || r.errors > 0) throw new Error(`${url}: ${r.non2xx} non-2xx, ${r.errors} errors`);
   return r;
 }
-async function trellis(dir, yaml) {
+async function trellis(dir, yaml, extra = []) {
   const file = join(dir, 'resources.yaml');
   writeFileSync(file, yaml);
   const nodeArgs = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
@@ -91,6 +92,7 @@ async function trellis(dir, yaml) {
       file,
       '--log-level',
       'warn',
+      ...extra,
     ],
     /trellis serving on (\S+)/,
   );
@@ -173,8 +175,11 @@ async function fixedRate(url, sinkUrl, label, getRss) {
   return fixedRateAt(RATE, url, sinkUrl, label, getRss);
 }
 
-async function fixedRateAt(RATE, url, sinkUrl, label, getRss, path = '/default/b', fanout = 1) {
-  const pool = new Pool(url, { connections: 256 }); // enough that the generator, not the pool, sets the rate
+async function fixedRateAt(RATE, urls, sinkUrl, label, getRss, path = '/default/b', fanout = 1) {
+  // Several URLs (processes of one mesh) share the load in turn, as a load balancer would.
+  const pools = [urls].flat().map((u) => new Pool(u, { connections: 256 })); // the generator, not the pool, sets the rate
+  let turn = 0;
+  const pool = { request: (o) => pools[turn++ % pools.length].request(o) };
   // Warm-up, not measured: open the connections (a burst of new connections can overflow the listen
   // backlog, and a dropped SYN costs a 1 s retransmit), and let the JIT settle.
   await Promise.all(
@@ -235,7 +240,7 @@ async function fixedRateAt(RATE, url, sinkUrl, label, getRss, path = '/default/b
     stats = await (await fetch(`${sinkUrl}stats`)).json();
   }
   const allSeconds = (performance.now() - startAt) / 1000;
-  await pool.destroy();
+  await Promise.all(pools.map((p) => p.destroy()));
   row(`${label}: offered`, total / sendSeconds, 'events/s');
   row(
     `${label}: accepted / delivered`,
@@ -501,6 +506,90 @@ if (!only || only === 'control') {
   row('restart to Ready with 10,000 Triggers', (Date.now() - r0) / 1000, 's');
   await stop(t);
   rmSync(dir, { recursive: true, force: true });
+}
+
+// 7. cluster mode on NATS JetStream (when a NATS server answers at NATS_URL): ingress against raw nats.js
+// async publishes of the same payloads with the same window, in the same run; then end to end with one
+// process and with two sharing the load.
+if (!only || only === 'cluster') {
+  const NATS = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+  const natsUp = await new Promise((resolve) => {
+    const u = new URL(NATS);
+    const sock = connectTcp(Number(u.port || 4222), u.hostname);
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
+  if (!natsUp) console.log(`cluster: SKIPPED, no NATS at ${NATS} (start one with: nats-server -js)`);
+  else {
+    const { destroyNatsStore } = await import('../dist/store/nats/nats-store.js');
+    const rate = Number(process.env.BENCH_CLUSTER_RATE ?? 2000);
+    console.log(
+      `cluster: ingress over JetStream (${CONNECTIONS} connections, ${DURATION} s) beside raw nats.js; end to end at ${rate} events/s with one and two processes`,
+    );
+    const natsArgs = (prefix) => ['--store', 'nats', '--nats-url', NATS, '--nats-prefix', prefix];
+    const raw = await new Promise((resolve, reject) => {
+      const c = spawn(
+        process.execPath,
+        [
+          join(ROOT, 'bench', 'nats-publisher.mjs'),
+          NATS,
+          String(DURATION),
+          '256',
+          String(Buffer.byteLength(body)),
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let out = '';
+      c.stdout.on('data', (b) => (out += b));
+      c.once('exit', (code) =>
+        code === 0
+          ? resolve(Number(/rate (\S+)/.exec(out)?.[1]))
+          : reject(new Error(`nats-publisher exited ${code}`)),
+      );
+    });
+    row('raw nats.js JetStream publish, 256 in flight', raw, 'msgs/s');
+    const prefixes = [];
+    const run1 = async (label, yaml) => {
+      const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+      const prefix = `bench${process.pid}${prefixes.length}`;
+      prefixes.push(prefix);
+      const t = await trellis(dir, yaml, natsArgs(prefix));
+      const r = await cannon(`${t.url}/default/b`);
+      await stop(t);
+      rmSync(dir, { recursive: true, force: true });
+      row(label, r.requests.average, 'events/s', `p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms`);
+      return r.requests.average;
+    };
+    const ing = await run1('trellis ingress over JetStream, no Trigger (one publish per event)', BROKER);
+    row('cluster ingress ratio trellis/raw nats.js', ing / raw, '', '(floor 0.5)');
+    const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
+    const withTrigger = `${BROKER}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\nspec:\n  broker: b\n  subscriber:\n    uri: ${sink.url}\n`;
+    for (const n of [1, 2]) {
+      const prefix = `bench${process.pid}e${n}`;
+      prefixes.push(prefix);
+      const dirs = [];
+      const procs = [];
+      for (let i = 0; i < n; i++) {
+        const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+        dirs.push(dir);
+        procs.push(await trellis(dir, withTrigger, natsArgs(prefix)));
+      }
+      await fixedRateAt(
+        rate,
+        procs.map((p) => p.url),
+        sink.url,
+        `cluster, ${n} process${n > 1 ? 'es' : ''}`,
+        () => Math.max(...procs.map((p) => peakRssMiB(p.child.pid))),
+      );
+      for (const p of procs) await stop(p);
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }
+    await stop(sink);
+    for (const p of prefixes) await destroyNatsStore(NATS, p).catch(() => undefined);
+  }
 }
 
 if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));

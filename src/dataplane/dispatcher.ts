@@ -74,7 +74,16 @@ export class Dispatcher {
     readonly logger: Logger,
     readonly opts: DispatcherOptions,
     readonly lag: LagCounter = new LagCounter(),
-  ) {}
+  ) {
+    this.stopListening = state.onDeliveries?.((sub) => this.workers.get(sub)?.wake());
+  }
+
+  private readonly stopListening: (() => void) | undefined;
+
+  /** True when the store says when deliveries arrive, so idle workers need not poll. */
+  get pushed(): boolean {
+    return this.stopListening !== undefined;
+  }
 
   /** False until the first update has read the store's pending counts. */
   private synced = false;
@@ -150,6 +159,7 @@ export class Dispatcher {
   /** Stops starting deliveries and waits up to `graceMs` for those in flight. Unfinished ones stay pending. */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
+    this.stopListening?.();
     for (const w of this.workers.values()) w.stop();
     const deadline = Date.now() + graceMs;
     while (this.inflight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -188,6 +198,14 @@ class SubscriptionWorker {
       if (this.scanning) this.missed = true;
       this.pump();
     }
+  }
+
+  /** The store has deliveries for this subscription: look for them now, or after the scan running. */
+  wake(): void {
+    if (this.stopped) return;
+    this.backlog = true;
+    if (this.scanning) this.missed = true;
+    this.pump();
   }
 
   /** Looks in the store for deliveries when idle (nothing buffered, no scan running). */

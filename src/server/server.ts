@@ -64,7 +64,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     throw new Error('maxBodyBytes must be at least 65536 (the CloudEvents HTTP binding asks for 64 KiB)');
   const logger = pino({ level: cfg.logLevel, base: { name: 'trellis' } });
   checkProtectedMode(cfg, logger);
-  const store = await openStore(cfg);
+  const store = await openStore(cfg, logger);
   await store.ready();
   const registry = new ResourceRegistry(store.resources);
   const sender = new Sender({
@@ -289,7 +289,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     cfg.store === 'nats'
       ? setInterval(() => {
           // Deliveries other processes stored, and lag they took away, are seen here.
-          dispatcher.poll();
+          if (!dispatcher.pushed) dispatcher.poll();
           void dispatcher.resyncLag().catch((err: unknown) => logger.warn({ err }, 'reading lag failed'));
         }, 1000)
       : undefined;
@@ -377,7 +377,7 @@ async function applyRetention(
 }
 
 /** Opens the configured store; the NATS client is loaded only when it is used. */
-async function openStore(cfg: ServerConfig): Promise<Store> {
+async function openStore(cfg: ServerConfig, logger: Logger): Promise<Store> {
   if (cfg.store === 'nats') {
     const { openNatsStore } = await import('../store/nats/nats-store.js');
     const where = cfg.natsUrl
@@ -389,6 +389,7 @@ async function openStore(cfg: ServerConfig): Promise<Store> {
       prefix: cfg.natsPrefix,
       ackWaitMs: cfg.natsAckWaitMs,
       replicas: cfg.natsReplicas,
+      warn: (context, message) => logger.warn(context, message),
       ...cfg.nats,
     }).catch((err: unknown) => {
       throw new Error(`cannot use NATS at ${where}: ${(err as Error).message}`, { cause: err });

@@ -89,6 +89,12 @@ export interface DeliveryState {
   dropSubscription(subscription: string): Promise<void>;
   /** How many deliveries are pending, per subscription. */
   counts(): Promise<Map<string, number>>;
+  /**
+   * Calls `listener` when deliveries for a subscription became available to this process without an
+   * append here (a shared store: another process stored them, or a retry came due); returns a function
+   * that stops it. Without it, workers look for such deliveries by polling.
+   */
+  onDeliveries?(listener: (subscription: string) => void): () => void;
 }
 
 /** A stored resource, as Knative writes it: apiVersion, kind, metadata, spec, status. */

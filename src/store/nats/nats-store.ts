@@ -72,6 +72,8 @@ export interface NatsStoreOptions {
   publishWindow?: number;
   /** Copies JetStream keeps of every stream and bucket (1, 3 or 5 on a NATS cluster). */
   replicas?: number;
+  /** Where to report trouble the store recovers from by itself (a pull that failed and is made again). */
+  warn?: ((context: Record<string, unknown>, message: string) => void) | undefined;
 }
 
 const SEQ = 'Trellis-Seq';
@@ -81,6 +83,26 @@ const ATTEMPT = 'Trellis-Attempt';
 const DUE = 'Trellis-Due';
 /** The stream (Broker or Channel) a delivery's event belongs to. */
 const STREAM = 'Trellis-Stream';
+/** Deliveries a process holds per subscription beyond those fetched (all leased to it, kept alive). */
+const PULL_BUFFER = 256;
+/** How long one pull request stays open at the server (it is renewed at once). */
+const PULL_EXPIRES_MS = 30_000;
+/** How long a fetch with nothing buffered waits for an arrival. */
+const FETCH_WAIT_MS = 100;
+
+interface Pull {
+  buffer: JsMsg[];
+  stopped: boolean;
+  /** A listener was told since the last fetch. */
+  signalled: boolean;
+  exclusive: boolean;
+  iter?: { stop(): void } | undefined;
+  /** Wakes the pull loop (room in the buffer, or a stop). */
+  space?: (() => void) | undefined;
+  /** Wakes a fetch waiting for an arrival. */
+  arrived?: (() => void) | undefined;
+}
+
 /** The value an owner leaves in an exclusive subscription's key when it lets go cleanly. */
 const RELEASED = '-';
 
@@ -151,6 +173,7 @@ class NatsStore implements Store {
   /** Each stream's retention, as the server configured it. */
   private readonly retentions = new Map<string, StreamRetention | undefined>();
   private readonly ackWaitMs: number;
+  private readonly warn: NatsStoreOptions['warn'];
   private writes = 0;
   private closed = false;
   /** False from a disconnect until the client has reconnected: appends are refused at once meanwhile. */
@@ -166,6 +189,9 @@ class NatsStore implements Store {
   /** Ownerships being let go (awaited on close, so the next owner need not wait for them to expire). */
   private readonly letting = new Set<Promise<void>>();
   private readonly consumers = new Map<string, Consumer>();
+  /** Each subscription's pull: what arrived and is not fetched yet. */
+  private readonly pulls = new Map<string, Pull>();
+  private readonly listeners = new Set<(subscription: string) => void>();
   /** Leased delivery messages, by subscription and event sequence. */
   private readonly leases = new Map<string, Map<number, JsMsg>>();
   private keepAlive: NodeJS.Timeout | undefined;
@@ -186,6 +212,7 @@ class NatsStore implements Store {
     this.replicas = opts.replicas ?? 1;
     this.deliveriesStream = `${this.p}_DELIVERIES`;
     this.ackWaitMs = opts.ackWaitMs ?? 60_000;
+    this.warn = opts.warn;
     this.window = new Window(opts.publishWindow ?? 4096);
     this.events = {
       append: (items) => this.append(items),
@@ -205,6 +232,10 @@ class NatsStore implements Store {
       peek: (sub, afterSeq, limit) => this.peek(sub, afterSeq, limit),
       dropSubscription: (sub) => this.dropSubscription(sub),
       counts: () => this.counts(),
+      onDeliveries: (listener) => {
+        this.listeners.add(listener);
+        return () => this.listeners.delete(listener);
+      },
     };
     this.resources = {
       get: async (kind, ns, name) => this.cache.get(resourceKey(kind, ns, name))?.obj,
@@ -233,7 +264,11 @@ class NatsStore implements Store {
     void (async () => {
       for await (const st of this.nc.status()) {
         if (st.type === 'disconnect') this.connected = false;
-        else if (st.type === 'reconnect') this.connected = true;
+        else if (st.type === 'reconnect') {
+          this.connected = true;
+          // Pull requests did not survive the server: make them again now.
+          for (const p of this.pulls.values()) p.iter?.stop();
+        }
       }
     })();
     await this.ensureStream({
@@ -270,6 +305,7 @@ class NatsStore implements Store {
     this.keepAlive = setInterval(
       () => {
         for (const m of this.leases.values()) for (const msg of m.values()) msg.working();
+        for (const st of this.pulls.values()) for (const msg of st.buffer) msg.working();
       },
       Math.max(1000, this.ackWaitMs / 3),
     );
@@ -565,34 +601,132 @@ class NatsStore implements Store {
     return c;
   }
 
+  /**
+   * Leases what this process's pull for the subscription has received (starting the pull on first use),
+   * waiting briefly when nothing has arrived yet. Deliveries are pushed by JetStream as they are stored,
+   * to whichever process has room, and `onDeliveries` listeners hear of them.
+   */
   private async fetch(sub: string, max: number, exclusive: boolean): Promise<PendingDelivery[]> {
-    if (!this.connected) return [];
-    const c = await this.consumer(sub);
-    if (exclusive && !(await this.own(sub, c))) return [];
-    // Released (nak'd) messages must reach the server before it is asked what is waiting.
-    if (this.released) {
-      this.released = false;
-      await this.nc.flush();
+    if (this.closed) return [];
+    let st = this.pulls.get(sub);
+    if (st === undefined) {
+      st = { buffer: [], stopped: false, signalled: false, exclusive };
+      this.pulls.set(sub, st);
+      void this.pullLoop(sub, st);
+    }
+    st.exclusive = exclusive;
+    if (st.buffer.length === 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, FETCH_WAIT_MS);
+        function done() {
+          clearTimeout(t);
+          resolve();
+        }
+        st.arrived = done;
+      });
+      st.arrived = undefined;
+      // The rest of a batch arrives in the same read: let it land.
+      if (st.buffer.length > 0) await new Promise((r) => setImmediate(r));
     }
     let leased = this.leases.get(sub);
     if (leased === undefined) {
       leased = new Map();
       this.leases.set(sub, leased);
     }
-    // Waiting: never delivered, plus delivered and not acknowledged by anyone here (nak'd, or leased by
-    // a process that died): the second is an upper bound, so that fetch waits only briefly for it.
-    const info = await c.info();
-    const maybe = Math.max(0, info.num_ack_pending - leased.size);
-    const n = Math.min(max, info.num_pending + maybe);
-    if (n <= 0) return [];
+    const taken = st.buffer.splice(0, max);
+    st.signalled = false;
+    st.space?.();
     const out: PendingDelivery[] = [];
-    const expires = info.num_pending >= n ? 2000 : 1000;
-    for await (const m of await c.fetch({ max_messages: n, expires })) {
+    for (const m of taken) {
       const d = toDelivery(sub, m);
       leased.set(d.seq, m);
       out.push(d);
     }
+    // More than asked for is waiting: say so, or the worker would wait for the next arrival.
+    if (st.buffer.length > 0) this.signal(sub, st);
     return out.sort((a, b) => a.seq - b.seq);
+  }
+
+  /** Tells listeners a subscription has deliveries waiting here, once per fetch. */
+  private signal(sub: string, st: Pull): void {
+    if (st.signalled) return;
+    st.signalled = true;
+    queueMicrotask(() => {
+      for (const l of this.listeners) l(sub);
+    });
+  }
+
+  /**
+   * Keeps a pull request open for a subscription while its buffer has room: JetStream sends deliveries
+   * as they are stored, to whichever process asked. Buffered deliveries are leased to this process (kept
+   * alive), so the buffer is small. An exclusive subscription is pulled only while this process owns it.
+   */
+  private async pullLoop(sub: string, st: Pull): Promise<void> {
+    while (!st.stopped && !this.closed) {
+      try {
+        if (!this.connected) {
+          await this.pause(st, 500);
+          continue;
+        }
+        const c = await this.consumer(sub);
+        if (st.exclusive && !(await this.own(sub, c))) {
+          // Another process owns it; what this one holds goes back, oldest first, to the owner.
+          for (const m of st.buffer.splice(0)) m.nak();
+          await this.pause(st, 1000);
+          continue;
+        }
+        const want = PULL_BUFFER - st.buffer.length;
+        if (want <= 0) {
+          await new Promise<void>((r) => {
+            st.space = r;
+          });
+          st.space = undefined;
+          continue;
+        }
+        const iter = await c.fetch({ max_messages: want, expires: PULL_EXPIRES_MS, idle_heartbeat: 5000 });
+        st.iter = iter;
+        for await (const m of iter) {
+          if (st.stopped) {
+            m.nak();
+            continue;
+          }
+          st.buffer.push(m);
+          st.arrived?.();
+          this.signal(sub, st);
+        }
+        st.iter = undefined;
+      } catch (err) {
+        st.iter = undefined;
+        if (st.stopped || this.closed) return;
+        this.warn?.({ err, subscription: sub }, 'pulling deliveries failed; pulling again in 1s');
+        await this.pause(st, 1000);
+      }
+    }
+  }
+
+  private pause(st: Pull, ms: number): Promise<void> {
+    return new Promise<void>((r) => {
+      const t = setTimeout(r, ms);
+      t.unref();
+      st.space = () => {
+        clearTimeout(t);
+        r();
+      };
+    }).then(() => {
+      st.space = undefined;
+    });
+  }
+
+  /** Stops a subscription's pull and gives back what it buffered. */
+  private stopPull(sub: string): void {
+    const st = this.pulls.get(sub);
+    if (st === undefined) return;
+    this.pulls.delete(sub);
+    st.stopped = true;
+    st.iter?.stop();
+    st.space?.();
+    st.arrived?.();
+    for (const m of st.buffer.splice(0)) m.nak();
   }
 
   private take(sub: string, seq: number): JsMsg | undefined {
@@ -623,9 +757,8 @@ class NatsStore implements Store {
     await m.ackAck();
   }
 
-  private released = false;
-
   private release(sub: string): void {
+    this.stopPull(sub);
     const m = this.leases.get(sub);
     // Naks first, then the ownership goes: the next owner finds them waiting.
     if (m === undefined) {
@@ -634,7 +767,6 @@ class NatsStore implements Store {
     }
     for (const msg of m.values()) msg.nak();
     this.leases.delete(sub);
-    this.released = true;
     this.disown(sub);
   }
 
@@ -648,6 +780,7 @@ class NatsStore implements Store {
   }
 
   private async dropSubscription(sub: string): Promise<void> {
+    this.stopPull(sub);
     this.leases.delete(sub);
     this.disown(sub);
     this.consumers.delete(sub);
@@ -784,7 +917,7 @@ class NatsStore implements Store {
     this.closed = true;
     clearInterval(this.keepAlive);
     clearInterval(this.renewer);
-    for (const sub of [...this.leases.keys(), ...this.owned.keys()]) this.release(sub);
+    for (const sub of [...this.leases.keys(), ...this.owned.keys(), ...this.pulls.keys()]) this.release(sub);
     await this.nc.flush().catch(() => undefined);
     await Promise.all(this.letting);
     this.stopWatch?.();
