@@ -20,6 +20,7 @@ import {
   type JsMsg,
   jetstream,
   jetstreamManager,
+  type PubAck,
   RetentionPolicy,
   StorageType,
   type StreamConfig,
@@ -140,6 +141,8 @@ export function connectionOptions(opts: NatsStoreOptions): ConnectionOptions {
   return {
     servers: opts.servers,
     name: 'trellis',
+    // No stack captured per request: a publish is a request, and there are many.
+    noAsyncTraces: true,
     // A NATS restart or a failover must never leave a process without its store for good.
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
@@ -440,15 +443,36 @@ class NatsStore implements Store {
     await this.nc.flush();
   }
 
-  /** A JetStream publish that waits for a place in the window first. */
+  /**
+   * A JetStream publish that waits for a place in the window first. Publishes asked for during one turn
+   * of the event loop (many requests' events) go out together on the next, in one socket write.
+   */
   private async publish(subject: string, payload: Uint8Array, h?: ReturnType<typeof headers>) {
     await this.window.enter();
     try {
       if (!this.connected) throw new Error('NATS is unreachable; reconnecting');
-      return await this.js.publish(subject, payload, h === undefined ? undefined : { headers: h });
+      return await new Promise<PubAck>((resolve, reject) => {
+        this.outbox.push({ subject, payload, h, resolve, reject });
+        if (this.outbox.length === 1) setImmediate(() => this.sendOutbox());
+      });
     } finally {
       this.window.leave();
     }
+  }
+
+  private readonly outbox: {
+    subject: string;
+    payload: Uint8Array;
+    h: ReturnType<typeof headers> | undefined;
+    resolve: (a: PubAck) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+
+  private sendOutbox(): void {
+    for (const o of this.outbox.splice(0))
+      this.js
+        .publish(o.subject, o.payload, o.h === undefined ? undefined : { headers: o.h })
+        .then(o.resolve, o.reject);
   }
 
   // Events
@@ -729,6 +753,21 @@ class NatsStore implements Store {
     for (const m of st.buffer.splice(0)) m.nak();
   }
 
+  private flushing: Promise<void> | undefined;
+
+  /**
+   * Resolves once the server has read everything sent so far (one PING for all the acknowledgements
+   * of a turn of the event loop, instead of a request each). An acknowledgement lost with a connection
+   * means the delivery is made again: at least once.
+   */
+  private flushed(): Promise<void> {
+    this.flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => {
+      this.flushing = undefined;
+      return this.nc.flush();
+    });
+    return this.flushing;
+  }
+
   private take(sub: string, seq: number): JsMsg | undefined {
     const m = this.leases.get(sub)?.get(seq);
     if (m !== undefined) this.leases.get(sub)!.delete(seq);
@@ -738,7 +777,9 @@ class NatsStore implements Store {
   /** Ack or terminate: either way the work-queue message is removed (acknowledged, and confirmed). */
   private async settle(sub: string, seq: number): Promise<void> {
     const m = this.take(sub, seq);
-    if (m !== undefined) await m.ackAck();
+    if (m === undefined) return;
+    m.ack();
+    await this.flushed();
   }
 
   /** A retry is a new delivery message with the attempt and due time, then the old one is removed. */
@@ -754,7 +795,8 @@ class NatsStore implements Store {
       throw err;
     }
     this.take(sub, seq);
-    await m.ackAck();
+    m.ack();
+    await this.flushed();
   }
 
   private release(sub: string): void {
