@@ -4,7 +4,8 @@
  * embedded store to another one, or to keep resources in version control.
  * @module
  */
-import { writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, writeFileSync, writeSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { type Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { AdminClient, type ApiResource } from '../client/admin-client.js';
@@ -45,10 +46,14 @@ export function registerExport(
     .addOption(new Option('-o, --output <format>', 'output format').choices(['yaml', 'json']).default('yaml'))
     .option('--file <file>', 'write to a file instead of standard output')
     .option('--include-auto', 'include the EventTypes Trellis registered by itself')
+    .option(
+      '--events <file>',
+      'also write the events each Broker and Channel still stores (its history) to this file, one JSON line each',
+    )
     .addOption(serverOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  trellis export > resources.yaml\n  trellis export -n shop --file shop.yaml\n  trellis export --server http://old:8080 | trellis import -f - --server http://new:8080',
+      '\nExamples:\n  trellis export > resources.yaml\n  trellis export -n shop --file shop.yaml\n  trellis export --server http://old:8080 | trellis import -f - --server http://new:8080\n  trellis export --file mesh.yaml --events events.jsonl && trellis import -f mesh.yaml --events events.jsonl --server http://new:8080',
     )
     .action(
       async (opts: {
@@ -56,6 +61,7 @@ export function registerExport(
         output: string;
         file?: string;
         includeAuto?: boolean;
+        events?: string;
         server: string;
       }) => {
         try {
@@ -77,9 +83,116 @@ export function registerExport(
           if (opts.file) writeFileSync(opts.file, text, { mode: 0o600 });
           else process.stdout.write(text);
           process.stderr.write(`${docs.length} resources exported\n`);
+          if (opts.events !== undefined) {
+            const n = await exportEvents(client, docs, opts.events);
+            process.stderr.write(`${n} events exported to ${opts.events}\n`);
+          }
         } catch (err) {
           fail(err);
         }
       },
     );
+}
+
+/** The kinds whose events are kept as a history, and exported with `--events`. */
+const WITH_HISTORY = new Set(['Broker', 'Channel', 'InMemoryChannel']);
+
+/** One line of an events file: where the event was stored, and the event in structured JSON. */
+interface EventLine {
+  kind: string;
+  namespace: string;
+  name: string;
+  event: Record<string, unknown>;
+}
+
+/** Writes every stored event of the exported Brokers and Channels to `file`, one JSON line each. */
+async function exportEvents(
+  client: AdminClient,
+  docs: Record<string, unknown>[],
+  file: string,
+): Promise<number> {
+  const fd = openSync(file, 'w', 0o600);
+  let n = 0;
+  try {
+    for (const d of docs) {
+      const kind = String(d['kind']);
+      if (!WITH_HISTORY.has(kind)) continue;
+      const def = KINDS.find((k) => k.kind === kind)!;
+      const { name, namespace } = d['metadata'] as { name: string; namespace: string };
+      let after = 0;
+      for (;;) {
+        const page = await client.history(def, namespace, name, after);
+        let out = '';
+        for (const it of page.items) {
+          const line: EventLine = { kind, namespace, name, event: it.event };
+          out += `${JSON.stringify(line)}\n`;
+        }
+        if (out !== '') writeSync(fd, out);
+        n += page.items.length;
+        if (page.next === null) break;
+        after = page.next;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return n;
+}
+
+/**
+ * Stores the events of an events file as the history of the Brokers and Channels they came from (which
+ * must exist: import the resources first). Sent in batches well under the server's body limit; the
+ * events go to no Trigger or Subscription.
+ */
+export async function importEvents(client: AdminClient, file: string): Promise<number> {
+  const lines = createInterface({
+    input: file === '-' ? process.stdin : createReadStream(file),
+    crlfDelay: Infinity,
+  });
+  let batch: unknown[] = [];
+  let bytes = 0;
+  let target: EventLine | undefined;
+  let n = 0;
+  let lineNo = 0;
+  const flush = async () => {
+    if (target === undefined || batch.length === 0) return;
+    const def = KINDS.find((k) => k.kind === target!.kind)!;
+    n += await client.importHistory(def, target.namespace, target.name, batch);
+    batch = [];
+    bytes = 0;
+  };
+  for await (const text of lines) {
+    lineNo++;
+    if (text.trim() === '') continue;
+    let line: EventLine;
+    try {
+      line = JSON.parse(text) as EventLine;
+    } catch (err) {
+      throw new Error(`${file} line ${lineNo}: not JSON (${(err as Error).message})`);
+    }
+    if (
+      typeof line !== 'object' ||
+      line === null ||
+      !WITH_HISTORY.has(line.kind) ||
+      typeof line.namespace !== 'string' ||
+      typeof line.name !== 'string' ||
+      typeof line.event !== 'object'
+    )
+      throw new Error(
+        `${file} line ${lineNo}: expected {"kind": "Broker"|"Channel"|"InMemoryChannel", "namespace", "name", "event"} as trellis export --events writes it`,
+      );
+    const same =
+      target !== undefined &&
+      target.kind === line.kind &&
+      target.namespace === line.namespace &&
+      target.name === line.name;
+    if (!same || batch.length >= 500 || bytes + text.length > 256 * 1024) {
+      await flush();
+      target = line;
+    }
+    batch.push(line.event);
+    bytes += text.length;
+  }
+  await flush();
+  return n;
 }

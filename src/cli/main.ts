@@ -16,7 +16,7 @@ import { isObject } from '../resources/validation.js';
 import { runDisplay } from './display.js';
 import { attributesFromFlags } from './event-flags.js';
 import { registerExplain } from './explain.js';
-import { registerExport } from './export.js';
+import { importEvents, registerExport } from './export.js';
 import { formatDescribe, formatObject, formatTable } from './format.js';
 import { runServe } from './serve.js';
 
@@ -133,12 +133,13 @@ Examples:
     .command('import')
     .description('Create or update the resources of an export (the same as apply, with a count at the end).')
     .requiredOption('-f, --filename <file...>', "a file from trellis export; '-' reads standard input")
+    .option('--events <file>', 'an events file from trellis export --events: stored as history, sent nowhere')
     .addOption(serverOption())
     .addHelpText(
       'after',
       '\nExample:\n  trellis export --server http://old:8080 | trellis import -f - --server http://new:8080',
     )
-    .action(async (opts: { filename: string[]; server: string }) => {
+    .action(async (opts: { filename: string[]; events?: string; server: string }) => {
       const client = new AdminClient(opts.server);
       let applied = 0;
       let failed = 0;
@@ -161,6 +162,14 @@ Examples:
       }
       process.stdout.write(`${applied} resources imported${failed ? `, ${failed} failed` : ''}\n`);
       if (failed > 0) process.exit(1);
+      if (opts.events !== undefined) {
+        try {
+          const n = await importEvents(client, opts.events);
+          process.stdout.write(`${n} events imported\n`);
+        } catch (err) {
+          fail(err);
+        }
+      }
     });
 
   program

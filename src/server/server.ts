@@ -20,6 +20,7 @@ import { type ErrorCode, TrellisError } from '../errors.js';
 import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { sendError } from '../protocols/http/errors.js';
+import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { StatusReconciler } from '../resources/reconciler.js';
@@ -194,6 +195,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerAdminRoutes(app, registry, settled, (stream, id, source) =>
     store.events.findEvent(stream, id, source),
   );
+  registerHistoryRoutes(app, store.events, store.resources);
   registerIngressRoutes(app);
   registerTransformRoutes(app, transformer);
 
