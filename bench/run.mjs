@@ -567,6 +567,7 @@ if (!only || only === 'cluster') {
     row('cluster ingress ratio trellis/raw nats.js', ing / raw, '', '(floor 0.5)');
     const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
     const withTrigger = `${BROKER}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\nspec:\n  broker: b\n  subscriber:\n    uri: ${sink.url}\n`;
+    await run1('trellis ingress over JetStream, one Trigger delivered by the same process', withTrigger);
     for (const n of [1, 2]) {
       const prefix = `bench${process.pid}e${n}`;
       prefixes.push(prefix);

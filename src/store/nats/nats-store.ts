@@ -20,7 +20,6 @@ import {
   type JsMsg,
   jetstream,
   jetstreamManager,
-  type PubAck,
   RetentionPolicy,
   StorageType,
   type StreamConfig,
@@ -50,6 +49,7 @@ import {
   type StreamRetention,
 } from '../types.js';
 import { decodeEvent, encodeEvent, resourceKey, token, untoken } from './codec.js';
+import { JetStreamPublisher } from './publisher.js';
 
 export interface NatsStoreOptions {
   /** `nats://host:port`, or several. */
@@ -182,6 +182,7 @@ class NatsStore implements Store {
   /** False from a disconnect until the client has reconnected: appends are refused at once meanwhile. */
   private connected = true;
   private readonly window: Window;
+  private readonly publisher: JetStreamPublisher;
   private kv!: KV;
   /** Which process fetches each exclusive (ordered) subscription: a key per subscription, expiring unless renewed. */
   private owners!: KV;
@@ -217,6 +218,7 @@ class NatsStore implements Store {
     this.ackWaitMs = opts.ackWaitMs ?? 60_000;
     this.warn = opts.warn;
     this.window = new Window(opts.publishWindow ?? 4096);
+    this.publisher = new JetStreamPublisher(nc);
     this.events = {
       append: (items) => this.append(items),
       pendingWrites: () => this.writes,
@@ -266,8 +268,10 @@ class NatsStore implements Store {
   async init(): Promise<void> {
     void (async () => {
       for await (const st of this.nc.status()) {
-        if (st.type === 'disconnect') this.connected = false;
-        else if (st.type === 'reconnect') {
+        if (st.type === 'disconnect') {
+          this.connected = false;
+          this.publisher.failAll('the connection to NATS was lost; the events may or may not be stored');
+        } else if (st.type === 'reconnect') {
           this.connected = true;
           // Pull requests did not survive the server: make them again now.
           for (const p of this.pulls.values()) p.iter?.stop();
@@ -451,7 +455,7 @@ class NatsStore implements Store {
     await this.window.enter();
     try {
       if (!this.connected) throw new Error('NATS is unreachable; reconnecting');
-      return await new Promise<PubAck>((resolve, reject) => {
+      return await new Promise<number>((resolve, reject) => {
         this.outbox.push({ subject, payload, h, resolve, reject });
         if (this.outbox.length === 1) setImmediate(() => this.sendOutbox());
       });
@@ -464,15 +468,13 @@ class NatsStore implements Store {
     subject: string;
     payload: Uint8Array;
     h: ReturnType<typeof headers> | undefined;
-    resolve: (a: PubAck) => void;
+    resolve: (seq: number) => void;
     reject: (e: unknown) => void;
   }[] = [];
 
   private sendOutbox(): void {
     for (const o of this.outbox.splice(0))
-      this.js
-        .publish(o.subject, o.payload, o.h === undefined ? undefined : { headers: o.h })
-        .then(o.resolve, o.reject);
+      this.publisher.publish(o.subject, o.payload, o.h).then(o.resolve, o.reject);
   }
 
   // Events
@@ -489,7 +491,7 @@ class NatsStore implements Store {
       const acks = await Promise.all(
         items.map((it, i) => this.publish(this.evSubject(it.stream), payloads[i]!)),
       );
-      const seqs = acks.map((a) => a.seq);
+      const seqs = acks;
       const deliveries: Promise<unknown>[] = [];
       for (const [i, it] of items.entries()) {
         for (const sub of it.deliveries)
@@ -753,19 +755,22 @@ class NatsStore implements Store {
     for (const m of st.buffer.splice(0)) m.nak();
   }
 
-  private flushing: Promise<void> | undefined;
+  private acking: JsMsg[] = [];
+  private acked: Promise<void> | undefined;
 
   /**
-   * Resolves once the server has read everything sent so far (one PING for all the acknowledgements
-   * of a turn of the event loop, instead of a request each). An acknowledgement lost with a connection
-   * means the delivery is made again: at least once.
+   * Acknowledges on the next turn of the event loop, with every other acknowledgement of this turn, in
+   * one socket write; resolves once the server has read them (one PING for all, not a request each). An
+   * acknowledgement lost with a connection means the delivery is made again: at least once.
    */
-  private flushed(): Promise<void> {
-    this.flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => {
-      this.flushing = undefined;
+  private ackLater(m: JsMsg): Promise<void> {
+    this.acking.push(m);
+    this.acked ??= new Promise<void>((r) => setImmediate(r)).then(() => {
+      this.acked = undefined;
+      for (const x of this.acking.splice(0)) x.ack();
       return this.nc.flush();
     });
-    return this.flushing;
+    return this.acked;
   }
 
   private take(sub: string, seq: number): JsMsg | undefined {
@@ -778,8 +783,7 @@ class NatsStore implements Store {
   private async settle(sub: string, seq: number): Promise<void> {
     const m = this.take(sub, seq);
     if (m === undefined) return;
-    m.ack();
-    await this.flushed();
+    await this.ackLater(m);
   }
 
   /** A retry is a new delivery message with the attempt and due time, then the old one is removed. */
@@ -795,8 +799,7 @@ class NatsStore implements Store {
       throw err;
     }
     this.take(sub, seq);
-    m.ack();
-    await this.flushed();
+    await this.ackLater(m);
   }
 
   private release(sub: string): void {
@@ -959,6 +962,7 @@ class NatsStore implements Store {
     this.closed = true;
     clearInterval(this.keepAlive);
     clearInterval(this.renewer);
+    this.publisher.close();
     for (const sub of [...this.leases.keys(), ...this.owned.keys(), ...this.pulls.keys()]) this.release(sub);
     await this.nc.flush().catch(() => undefined);
     await Promise.all(this.letting);
