@@ -2,6 +2,7 @@
 //  1. codec: decoding a binary-mode message, ours vs the cloudevents SDK (ns/op).
 //  2. ingress: binary-mode POSTs of a 1 KiB event with many connections, Trellis vs a raw node:http server.
 //  3. end to end: ingress -> one Trigger -> a local HTTP subscriber, at a fixed rate: delivered/s, p50, p99.
+//  (and flows, isolation, filters, control; 7. cluster mode on NATS JetStream, when NATS answers.)
 // Every server runs in its own process; the load generator and the subscriber run here.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -525,7 +526,7 @@ if (!only || only === 'cluster') {
   if (!natsUp) console.log(`cluster: SKIPPED, no NATS at ${NATS} (start one with: nats-server -js)`);
   else {
     const { destroyNatsStore } = await import('../dist/store/nats/nats-store.js');
-    const rate = Number(process.env.BENCH_CLUSTER_RATE ?? 2000);
+    const rate = Number(process.env.BENCH_CLUSTER_RATE ?? RATE);
     console.log(
       `cluster: ingress over JetStream (${CONNECTIONS} connections, ${DURATION} s) beside raw nats.js; end to end at ${rate} events/s with one and two processes`,
     );

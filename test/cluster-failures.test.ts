@@ -7,6 +7,8 @@ import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'no
 import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Kvm } from '@nats-io/kv';
+import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyNatsStore } from '../src/store/nats/nats-store.js';
 import { NATS_URL, natsServerAvailable, natsUp, type PrivateNats, startPrivateNats } from './helpers/nats.js';
@@ -277,6 +279,126 @@ describe.runIf(up)('three processes on one NATS', () => {
     console.log(
       `ordered across processes: 160 events of 4 keys in order, ${sink.received.length - before - 160} repeated after the kill`,
     );
+  });
+});
+
+describe.runIf(up)('ordered retries on a shared store', () => {
+  const prefix = `r${randomBytes(5).toString('hex')}`;
+  let dir: string;
+  const procs: Served[] = [];
+  const args = () => [
+    '--store',
+    'nats',
+    '--nats-url',
+    NATS_URL,
+    '--nats-prefix',
+    prefix,
+    '--nats-ack-wait',
+    'PT2S',
+    '--data-dir',
+    join(dir, 'unused'),
+  ];
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'trellis-ordretry-'));
+    for (let i = 0; i < 2; i++) procs.push(await serve(args()));
+  });
+  afterAll(async () => {
+    for (const s of procs) {
+      if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
+      await s.exited();
+    }
+    await destroyNatsStore(NATS_URL, prefix);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const orderedYaml = (name: string, uri: string, delivery: string) =>
+    `apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: ${name}}\n---\n` +
+    `apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: ${name}-t\n  annotations: {kafka.eventing.knative.dev/delivery.order: ordered}\n` +
+    `spec:\n  broker: ${name}\n  subscriber: {uri: '${uri}'}\n  delivery: ${delivery}\n`;
+
+  it('a retry holding a key does not wait behind the 1,500 newer events it holds up', async () => {
+    const [a, b] = procs as [Served, Served];
+    await using sink = await startSink((_r, res, n) => res.writeHead(n === 1 ? 500 : 202).end());
+    const r = await run(['apply', '-f', '-'], {
+      input: orderedYaml('backlog', sink.url, '{retry: 3, backoffDelay: PT0.5S}'),
+      env: { TRELLIS_SERVER: a.url },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    for (const p of [a, b]) await triggerReady(p.url, 'backlog-t');
+    // More than the pull buffer, the worker's buffer and JetStream's default ack window together.
+    for (let i = 0; i < 1500; i += 50)
+      await Promise.all(
+        Array.from({ length: 50 }, async (_, j) => {
+          const res = await fetch(`${procs[(i + j) % 2]!.url}/default/backlog`, {
+            method: 'POST',
+            headers: ceHeaders(`b${i + j}`),
+            body: '{}',
+          });
+          expect(res.status).toBe(202);
+        }),
+      );
+    await expect
+      .poll(() => new Set(sink.received.map((x) => String(x.event.attrs['id']))).size, { timeout: 30_000 })
+      .toBe(1500);
+    // The first event failed once and was delivered again before anything after it.
+    expect(sink.received[0]!.event.attrs['id']).toBe(sink.received[1]!.event.attrs['id']);
+    expect(sink.received).toHaveLength(1501);
+  });
+
+  it('the attempt count of an ordered retry survives the death of the process that held it', async () => {
+    await using failing = await startSink((_r, res) => res.writeHead(500).end());
+    await using dls = await startSink();
+    const live = procs.filter((p) => p.child.exitCode === null && p.child.signalCode === null);
+    const r = await run(['apply', '-f', '-'], {
+      input: orderedYaml(
+        'count',
+        failing.url,
+        `{retry: 2, backoffPolicy: linear, backoffDelay: PT2S, deadLetterSink: {uri: '${dls.url}'}}`,
+      ),
+      env: { TRELLIS_SERVER: live[0]!.url },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    for (const p of live) await triggerReady(p.url, 'count-t');
+    const pids = live.map((p) => p.child.pid!);
+    let holder: number | undefined;
+    const log: string[] = [];
+    failing.respond = (_r, res) => {
+      const port = res.socket?.remotePort;
+      const pid = port === undefined ? undefined : ownerOfPort(port, pids);
+      holder ??= pid;
+      log.push(`${Date.now() % 100000} ${pid}`);
+      res.writeHead(500).end();
+    };
+    const res = await fetch(`${live[0]!.url}/default/count`, {
+      method: 'POST',
+      headers: ceHeaders('c1'),
+      body: '{}',
+    });
+    expect(res.status).toBe(202);
+    await failing.waitFor(1, 10_000);
+    // Once the failed attempt is recorded (a crash before that makes the attempt again: at least once),
+    // the process that made it dies while it waits for the second.
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      const kv = await new Kvm(nc).open(`${prefix}_attempts`);
+      await expect
+        .poll(async () => {
+          let n = 0;
+          for await (const _k of await kv.keys()) n++;
+          return n;
+        })
+        .toBe(1);
+    } finally {
+      await nc.close();
+    }
+    const owner = live.find((p) => p.child.pid === holder)!;
+    expect(owner).toBeDefined();
+    owner.child.kill('SIGKILL');
+    await owner.exited();
+    await dls.waitFor(1, 30_000);
+    // Two retries after the first attempt, whoever made them: three in all, not three more.
+    expect(failing.received, log.join('\n')).toHaveLength(3);
+    expect(dls.received).toHaveLength(1);
   });
 });
 

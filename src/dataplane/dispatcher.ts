@@ -295,7 +295,13 @@ class SubscriptionWorker {
         // An ordered key waits for its oldest event's retry, even across a restart.
         if (this.route.ordered && !this.holders.has(partitionKey(r.event)))
           this.holders.set(partitionKey(r.event), r.seq);
-        this.wakeAt(r.dueAt, r.seq, r.attempt, undefined);
+        this.wakeAt(
+          r.dueAt,
+          r.seq,
+          r.attempt,
+          undefined,
+          this.d.state.retriesRefetched ? r.event : undefined,
+        );
       } else this.buffer.push({ seq: r.seq, attempt: r.attempt, event: r.event });
     }
     if (rows.length < limit && !this.missed) this.backlog = false;
@@ -313,9 +319,21 @@ class SubscriptionWorker {
     this.timers.add(t);
   }
 
-  /** Brings a delivery back when its retry is due, re-reading the event from the store. */
-  private wakeAt(dueAt: number, seq: number, attempt: number, lastError: FailureInfo | undefined): void {
+  /** Brings a delivery back when its retry is due, re-reading the event from the store unless it is given. */
+  private wakeAt(
+    dueAt: number,
+    seq: number,
+    attempt: number,
+    lastError: FailureInfo | undefined,
+    held?: CloudEvent,
+  ): void {
     this.later(Math.max(0, dueAt - Date.now()), () => {
+      if (held !== undefined) {
+        if (this.stopped) return;
+        this.buffer.push({ seq, attempt, event: held, lastError });
+        this.pump();
+        return;
+      }
       void this.d.log.getEvent(this.route.stream, seq).then(
         (event) => {
           if (event === undefined || this.stopped) return;
@@ -385,7 +403,7 @@ class SubscriptionWorker {
         { err, subscription: this.label(), seq: item.seq },
         'delivery bookkeeping failed; retrying',
       );
-      this.wakeAt(Date.now() + 1000, item.seq, item.attempt, item.lastError);
+      this.wakeAt(Date.now() + 1000, item.seq, item.attempt, item.lastError, item.event);
     }
   }
 
@@ -434,20 +452,23 @@ class SubscriptionWorker {
   /** Records a failed attempt and brings the delivery back when the next one is due. */
   private async retryLater(item: Item, attempt: number, waitMs: number): Promise<void> {
     const due = Date.now() + waitMs;
-    if (this.d.state.retriesRefetched) {
+    // An ordered subscription's retry holds its key: it must not queue behind the newer events it holds up.
+    if (this.d.state.retriesRefetched && !this.route.ordered) {
       // A shared store hands the retry out again through fetch (to this process or another); only the
       // one that fetches it waits for it. A failed write keeps the lease, so the delivery is not lost.
       await this.d.state.retry(this.route.id, item.seq, attempt, due);
       this.backlog = true;
       return;
     }
-    this.d.state.retry(this.route.id, item.seq, attempt, due).catch((err: unknown) => {
+    this.d.state.retry(this.route.id, item.seq, attempt, due, true).catch((err: unknown) => {
       this.d.logger.error(
         { err, subscription: this.label(), seq: item.seq },
         'recording a retry failed; the retry goes ahead',
       );
     });
-    if (!this.stopped) this.wakeAt(due, item.seq, attempt, item.lastError);
+    // A shared store may not keep the event itself for the retention's sake: the retry keeps it here.
+    const event = this.d.state.retriesRefetched ? item.event : undefined;
+    if (!this.stopped) this.wakeAt(due, item.seq, attempt, item.lastError, event);
   }
 
   private async deadLetter(item: Item): Promise<void> {

@@ -77,8 +77,13 @@ export interface DeliveryState {
   claim(subscription: string, seq: number): boolean;
   /** The delivery was made: it is removed; durable on resolve. */
   ack(subscription: string, seq: number): Promise<void>;
-  /** An attempt failed: `attempt` failed attempts so far, the next one due at `dueAt`; durable on resolve. */
-  retry(subscription: string, seq: number, attempt: number, dueAt: number): Promise<void>;
+  /**
+   * An attempt failed: `attempt` failed attempts so far, the next one due at `dueAt`; durable on resolve.
+   * With `keep` (ordered delivery, where a retry must not queue behind newer events) the worker keeps
+   * the lease and brings the delivery back itself, even when `retriesRefetched`; the attempt count is
+   * still recorded, so whoever holds the delivery after a crash continues it.
+   */
+  retry(subscription: string, seq: number, attempt: number, dueAt: number, keep?: boolean): Promise<void>;
   /** The delivery is given up (dead-lettered, or dropped): it is removed; durable on resolve. */
   terminate(subscription: string, seq: number): Promise<void>;
   /** Gives up every lease of a subscription (its worker stopped): its deliveries are pending again. */

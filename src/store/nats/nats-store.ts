@@ -93,6 +93,8 @@ const FETCH_WAIT_MS = 100;
 
 interface Pull {
   buffer: JsMsg[];
+  /** Deliveries-stream sequences of the messages buffered or leased here: JetStream may hand one over twice. */
+  inHand: Set<number>;
   stopped: boolean;
   /** A listener was told since the last fetch. */
   signalled: boolean;
@@ -106,6 +108,11 @@ interface Pull {
 
 /** The value an owner leaves in an exclusive subscription's key when it lets go cleanly. */
 const RELEASED = '-';
+
+/** The attempts-bucket key of a kept retry. */
+function attemptKey(sub: string, seq: number): string {
+  return `a${token(sub)}.${seq}`;
+}
 
 /** A delivery message as the port's pending delivery: the event, and its sequence, attempt and due time. */
 function toDelivery(
@@ -184,6 +191,12 @@ class NatsStore implements Store {
   private readonly window: Window;
   private readonly publisher: JetStreamPublisher;
   private kv!: KV;
+  /** Attempts of kept (ordered) retries, by subscription and sequence, while their delivery is pending. */
+  private attempts!: KV;
+  /** Kept retries recorded by this process (their key goes when the delivery is settled). */
+  private readonly recorded = new Set<string>();
+  /** Kept retries of previous owners of the subscriptions this process took over, read when it took them. */
+  private readonly recovered = new Map<string, { attempt: number; dueAt: number }>();
   /** Which process fetches each exclusive (ordered) subscription: a key per subscription, expiring unless renewed. */
   private owners!: KV;
   private readonly processId = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
@@ -232,7 +245,7 @@ class NatsStore implements Store {
       claim: () => false,
       ack: (sub, seq) => this.settle(sub, seq),
       terminate: (sub, seq) => this.settle(sub, seq),
-      retry: (sub, seq, attempt, dueAt) => this.retry(sub, seq, attempt, dueAt),
+      retry: (sub, seq, attempt, dueAt, keep) => this.retry(sub, seq, attempt, dueAt, keep === true),
       release: (sub) => this.release(sub),
       peek: (sub, afterSeq, limit) => this.peek(sub, afterSeq, limit),
       dropSubscription: (sub) => this.dropSubscription(sub),
@@ -290,6 +303,12 @@ class NatsStore implements Store {
     this.kv = await kvm.create(`${this.p}_resources`, { history: 1, replicas: this.replicas });
     const ttl = this.ownerTtlMs();
     this.owners = await kvm.create(`${this.p}_owners`, { history: 1, ttl, replicas: this.replicas });
+    // A record outlives any sane backoff; one left behind by a crash between settling and deleting goes by itself.
+    this.attempts = await kvm.create(`${this.p}_attempts`, {
+      history: 1,
+      replicas: this.replicas,
+      ttl: 7 * 24 * 3600 * 1000,
+    });
     const ownersStream = `KV_${this.p}_owners`;
     const oi = await this.jsm.streams.info(ownersStream);
     if (oi.config.max_age !== nanos(ttl))
@@ -349,6 +368,12 @@ class NatsStore implements Store {
         return false;
       }
       handedOver = true;
+    }
+    // The previous owners' kept retries, to continue their attempt counts.
+    for await (const k of await this.attempts.keys(`a${token(sub)}.>`)) {
+      const e = await this.attempts.get(k).catch(() => null);
+      if (e !== null && e.operation === 'PUT')
+        this.recovered.set(k, e.json<{ attempt: number; dueAt: number }>());
     }
     const info = await c.info();
     const others = info.num_ack_pending - (this.leases.get(sub)?.size ?? 0);
@@ -636,7 +661,7 @@ class NatsStore implements Store {
     if (this.closed) return [];
     let st = this.pulls.get(sub);
     if (st === undefined) {
-      st = { buffer: [], stopped: false, signalled: false, exclusive };
+      st = { buffer: [], inHand: new Set(), stopped: false, signalled: false, exclusive };
       this.pulls.set(sub, st);
       void this.pullLoop(sub, st);
     }
@@ -665,6 +690,14 @@ class NatsStore implements Store {
     const out: PendingDelivery[] = [];
     for (const m of taken) {
       const d = toDelivery(sub, m);
+      // A kept retry of a previous owner: its attempt count is in the attempts bucket, not in the message.
+      const rec = this.recovered.get(attemptKey(sub, d.seq));
+      if (rec !== undefined) {
+        this.recovered.delete(attemptKey(sub, d.seq));
+        d.attempt = rec.attempt;
+        d.dueAt = rec.dueAt;
+        this.recorded.add(attemptKey(sub, d.seq));
+      }
       leased.set(d.seq, m);
       out.push(d);
     }
@@ -697,7 +730,10 @@ class NatsStore implements Store {
         const c = await this.consumer(sub);
         if (st.exclusive && !(await this.own(sub, c))) {
           // Another process owns it; what this one holds goes back, oldest first, to the owner.
-          for (const m of st.buffer.splice(0)) m.nak();
+          for (const m of st.buffer.splice(0)) {
+            st.inHand.delete(m.seq);
+            m.nak();
+          }
           await this.pause(st, 1000);
           continue;
         }
@@ -716,6 +752,10 @@ class NatsStore implements Store {
             m.nak();
             continue;
           }
+          // A second copy of a message this process holds (seen from NATS 2.9 after a redelivery): the
+          // copy held settles it.
+          if (st.inHand.has(m.seq)) continue;
+          st.inHand.add(m.seq);
           st.buffer.push(m);
           st.arrived?.();
           this.signal(sub, st);
@@ -775,7 +815,10 @@ class NatsStore implements Store {
 
   private take(sub: string, seq: number): JsMsg | undefined {
     const m = this.leases.get(sub)?.get(seq);
-    if (m !== undefined) this.leases.get(sub)!.delete(seq);
+    if (m !== undefined) {
+      this.leases.get(sub)!.delete(seq);
+      this.pulls.get(sub)?.inHand.delete(m.seq);
+    }
     return m;
   }
 
@@ -783,21 +826,33 @@ class NatsStore implements Store {
   private async settle(sub: string, seq: number): Promise<void> {
     const m = this.take(sub, seq);
     if (m === undefined) return;
+    const key = attemptKey(sub, seq);
+    if (this.recorded.delete(key)) await this.attempts.delete(key).catch(() => undefined);
     await this.ackLater(m);
   }
 
   /** A retry is a new delivery message with the attempt and due time, then the old one is removed. */
-  private async retry(sub: string, seq: number, attempt: number, dueAt: number): Promise<void> {
+  /**
+   * A retry is a new delivery message with the attempt and due time, then the old one is removed. A kept
+   * retry (ordered) stays leased here, kept alive, with its attempt and due time in the attempts bucket,
+   * where a process that gets the message after a crash finds them. A failed write keeps the lease: the
+   * worker tries again.
+   */
+  private async retry(
+    sub: string,
+    seq: number,
+    attempt: number,
+    dueAt: number,
+    keep: boolean,
+  ): Promise<void> {
     const m = this.leases.get(sub)?.get(seq);
     if (m === undefined) return;
-    try {
-      await this.publishDelivery(sub, m.headers?.get(STREAM) ?? '', seq, attempt, dueAt, m.data);
-    } catch (err) {
-      // Not recorded: the delivery goes back to the work queue as it was (its last attempt is made again).
-      this.take(sub, seq);
-      m.nak();
-      throw err;
+    if (keep) {
+      await this.attempts.put(attemptKey(sub, seq), JSON.stringify({ attempt, dueAt }));
+      this.recorded.add(attemptKey(sub, seq));
+      return;
     }
+    await this.publishDelivery(sub, m.headers?.get(STREAM) ?? '', seq, attempt, dueAt, m.data);
     this.take(sub, seq);
     await this.ackLater(m);
   }
@@ -979,6 +1034,7 @@ class NatsStore implements Store {
     await this.jsm.streams.delete(this.deliveriesStream).catch(() => undefined);
     await this.kv.destroy().catch(() => undefined);
     await this.owners.destroy().catch(() => undefined);
+    await this.attempts.destroy().catch(() => undefined);
   }
 }
 
