@@ -160,4 +160,124 @@ describe.runIf(up)('two processes on one NATS', () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/cannot use NATS at nats:\/\/[^ ]+: .*replicas/i);
   });
+  it('every kind works across the processes: Channel, Subscriptions, Sequence, Parallel, EventTransform, EventTypes', async () => {
+    await using out = await startSink();
+    // Each step answers with the event, its type extended by the step's path: the chain shows in the type.
+    await using steps = await startSink((r, res) => {
+      const e = r.event.attrs;
+      res
+        .writeHead(200, {
+          'ce-specversion': '1.0',
+          'ce-id': String(e['id']),
+          'ce-source': String(e['source']),
+          'ce-type': `${String(e['type'])}${r.path.replace('/', '.')}`,
+          'content-type': 'application/json',
+        })
+        .end('{}');
+    });
+    const yaml = `
+apiVersion: messaging.knative.dev/v1
+kind: InMemoryChannel
+metadata: {name: kch}
+---
+apiVersion: messaging.knative.dev/v1
+kind: Subscription
+metadata: {name: kch-a}
+spec:
+  channel: {apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: kch}
+  subscriber: {uri: '${out.url}sub-a'}
+---
+apiVersion: messaging.knative.dev/v1
+kind: Subscription
+metadata: {name: kch-b}
+spec:
+  channel: {apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel, name: kch}
+  subscriber: {uri: '${out.url}sub-b'}
+---
+apiVersion: flows.knative.dev/v1
+kind: Sequence
+metadata: {name: kseq}
+spec:
+  steps:
+    - uri: '${steps.url}one'
+    - uri: '${steps.url}two'
+  reply: {uri: '${out.url}seq'}
+---
+apiVersion: flows.knative.dev/v1
+kind: Parallel
+metadata: {name: kpar}
+spec:
+  branches:
+    - subscriber: {uri: '${steps.url}left'}
+      reply: {uri: '${out.url}par'}
+    - subscriber: {uri: '${steps.url}right'}
+      reply: {uri: '${out.url}par'}
+---
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventTransform
+metadata: {name: ktr}
+spec:
+  sink: {uri: '${out.url}tr'}
+  jsonata:
+    expression: '{"specversion": "1.0", "id": id, "source": source, "type": "transformed", "data": {"was": type}}'
+`;
+    expect((await run(['apply', '-f', '-'], { input: yaml, env: { TRELLIS_SERVER: a.url } })).code).toBe(0);
+    const readyOn = (url: string, path: string) =>
+      expect
+        .poll(
+          async () => {
+            const r = await fetch(`${url}${path}`);
+            if (r.status !== 200) return 'missing';
+            const o = (await r.json()) as { status?: { conditions?: { type: string; status: string }[] } };
+            return o.status?.conditions?.find((c) => c.type === 'Ready')?.status ?? 'unknown';
+          },
+          { timeout: 20_000 },
+        )
+        .toBe('True');
+    for (const path of [
+      '/apis/messaging.knative.dev/v1/namespaces/default/inmemorychannels/kch',
+      '/apis/messaging.knative.dev/v1/namespaces/default/subscriptions/kch-a',
+      '/apis/messaging.knative.dev/v1/namespaces/default/subscriptions/kch-b',
+      '/apis/flows.knative.dev/v1/namespaces/default/sequences/kseq',
+      '/apis/flows.knative.dev/v1/namespaces/default/parallels/kpar',
+      '/apis/eventing.knative.dev/v1alpha1/namespaces/default/eventtransforms/ktr',
+    ])
+      await readyOn(b.url, path);
+    // Sent to the process that did not take the resources, delivered by whichever holds the work.
+    const send = async (path: string, id: string) => {
+      const r = await fetch(`${b.url}${path}`, { method: 'POST', headers: ceHeaders(id), body: '{}' });
+      expect(r.status, path).toBe(202);
+    };
+    await send('/inmemorychannels/default/kch', 'k-ch');
+    await send('/sequences/default/kseq', 'k-seq');
+    await send('/parallels/default/kpar', 'k-par');
+    const tr = await fetch(`${b.url}/eventtransforms/default/ktr`, {
+      method: 'POST',
+      headers: ceHeaders('k-tr'),
+      body: '{}',
+    });
+    expect(tr.status).toBeLessThan(300);
+    const got = (path: string) =>
+      out.received.filter((r) => r.path === path).map((r) => String(r.event.attrs['type']));
+    await expect.poll(() => got('/sub-a').length, { timeout: 20_000 }).toBe(1);
+    await expect.poll(() => got('/sub-b').length, { timeout: 20_000 }).toBe(1);
+    await expect
+      .poll(() => got('/seq'), { timeout: 20_000 })
+      .toEqual([`${ceHeaders('x')['ce-type']}.one.two`]);
+    await expect
+      .poll(() => got('/par').sort(), { timeout: 20_000 })
+      .toEqual([`${ceHeaders('x')['ce-type']}.left`, `${ceHeaders('x')['ce-type']}.right`]);
+    await expect.poll(() => got('/tr'), { timeout: 20_000 }).toEqual(['transformed']);
+    const type = ceHeaders('x')['ce-type']!;
+    // The types seen at the Channel's ingress are registered, whichever process saw them.
+    await expect
+      .poll(
+        async () => {
+          const r = await run(['get', 'eventtypes'], { env: { TRELLIS_SERVER: a.url } });
+          return r.stdout.includes(type);
+        },
+        { timeout: 20_000 },
+      )
+      .toBe(true);
+  });
 });
