@@ -280,4 +280,16 @@ spec:
       )
       .toBe(true);
   });
+  it('a PingSource fires each scheduled second once, whichever of the processes fires it', async () => {
+    await using sink = await startSink();
+    const yaml = `apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: tick}\nspec:\n  schedule: '* * * * * *'\n  sink: {uri: '${sink.url}'}\n`;
+    expect((await run(['apply', '-f', '-'], { input: yaml, env: { TRELLIS_SERVER: a.url } })).code).toBe(0);
+    await sink.waitFor(5, 20_000);
+    expect((await run(['delete', 'pingsource', 'tick'], { env: { TRELLIS_SERVER: b.url } })).code).toBe(0);
+    const times = sink.received.map((r) => Date.parse(String(r.event.attrs['time'])));
+    // One event per scheduled second: no time twice, and no second skipped between the first and last.
+    expect(new Set(times).size).toBe(times.length);
+    const sorted = [...times].sort((x, y) => x - y);
+    expect((sorted.at(-1)! - sorted[0]!) / 1000 + 1).toBe(sorted.length);
+  });
 });

@@ -39,6 +39,15 @@ describe('docs', () => {
         status: 'True',
       });
     }
+    const pings = (await (await fetch(`${s.url}/apis/sources.knative.dev/v1/pingsources`)).json()) as {
+      items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[] } }[];
+    };
+    expect(pings.items.length).toBeGreaterThan(0);
+    for (const p of pings.items)
+      expect(
+        p.status.conditions.find((c) => c.type === 'Ready'),
+        `PingSource ${p.metadata.name} is not Ready`,
+      ).toMatchObject({ status: 'True' });
   });
 
   it('the filter examples in docs/filters.md select the events the page says', () => {

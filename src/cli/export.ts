@@ -22,6 +22,7 @@ const ORDER = [
   'Parallel',
   'Trigger',
   'Subscription',
+  'PingSource',
   'EventType',
 ];
 

@@ -87,6 +87,11 @@ COLUMNS['EventType'] = [
   ['LAST SEEN', (r) => age((r.status?.['seen'] as { lastSeen?: string } | undefined)?.lastSeen)],
 ];
 
+COLUMNS['PingSource'] = [
+  ['SINK', (r) => String(r.status?.['sinkUri'] ?? '')],
+  ['SCHEDULE', (r) => String(r.spec['schedule'] ?? '')],
+];
+
 function addressOf(r: ApiResource): string {
   return String((r.status?.['address'] as { url?: string } | undefined)?.url ?? '');
 }

@@ -125,6 +125,7 @@ export class Ingress {
     const check = broker.check;
     const items = events.map((e) => {
       if (check !== undefined) check(e);
+      if (broker.source === true) return { stream: key, event: e, deliveries: broker.index.match(e) };
       const ttl = ttlOf(e.attrs['knativebrokerttl']);
       // The decoded event belongs to this request: the Broker's attributes are set in place.
       e.attrs['knativebrokerttl'] = ttl;

@@ -77,6 +77,8 @@ export interface StreamRoute {
   index: TriggerIndex;
   /** Checks each event before it is stored (declared EventTypes); throws the 400 to answer. */
   check?: ((e: CloudEvent) => void) | undefined;
+  /** A source's stream (a PingSource's): its events get no Broker attributes (knativearrivaltime, TTL). */
+  source?: boolean;
   /** How much of its history is kept, from its owner's annotations (the server's default when absent). */
   retention?: StreamRetention | undefined;
   /** The resource it belongs to, when events there are registered as EventTypes (Brokers, Channels). */

@@ -11,6 +11,7 @@ import { validateOrderAnnotation } from './delivery-spec.js';
 import { reconcileEventTransform, validateEventTransformSpec } from './eventtransform.js';
 import { reconcileEventType, validateEventTypeSpec } from './eventtype.js';
 import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
+import { reconcilePingSource, validatePingSourceSpec } from './pingsource.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
 import { reconcileSubscription, validateSubscriptionSpec } from './subscription.js';
 import { reconcileTrigger, triggerWarnings, validateTriggerSpec } from './trigger.js';
@@ -137,6 +138,17 @@ export const KINDS: readonly KindDef[] = [
     validateSpec: validateEventTransformSpec,
     reconcile: reconcileEventTransform,
     addressable: true,
+  },
+  {
+    kind: 'PingSource',
+    group: 'sources.knative.dev',
+    version: 'v1',
+    otherVersions: ['v1beta2'],
+    plural: 'pingsources',
+    singular: 'pingsource',
+    shortNames: [],
+    validateSpec: validatePingSourceSpec,
+    reconcile: reconcilePingSource,
   },
   {
     kind: 'EventType',

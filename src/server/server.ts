@@ -25,6 +25,7 @@ import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
+import { PingScheduler } from '../sources/ping-scheduler.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store, StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
@@ -230,10 +231,16 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     recorder?.flush().catch((err: unknown) => logger.warn({ err }, 'recording EventTypes failed'));
   }, cfg.eventTypeFlushMs);
   eventTypeFlusher.unref();
+  const pings = new PingScheduler({
+    resources: store.resources,
+    accept: (stream, events) => ingress.accept(stream, events),
+    logger,
+  });
   /** Each stream's retention as last given to the store. */
   const configured = new Map<string, string>();
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
     table.apply(snap);
+    pings.update(snap.resources.get('PingSource')?.values() ?? []);
     const streamChanges = retentionChanges(table.streams, configured);
     const subscriptions = table.subscriptions();
     // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,
@@ -261,6 +268,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     await reconciler.start();
     await settled();
   } catch (err) {
+    pings.stop();
     await app.close();
     await store.close();
     throw err;
@@ -318,6 +326,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         clearInterval(lagSync);
         clearInterval(eventTypeFlusher);
         reconciler?.stop();
+        pings.stop();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
         const force = setTimeout(() => app.server.closeAllConnections(), 2000);

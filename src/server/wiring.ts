@@ -283,6 +283,8 @@ export class RouteTable {
           },
         };
       }
+      case 'PingSource':
+        return this.source(o);
       case 'Sequence':
         return this.sequence(o);
       case 'Parallel':
@@ -305,6 +307,43 @@ export class RouteTable {
       subscriptions: [],
       index: new TriggerIndex([]),
       ref: { apiVersion: o.apiVersion, kind: o.kind, namespace: o.metadata.namespace, name: o.metadata.name },
+    };
+  }
+
+  /**
+   * A source's stream (`pingsources/namespace/name`: what it emits is stored there first, so a firing
+   * survives a crash) and the subscription that delivers it to the sink, with the default DeliverySpec.
+   */
+  private source(o: ResourceObject): Contribution {
+    const { namespace, name } = o.metadata;
+    const key = `${o.kind.toLowerCase()}s/${namespace}/${name}`;
+    const stream: StreamRoute = {
+      key,
+      kind: o.kind,
+      ready: isReady(o),
+      maxLag: this.opts.defaultMaxLag,
+      subscriptions: [],
+      index: new TriggerIndex([]),
+      source: true,
+    };
+    if (!isReady(o)) return { streams: [stream], subscriptions: [] };
+    const subscriberUri = o.status?.['sinkUri'] as string;
+    const policy = toRetryPolicy(DEFAULT_DELIVERY, undefined, this.opts.defaultTimeoutMs);
+    return {
+      streams: [stream],
+      subscriptions: [
+        {
+          id: o.metadata.uid,
+          kind: o.kind,
+          namespace,
+          name,
+          stream: key,
+          subscriberUri,
+          policy,
+          reply: { kind: 'drop' },
+          ...this.selfFlags(subscriberUri, policy),
+        },
+      ],
     };
   }
 
