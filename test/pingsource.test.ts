@@ -1,6 +1,6 @@
 /** PingSource (`sources.knative.dev/v1`): Knative's scheduled events, fired once per scheduled time. */
 import { describe, expect, it } from 'vitest';
-import { FIRING_KIND, PingScheduler } from '../src/sources/ping-scheduler.js';
+import { FIRING_KIND, ScheduledSources } from '../src/sources/scheduler.js';
 import { run } from './helpers/process.js';
 import { broker, testServer } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
@@ -150,7 +150,7 @@ describe('PingSource', () => {
     const accepted: string[] = [];
     const schedulers = [1, 2].map(
       () =>
-        new PingScheduler({
+        new ScheduledSources({
           resources: s.store.resources,
           accept: async (stream, events) => {
             accepted.push(String(events[0]!.attrs['time']));

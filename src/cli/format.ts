@@ -92,6 +92,8 @@ COLUMNS['PingSource'] = [
   ['SCHEDULE', (r) => String(r.spec['schedule'] ?? '')],
 ];
 
+COLUMNS['IntegrationSource'] = [['SINK', (r) => String(r.status?.['sinkUri'] ?? '')]];
+
 function addressOf(r: ApiResource): string {
   return String((r.status?.['address'] as { url?: string } | undefined)?.url ?? '');
 }

@@ -13,6 +13,7 @@ export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
   Sequence: 'sequences',
   Parallel: 'parallels',
   EventTransform: 'eventtransforms',
+  IntegrationSink: 'integrationsinks',
 };
 
 /** The apiVersion of each addressable kind, as a `ref` must name it. */
@@ -23,14 +24,20 @@ export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
   Sequence: 'flows.knative.dev/v1',
   Parallel: 'flows.knative.dev/v1',
   EventTransform: 'eventing.knative.dev/v1alpha1',
+  IntegrationSink: 'sinks.knative.dev/v1alpha1',
 };
+
+/** The path prefix of IntegrationSinks, which hand events on at once and store nothing. */
+export const INTEGRATION_SINK_PREFIX = 'integrationsinks';
 
 /** The path prefix of EventTransforms, which transform synchronously and store nothing. */
 export const TRANSFORM_PREFIX = 'eventtransforms';
 
 /** The path prefixes stream ingress serves beside Brokers' two-segment paths. */
 export const ADDRESS_PREFIXES: ReadonlySet<string> = new Set(
-  Object.values(ADDRESS_PREFIX).filter((p) => p !== '' && p !== TRANSFORM_PREFIX),
+  Object.values(ADDRESS_PREFIX).filter(
+    (p) => p !== '' && p !== TRANSFORM_PREFIX && p !== INTEGRATION_SINK_PREFIX,
+  ),
 );
 
 /** Ingress path of an addressable resource, e.g. `/channels/default/orders`. */

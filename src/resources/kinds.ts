@@ -11,6 +11,12 @@ import { validateOrderAnnotation } from './delivery-spec.js';
 import { reconcileEventTransform, validateEventTransformSpec } from './eventtransform.js';
 import { reconcileEventType, validateEventTypeSpec } from './eventtype.js';
 import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
+import {
+  reconcileIntegrationSink,
+  reconcileIntegrationSource,
+  validateIntegrationSinkSpec,
+  validateIntegrationSourceSpec,
+} from './integration.js';
 import { reconcilePingSource, validatePingSourceSpec } from './pingsource.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
 import { reconcileSubscription, validateSubscriptionSpec } from './subscription.js';
@@ -149,6 +155,27 @@ export const KINDS: readonly KindDef[] = [
     shortNames: [],
     validateSpec: validatePingSourceSpec,
     reconcile: reconcilePingSource,
+  },
+  {
+    kind: 'IntegrationSource',
+    group: 'sources.knative.dev',
+    version: 'v1alpha1',
+    plural: 'integrationsources',
+    singular: 'integrationsource',
+    shortNames: [],
+    validateSpec: validateIntegrationSourceSpec,
+    reconcile: reconcileIntegrationSource,
+  },
+  {
+    kind: 'IntegrationSink',
+    group: 'sinks.knative.dev',
+    version: 'v1alpha1',
+    plural: 'integrationsinks',
+    singular: 'integrationsink',
+    shortNames: [],
+    validateSpec: (spec) => validateIntegrationSinkSpec(spec),
+    reconcile: reconcileIntegrationSink,
+    addressable: true,
   },
   {
     kind: 'EventType',

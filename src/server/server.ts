@@ -22,10 +22,13 @@ import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { sendError } from '../protocols/http/errors.js';
 import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
+import { type LogSinks, registerLogSinkRoutes } from '../protocols/http/log-sink-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
+import { isReady } from '../resources/conditions.js';
+import type { IntegrationSinkSpec } from '../resources/integration.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
-import { PingScheduler } from '../sources/ping-scheduler.js';
+import { ScheduledSources } from '../sources/scheduler.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store, StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
@@ -197,6 +200,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     store.events.findEvent(stream, id, source),
   );
   registerHistoryRoutes(app, store.events, store.resources);
+  /** The Ready log IntegrationSinks, kept current from reconciled snapshots. */
+  const logSinks: LogSinks = new Map();
+  registerLogSinkRoutes(app, logSinks, logger);
   registerIngressRoutes(app);
   registerTransformRoutes(app, transformer);
 
@@ -231,7 +237,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     recorder?.flush().catch((err: unknown) => logger.warn({ err }, 'recording EventTypes failed'));
   }, cfg.eventTypeFlushMs);
   eventTypeFlusher.unref();
-  const pings = new PingScheduler({
+  const pings = new ScheduledSources({
     resources: store.resources,
     accept: (stream, events) => ingress.accept(stream, events),
     logger,
@@ -240,7 +246,16 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const configured = new Map<string, string>();
   reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
     table.apply(snap);
-    pings.update(snap.resources.get('PingSource')?.values() ?? []);
+    logSinks.clear();
+    for (const o of snap.resources.get('IntegrationSink')?.values() ?? []) {
+      const log = (o.spec as unknown as IntegrationSinkSpec).log;
+      if (log !== undefined && isReady(o))
+        logSinks.set(`integrationsinks/${o.metadata.namespace}/${o.metadata.name}`, log);
+    }
+    pings.update([
+      ...(snap.resources.get('PingSource')?.values() ?? []),
+      ...(snap.resources.get('IntegrationSource')?.values() ?? []),
+    ]);
     const streamChanges = retentionChanges(table.streams, configured);
     const subscriptions = table.subscriptions();
     // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,

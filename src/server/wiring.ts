@@ -284,6 +284,7 @@ export class RouteTable {
         };
       }
       case 'PingSource':
+      case 'IntegrationSource':
         return this.source(o);
       case 'Sequence':
         return this.sequence(o);

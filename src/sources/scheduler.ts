@@ -1,5 +1,6 @@
 /**
- * Fires PingSources: one timer per Ready PingSource (croner for cron schedules, a timer for `@every`).
+ * Fires the scheduled sources: PingSources and timer IntegrationSources, one timer per Ready one
+ * (croner for cron schedules, a timer for `@every` and timer periods).
  * Each firing is claimed first, in the store, by its scheduled time, with the store's optimistic
  * concurrency: a process restarted within the same second, or every process of a cluster, may try, and
  * exactly one stores the event. The event goes into the PingSource's own stream, from which the delivery
@@ -12,10 +13,11 @@ import { Cron } from 'croner';
 import type { CloudEvent } from '../cloudevents/event.js';
 import type { Logger } from '../dataplane/routes.js';
 import { isReady } from '../resources/conditions.js';
-import { type PingSourceSpec, parseSchedule, pingEvent } from '../resources/pingsource.js';
+import { type IntegrationSourceSpec, timerEvent } from '../resources/integration.js';
+import { type PingSourceSpec, parseSchedule, pingEvent, type Schedule } from '../resources/pingsource.js';
 import { ConflictError, type ResourceObject, type ResourceStore } from '../store/types.js';
 
-/** The store record of a PingSource's last firing (not a kind users see: no API serves it). */
+/** The store record of a scheduled source's last firing and count (not a kind users see: no API serves it). */
 export const FIRING_KIND = 'PingSourceFiring';
 
 export interface PingDeps {
@@ -31,12 +33,26 @@ interface Job {
   stop(): void;
 }
 
-/** The stream a PingSource's events are stored in. */
-export function pingStream(o: ResourceObject): string {
-  return `pingsources/${o.metadata.namespace}/${o.metadata.name}`;
+/** The stream a source's events are stored in (`pingsources/NS/NAME`, `integrationsources/NS/NAME`). */
+export function sourceStream(o: ResourceObject): string {
+  return `${o.kind.toLowerCase()}s/${o.metadata.namespace}/${o.metadata.name}`;
 }
 
-export class PingScheduler {
+/** When a source fires: a PingSource's schedule, a timer IntegrationSource's period. */
+function scheduleOf(o: ResourceObject): Schedule {
+  if (o.kind === 'IntegrationSource')
+    return { everyMs: (o.spec as unknown as IntegrationSourceSpec).timer!.period };
+  const spec = o.spec as unknown as PingSourceSpec;
+  return parseSchedule(spec.schedule, spec.timezone);
+}
+
+/** A timer IntegrationSource's repeatCount: how many events it sends in all. */
+function limitOf(o: ResourceObject): number {
+  if (o.kind !== 'IntegrationSource') return Number.POSITIVE_INFINITY;
+  return (o.spec as unknown as IntegrationSourceSpec).timer?.repeatCount ?? Number.POSITIVE_INFINITY;
+}
+
+export class ScheduledSources {
   private readonly jobs = new Map<string, Job>();
   private stopped = false;
 
@@ -48,10 +64,11 @@ export class PingScheduler {
     const seen = new Set<string>();
     for (const o of sources) {
       if (!isReady(o)) continue;
+      if (o.kind === 'IntegrationSource' && (o.spec as unknown as IntegrationSourceSpec).timer === undefined)
+        continue;
       const uid = o.metadata.uid;
       seen.add(uid);
-      const spec = o.spec as unknown as PingSourceSpec;
-      const signature = `${o.metadata.generation}\n${spec.schedule}\n${spec.timezone ?? ''}`;
+      const signature = `${o.metadata.generation}\n${JSON.stringify(scheduleOf(o))}`;
       const cur = this.jobs.get(uid);
       if (cur !== undefined && cur.signature === signature) {
         cur.obj = o;
@@ -77,8 +94,7 @@ export class PingScheduler {
   }
 
   private start(o: ResourceObject, signature: string): Job {
-    const spec = o.spec as unknown as PingSourceSpec;
-    const schedule = parseSchedule(spec.schedule, spec.timezone);
+    const schedule = scheduleOf(o);
     const job: Job = { signature, obj: o, stop: () => undefined };
     if ('everyMs' in schedule) {
       // At multiples of the interval since the epoch, so that every process agrees on the times.
@@ -118,10 +134,12 @@ export class PingScheduler {
    */
   async fire(o: ResourceObject, at: Date): Promise<boolean> {
     const { namespace, name, uid } = o.metadata;
-    const label = { pingsource: `${namespace}/${name}`, at: at.toISOString() };
+    const label = { source: `${o.kind} ${namespace}/${name}`, at: at.toISOString() };
     try {
       const cur = await this.deps.resources.get(FIRING_KIND, namespace, uid);
       if (Number(cur?.spec['last'] ?? 0) >= at.getTime()) return false;
+      const count = Number(cur?.spec['count'] ?? 0);
+      if (count >= limitOf(o)) return false;
       await this.deps.resources.put(
         {
           apiVersion: 'trellis.dev/v1',
@@ -134,7 +152,7 @@ export class PingScheduler {
             resourceVersion: '',
             creationTimestamp: new Date().toISOString(),
           },
-          spec: { last: at.getTime(), pingsource: name },
+          spec: { last: at.getTime(), count: count + 1, source: `${o.kind}/${name}` },
         },
         cur?.metadata.resourceVersion ?? '',
       );
@@ -146,15 +164,16 @@ export class PingScheduler {
       );
       return false;
     }
-    const event = pingEvent(o, at, randomUUID());
+    const event =
+      o.kind === 'IntegrationSource' ? timerEvent(o, at, randomUUID()) : pingEvent(o, at, randomUUID());
     // The firing is claimed: store it, trying for a while if the store is briefly unavailable.
     for (let i = 0; ; i++) {
       try {
-        await this.deps.accept(pingStream(o), [event]);
+        await this.deps.accept(sourceStream(o), [event]);
         return true;
       } catch (err) {
         if (i >= 9 || this.stopped) {
-          this.deps.logger.error({ ...label, err }, 'storing a PingSource event failed; this firing is lost');
+          this.deps.logger.error({ ...label, err }, 'storing a scheduled event failed; this firing is lost');
           return false;
         }
         await new Promise((r) => setTimeout(r, 1000));
