@@ -292,4 +292,19 @@ spec:
     const sorted = [...times].sort((x, y) => x - y);
     expect((sorted.at(-1)! - sorted[0]!) / 1000 + 1).toBe(sorted.length);
   });
+  it('an ApiServerSource sends each change once, whichever process holds its lease', async () => {
+    await using sink = await startSink();
+    const yaml = `apiVersion: sources.knative.dev/v1\nkind: ApiServerSource\nmetadata: {name: watch}\nspec:\n  mode: Reference\n  resources:\n    - {apiVersion: eventing.knative.dev/v1, kind: Broker, selector: {matchLabels: {watched: 'yes'}}}\n  sink: {uri: '${sink.url}'}\n`;
+    expect((await run(['apply', '-f', '-'], { input: yaml, env: { TRELLIS_SERVER: a.url } })).code).toBe(0);
+    await ready(b.url, '/apis/sources.knative.dev/v1/namespaces/default/apiserversources/watch');
+    await ready(a.url, '/apis/sources.knative.dev/v1/namespaces/default/apiserversources/watch');
+    const broker = `apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: watched\n  labels: {watched: 'yes'}\n`;
+    expect((await run(['apply', '-f', '-'], { input: broker, env: { TRELLIS_SERVER: b.url } })).code).toBe(0);
+    const of = (type: string) => sink.received.filter((r) => r.event.attrs['type'] === type);
+    await expect.poll(() => of('dev.knative.apiserver.ref.add').length, { timeout: 20_000 }).toBe(1);
+    expect((await run(['delete', 'broker', 'watched'], { env: { TRELLIS_SERVER: a.url } })).code).toBe(0);
+    await expect.poll(() => of('dev.knative.apiserver.ref.delete').length, { timeout: 20_000 }).toBe(1);
+    // Had both processes sent, the second add would have come before the delete.
+    expect(of('dev.knative.apiserver.ref.add')).toHaveLength(1);
+  });
 });

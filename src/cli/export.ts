@@ -25,6 +25,7 @@ const ORDER = [
   'Subscription',
   'PingSource',
   'IntegrationSource',
+  'ApiServerSource',
   'EventType',
 ];
 

@@ -4,6 +4,7 @@
  * @module
  */
 import type { ResourceObject } from '../store/types.js';
+import { reconcileApiServerSource, validateApiServerSourceSpec } from './apiserversource.js';
 import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from './broker.js';
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
 import type { ReconcileContext } from './context.js';
@@ -155,6 +156,22 @@ export const KINDS: readonly KindDef[] = [
     shortNames: [],
     validateSpec: validatePingSourceSpec,
     reconcile: reconcilePingSource,
+  },
+  {
+    kind: 'ApiServerSource',
+    group: 'sources.knative.dev',
+    version: 'v1',
+    plural: 'apiserversources',
+    singular: 'apiserversource',
+    shortNames: [],
+    validateSpec: validateApiServerSourceSpec,
+    reconcile: (o, ctx) =>
+      reconcileApiServerSource(
+        o,
+        ctx,
+        (apiVersion, kind) => KINDS.some((k) => k.kind === kind && acceptedVersions(k).includes(apiVersion)),
+        KINDS.map((k) => `${apiVersionOf(k)} ${k.kind}`).join(', '),
+      ),
   },
   {
     kind: 'IntegrationSource',

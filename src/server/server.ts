@@ -28,6 +28,7 @@ import { isReady } from '../resources/conditions.js';
 import type { IntegrationSinkSpec } from '../resources/integration.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
+import { ApiServerSources } from '../sources/apiserver.js';
 import { ScheduledSources } from '../sources/scheduler.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store, StreamRetention } from '../store/types.js';
@@ -237,6 +238,13 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     recorder?.flush().catch((err: unknown) => logger.warn({ err }, 'recording EventTypes failed'));
   }, cfg.eventTypeFlushMs);
   eventTypeFlusher.unref();
+  const apiSources = new ApiServerSources({
+    resources: store.resources,
+    accept: (stream, events) => ingress.accept(stream, events),
+    publicUrl,
+    logger,
+    ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
+  });
   const pings = new ScheduledSources({
     resources: store.resources,
     accept: (stream, events) => ingress.accept(stream, events),
@@ -252,6 +260,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       if (log !== undefined && isReady(o))
         logSinks.set(`integrationsinks/${o.metadata.namespace}/${o.metadata.name}`, log);
     }
+    apiSources.update(snap.resources.get('ApiServerSource')?.values() ?? []);
     pings.update([
       ...(snap.resources.get('PingSource')?.values() ?? []),
       ...(snap.resources.get('IntegrationSource')?.values() ?? []),
@@ -284,6 +293,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     await settled();
   } catch (err) {
     pings.stop();
+    apiSources.stop();
     await app.close();
     await store.close();
     throw err;
@@ -342,6 +352,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         clearInterval(eventTypeFlusher);
         reconciler?.stop();
         pings.stop();
+        apiSources.stop();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
         const force = setTimeout(() => app.server.closeAllConnections(), 2000);

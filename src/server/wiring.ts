@@ -285,6 +285,7 @@ export class RouteTable {
       }
       case 'PingSource':
       case 'IntegrationSource':
+      case 'ApiServerSource':
         return this.source(o);
       case 'Sequence':
         return this.sequence(o);

@@ -178,6 +178,14 @@ export interface Store {
   configureStream?(stream: string, retention: StreamRetention | undefined): Promise<void>;
   /** The stream is gone (its Broker or Channel was deleted): its history may be removed. */
   dropStream?(stream: string): Promise<void>;
+  /**
+   * Holds a named lease for as long as this process lives: a store shared by several processes gives it
+   * to one of them at a time (another takes it when the holder stops answering), so that work that must
+   * be done once (watching resources for an ApiServerSource) is done by one process. `onChange` hears
+   * when this process gains or loses it; the returned function gives it up. Without it, every process
+   * holds every lease (a store of one process).
+   */
+  holdLease?(name: string, onChange: (held: boolean) => void): () => void;
   /** Flushes pending writes and releases connections and files. */
   close(): Promise<void>;
 }

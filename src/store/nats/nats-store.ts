@@ -394,6 +394,59 @@ class NatsStore implements Store {
     }
   }
 
+  holdLease(name: string, onChange: (held: boolean) => void): () => void {
+    const key = `L${token(name)}`;
+    let revision: number | undefined;
+    let stopped = false;
+    const tick = async () => {
+      if (stopped || !this.connected) return;
+      try {
+        if (revision !== undefined) {
+          revision = await this.owners.update(key, this.processId, revision);
+          return;
+        }
+        try {
+          revision = await this.owners.create(key, this.processId);
+        } catch {
+          const cur = await this.owners.get(key);
+          if (cur === null || cur.operation !== 'PUT' || cur.string() !== RELEASED) return;
+          revision = await this.owners.update(key, this.processId, cur.revision);
+        }
+        if (!stopped) onChange(true);
+      } catch {
+        // Renewal refused: another process holds it now.
+        if (revision !== undefined) {
+          revision = undefined;
+          onChange(false);
+        }
+      }
+    };
+    void tick();
+    const timer = setInterval(() => void tick(), Math.max(250, this.ownerTtlMs() / 4));
+    timer.unref();
+    const release = () => {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(timer);
+      this.leaseReleases.delete(release);
+      if (revision === undefined) return;
+      const rev = revision;
+      revision = undefined;
+      onChange(false);
+      const p = this.owners
+        .update(key, RELEASED, rev)
+        .then(() => undefined)
+        .catch(() => undefined)
+        .finally(() => this.letting.delete(p));
+      this.letting.add(p);
+    };
+    this.leaseReleases.add(release);
+    return release;
+  }
+
+  /** Leases held through `holdLease`, given up on close. */
+  private readonly leaseReleases = new Set<() => void>();
+
   private disown(sub: string): void {
     const o = this.owned.get(sub);
     if (o === undefined) return;
@@ -1019,6 +1072,7 @@ class NatsStore implements Store {
     clearInterval(this.renewer);
     this.publisher.close();
     for (const sub of [...this.leases.keys(), ...this.owned.keys(), ...this.pulls.keys()]) this.release(sub);
+    for (const release of [...this.leaseReleases]) release();
     await this.nc.flush().catch(() => undefined);
     await Promise.all(this.letting);
     this.stopWatch?.();
