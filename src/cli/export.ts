@@ -26,6 +26,7 @@ const ORDER = [
   'PingSource',
   'IntegrationSource',
   'ApiServerSource',
+  'SinkBinding',
   'EventType',
 ];
 

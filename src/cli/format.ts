@@ -94,6 +94,7 @@ COLUMNS['PingSource'] = [
 
 COLUMNS['IntegrationSource'] = [['SINK', (r) => String(r.status?.['sinkUri'] ?? '')]];
 COLUMNS['ApiServerSource'] = COLUMNS['IntegrationSource'];
+COLUMNS['SinkBinding'] = COLUMNS['IntegrationSource'];
 
 function addressOf(r: ApiResource): string {
   return String((r.status?.['address'] as { url?: string } | undefined)?.url ?? '');

@@ -18,6 +18,7 @@ import { attributesFromFlags } from './event-flags.js';
 import { registerExplain } from './explain.js';
 import { importEvents, registerExport } from './export.js';
 import { formatDescribe, formatObject, formatTable } from './format.js';
+import { registerRun } from './run.js';
 import { runServe } from './serve.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:8080';
@@ -350,6 +351,7 @@ Examples:
     });
 
   registerExplain(program, serverOption, nsOption);
+  registerRun(program, serverOption, nsOption, fail);
 
   program
     .command('display')

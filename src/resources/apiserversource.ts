@@ -6,8 +6,8 @@
  * @module
  */
 import type { CloudEvent } from '../cloudevents/event.js';
-import { checkAttribute, EventValidationError, isCoreAttribute } from '../cloudevents/event.js';
 import type { ResourceObject } from '../store/types.js';
+import { validateCeOverrides } from './ce-overrides.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
@@ -140,27 +140,8 @@ export function validateApiServerSourceSpec(spec: unknown, namespace: string): R
   if (ns !== undefined) out.namespaceSelector = ns;
   const sa = stringAt('spec.serviceAccountName', o['serviceAccountName'], true);
   if (sa !== undefined) out.serviceAccountName = sa;
-  const ce = objectAt('spec.ceOverrides', o['ceOverrides'], ['extensions'], true);
-  if (ce !== undefined) {
-    const ext = ce['extensions'];
-    const extensions: Record<string, string> = {};
-    if (ext !== undefined && ext !== null) {
-      if (!isObject(ext)) invalid('spec.ceOverrides.extensions', `must be a map, got ${describe(ext)}`);
-      for (const [k, v] of Object.entries(ext)) {
-        const path = `spec.ceOverrides.extensions.${k}`;
-        if (typeof v !== 'string') invalid(path, `must be a string, got ${describe(v)}`);
-        if (isCoreAttribute(k) || k === 'data')
-          invalid(path, 'is a core attribute; only extensions can be overridden');
-        try {
-          checkAttribute(k, v);
-        } catch (err) {
-          invalid(path, err instanceof EventValidationError ? err.rule : String(err));
-        }
-        extensions[k] = v;
-      }
-    }
-    out.ceOverrides = { extensions };
-  }
+  const ce = validateCeOverrides(o['ceOverrides']);
+  if (ce !== undefined) out.ceOverrides = ce;
   return out as unknown as Record<string, unknown>;
 }
 

@@ -20,6 +20,7 @@ import {
 } from './integration.js';
 import { reconcilePingSource, validatePingSourceSpec } from './pingsource.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
+import { reconcileSinkBinding, validateSinkBindingSpec } from './sinkbinding.js';
 import { reconcileSubscription, validateSubscriptionSpec } from './subscription.js';
 import { reconcileTrigger, triggerWarnings, validateTriggerSpec } from './trigger.js';
 
@@ -172,6 +173,16 @@ export const KINDS: readonly KindDef[] = [
         (apiVersion, kind) => KINDS.some((k) => k.kind === kind && acceptedVersions(k).includes(apiVersion)),
         KINDS.map((k) => `${apiVersionOf(k)} ${k.kind}`).join(', '),
       ),
+  },
+  {
+    kind: 'SinkBinding',
+    group: 'sources.knative.dev',
+    version: 'v1',
+    plural: 'sinkbindings',
+    singular: 'sinkbinding',
+    shortNames: [],
+    validateSpec: validateSinkBindingSpec,
+    reconcile: reconcileSinkBinding,
   },
   {
     kind: 'IntegrationSource',

@@ -8,12 +8,13 @@
  */
 import { Cron } from 'croner';
 import type { CloudEvent } from '../cloudevents/event.js';
-import { checkAttribute, EventValidationError, isCoreAttribute } from '../cloudevents/event.js';
+import { checkAttribute } from '../cloudevents/event.js';
 import type { ResourceObject } from '../store/types.js';
+import { validateCeOverrides } from './ce-overrides.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
-import { describe, invalid, isObject, objectAt, stringAt } from './validation.js';
+import { invalid, objectAt, stringAt } from './validation.js';
 
 export const PING_TYPE = 'dev.knative.sources.ping';
 /** The largest `data` (or decoded `dataBase64`) a PingSource sends, bytes. */
@@ -138,29 +139,8 @@ export function validatePingSourceSpec(spec: unknown, namespace: string): Record
       invalid('spec.dataBase64', 'must be standard base64 (A-Z a-z 0-9 + /, padded with =)');
     out.dataBase64 = b64;
   }
-  const ce = o['ceOverrides'];
-  if (ce !== undefined && ce !== null) {
-    const c = objectAt('spec.ceOverrides', ce, ['extensions'])!;
-    const ext = c['extensions'];
-    const extensions: Record<string, string> = {};
-    if (ext !== undefined && ext !== null) {
-      if (!isObject(ext))
-        invalid('spec.ceOverrides.extensions', `must be a map of names to strings, got ${describe(ext)}`);
-      for (const [k, v] of Object.entries(ext)) {
-        const path = `spec.ceOverrides.extensions.${k}`;
-        if (typeof v !== 'string') invalid(path, `must be a string, got ${describe(v)}`);
-        if (isCoreAttribute(k) || k === 'data')
-          invalid(path, 'is a core attribute; only extensions can be overridden');
-        try {
-          checkAttribute(k, v);
-        } catch (err) {
-          invalid(path, err instanceof EventValidationError ? err.rule : String(err));
-        }
-        extensions[k] = v;
-      }
-    }
-    out.ceOverrides = { extensions };
-  }
+  const ce = validateCeOverrides(o['ceOverrides']);
+  if (ce !== undefined) out.ceOverrides = ce;
   return out as unknown as Record<string, unknown>;
 }
 
