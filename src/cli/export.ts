@@ -27,6 +27,7 @@ const ORDER = [
   'IntegrationSource',
   'ApiServerSource',
   'SinkBinding',
+  'ContainerSource',
   'EventType',
 ];
 

@@ -95,6 +95,10 @@ COLUMNS['PingSource'] = [
 COLUMNS['IntegrationSource'] = [['SINK', (r) => String(r.status?.['sinkUri'] ?? '')]];
 COLUMNS['ApiServerSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['SinkBinding'] = COLUMNS['IntegrationSource'];
+COLUMNS['ContainerSource'] = [
+  ['SINK', (r) => String(r.status?.['sinkUri'] ?? '')],
+  ['PROCESS', (r) => String((r.status?.['process'] as { state?: string } | undefined)?.state ?? '')],
+];
 
 function addressOf(r: ApiResource): string {
   return String((r.status?.['address'] as { url?: string } | undefined)?.url ?? '');

@@ -74,6 +74,12 @@ export function runServe(program: Command): void {
     )
     .addOption(
       new Option(
+        '--allow-commands',
+        "run the programs ContainerSources name, as this server's user (off: they are not Ready)",
+      ).env('TRELLIS_ALLOW_COMMANDS'),
+    )
+    .addOption(
+      new Option(
         '--nats-ack-wait <duration>',
         'how long a delivery held by a process that stopped answering waits before another process takes it',
       )
@@ -223,6 +229,7 @@ Examples:
         natsUrl: opts['natsUrl'] as string,
         natsPrefix: opts['natsPrefix'] as string,
         natsAckWaitMs: Math.max(1000, opts['natsAckWait'] as number),
+        allowCommands: opts['allowCommands'] === true || opts['allowCommands'] === 'true',
         natsReplicas: opts['natsReplicas'] as number,
         nats: natsAuth(opts),
         publicUrl: opts['publicUrl'] as string | undefined,

@@ -7,6 +7,7 @@ import type { ResourceObject } from '../store/types.js';
 import { reconcileApiServerSource, validateApiServerSourceSpec } from './apiserversource.js';
 import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from './broker.js';
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
+import { reconcileContainerSource, validateContainerSourceSpec } from './containersource.js';
 import type { ReconcileContext } from './context.js';
 import { validateOrderAnnotation } from './delivery-spec.js';
 import { reconcileEventTransform, validateEventTransformSpec } from './eventtransform.js';
@@ -173,6 +174,17 @@ export const KINDS: readonly KindDef[] = [
         (apiVersion, kind) => KINDS.some((k) => k.kind === kind && acceptedVersions(k).includes(apiVersion)),
         KINDS.map((k) => `${apiVersionOf(k)} ${k.kind}`).join(', '),
       ),
+  },
+  {
+    kind: 'ContainerSource',
+    group: 'sources.knative.dev',
+    version: 'v1',
+    plural: 'containersources',
+    singular: 'containersource',
+    shortNames: [],
+    validateSpec: validateContainerSourceSpec,
+    reconcile: reconcileContainerSource,
+    preservedStatus: ['process'],
   },
   {
     kind: 'SinkBinding',

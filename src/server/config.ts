@@ -54,6 +54,8 @@ export interface ServerConfig {
   allowedHosts: string[];
   /** Serve the admin API on a non-loopback address without a token (protected mode off). */
   insecureAdmin: boolean;
+  /** Run the local processes ContainerSources name (off: they are not Ready). Env TRELLIS_ALLOW_COMMANDS. */
+  allowCommands?: boolean;
   /** Register the types seen at Broker and Channel ingress as EventTypes. Env TRELLIS_EVENTTYPE_AUTO_CREATE. */
   eventTypeAutoCreate: boolean;
   /** How often what ingress saw is written to EventTypes, ms. */

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer, STATUS_CODES } from 'node:http';
+import { hostname } from 'node:os';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
@@ -24,12 +25,14 @@ import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
 import { type LogSinks, registerLogSinkRoutes } from '../protocols/http/log-sink-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
-import { isReady } from '../resources/conditions.js';
+import { type Cond, isReady, ready } from '../resources/conditions.js';
+import { type ContainerSourceSpec, deployedCondition, processOf } from '../resources/containersource.js';
 import type { IntegrationSinkSpec } from '../resources/integration.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { ApiServerSources } from '../sources/apiserver.js';
 import { ScheduledSources } from '../sources/scheduler.js';
+import { ProcessSupervisor } from '../sources/supervisor.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store, StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
@@ -245,6 +248,27 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     logger,
     ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
   });
+  const supervisor = new ProcessSupervisor({
+    logger,
+    allowCommands: cfg.allowCommands === true,
+    ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
+    runner: `${hostname()}:${process.pid}`,
+    writeState: async (o, state) => {
+      const cur = await store.resources.get(o.kind, o.metadata.namespace, o.metadata.name);
+      if (cur === undefined || cur.metadata.uid !== o.metadata.uid) return;
+      const conds = ((cur.status?.['conditions'] ?? []) as Cond[]).filter(
+        (c) => c.type !== 'Ready' && c.type !== 'Deployed',
+      );
+      conds.push(deployedCondition(processOf(cur.spec as unknown as ContainerSourceSpec), state));
+      await registry.setStatus(
+        cur.kind,
+        cur.metadata.namespace,
+        cur.metadata.name,
+        { ...(cur.status ?? {}), process: state, conditions: ready(conds) },
+        cur,
+      );
+    },
+  });
   const pings = new ScheduledSources({
     resources: store.resources,
     accept: (stream, events) => ingress.accept(stream, events),
@@ -261,6 +285,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         logSinks.set(`integrationsinks/${o.metadata.namespace}/${o.metadata.name}`, log);
     }
     apiSources.update(snap.resources.get('ApiServerSource')?.values() ?? []);
+    supervisor.update(snap.resources.get('ContainerSource')?.values() ?? []);
     pings.update([
       ...(snap.resources.get('PingSource')?.values() ?? []),
       ...(snap.resources.get('IntegrationSource')?.values() ?? []),
@@ -294,6 +319,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   } catch (err) {
     pings.stop();
     apiSources.stop();
+    await supervisor.close();
     await app.close();
     await store.close();
     throw err;
@@ -353,6 +379,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         reconciler?.stop();
         pings.stop();
         apiSources.stop();
+        await supervisor.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
         const force = setTimeout(() => app.server.closeAllConnections(), 2000);
