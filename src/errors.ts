@@ -26,6 +26,7 @@ export const ERRORS = {
   },
   TRELLIS_ERR_TRANSFORM_FAILED: { status: 400, title: 'The EventTransform could not transform the event' },
   TRELLIS_ERR_SINK_FAILED: { status: 502, title: "The EventTransform's sink did not take the event" },
+  TRELLIS_ERR_CONNECTOR_FAILED: { status: 502, title: 'The external system did not take the event' },
   TRELLIS_ERR_ROUTE_NOT_FOUND: { status: 404, title: 'No such path' },
   TRELLIS_ERR_BAD_REQUEST: { status: 400, title: 'The request is not valid HTTP' },
   TRELLIS_ERR_HEADERS_TOO_LARGE: { status: 431, title: 'The request headers are too large' },

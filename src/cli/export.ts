@@ -15,6 +15,7 @@ import { KINDS } from '../resources/kinds.js';
 const ORDER = [
   'Service',
   'IntegrationSink',
+  'NatsSink',
   'Broker',
   'Channel',
   'InMemoryChannel',
@@ -28,6 +29,7 @@ const ORDER = [
   'ApiServerSource',
   'SinkBinding',
   'ContainerSource',
+  'NatsSource',
   'EventType',
 ];
 

@@ -14,6 +14,7 @@ export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
   Parallel: 'parallels',
   EventTransform: 'eventtransforms',
   IntegrationSink: 'integrationsinks',
+  NatsSink: 'natssinks',
 };
 
 /** The apiVersion of each addressable kind, as a `ref` must name it. */
@@ -25,7 +26,11 @@ export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
   Parallel: 'flows.knative.dev/v1',
   EventTransform: 'eventing.knative.dev/v1alpha1',
   IntegrationSink: 'sinks.knative.dev/v1alpha1',
+  NatsSink: 'sinks.trellis.dev/v1alpha1',
 };
+
+/** Path prefixes of connector sinks, which publish at once and store nothing. */
+export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set(['natssinks']);
 
 /** The path prefix of IntegrationSinks, which hand events on at once and store nothing. */
 export const INTEGRATION_SINK_PREFIX = 'integrationsinks';
@@ -36,7 +41,8 @@ export const TRANSFORM_PREFIX = 'eventtransforms';
 /** The path prefixes stream ingress serves beside Brokers' two-segment paths. */
 export const ADDRESS_PREFIXES: ReadonlySet<string> = new Set(
   Object.values(ADDRESS_PREFIX).filter(
-    (p) => p !== '' && p !== TRANSFORM_PREFIX && p !== INTEGRATION_SINK_PREFIX,
+    (p) =>
+      p !== '' && p !== TRANSFORM_PREFIX && p !== INTEGRATION_SINK_PREFIX && !CONNECTOR_SINK_PREFIXES.has(p),
   ),
 );
 

@@ -19,6 +19,12 @@ import {
   validateIntegrationSinkSpec,
   validateIntegrationSourceSpec,
 } from './integration.js';
+import {
+  reconcileNatsSink,
+  reconcileNatsSource,
+  validateNatsSinkSpec,
+  validateNatsSourceSpec,
+} from './nats-connector.js';
 import { reconcilePingSource, validatePingSourceSpec } from './pingsource.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
 import { reconcileSinkBinding, validateSinkBindingSpec } from './sinkbinding.js';
@@ -216,6 +222,29 @@ export const KINDS: readonly KindDef[] = [
     validateSpec: (spec) => validateIntegrationSinkSpec(spec),
     reconcile: reconcileIntegrationSink,
     addressable: true,
+  },
+  {
+    kind: 'NatsSource',
+    group: 'sources.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'natssources',
+    singular: 'natssource',
+    shortNames: [],
+    validateSpec: validateNatsSourceSpec,
+    reconcile: reconcileNatsSource,
+    preservedStatus: ['connection'],
+  },
+  {
+    kind: 'NatsSink',
+    group: 'sinks.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'natssinks',
+    singular: 'natssink',
+    shortNames: [],
+    validateSpec: (spec) => validateNatsSinkSpec(spec),
+    reconcile: reconcileNatsSink,
+    addressable: true,
+    preservedStatus: ['connection'],
   },
   {
     kind: 'EventType',

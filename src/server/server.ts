@@ -11,6 +11,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { formatEvent } from '../cloudevents/display.js';
 import { decodeHttp } from '../cloudevents/http.js';
+import { NatsConnectors } from '../connectors/nats.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
@@ -20,6 +21,7 @@ import { Transformer } from '../dataplane/transform.js';
 import { type ErrorCode, TrellisError } from '../errors.js';
 import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
+import { registerConnectorSinkRoutes } from '../protocols/http/connector-routes.js';
 import { sendError } from '../protocols/http/errors.js';
 import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
@@ -28,13 +30,14 @@ import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { type Cond, isReady, ready } from '../resources/conditions.js';
 import { type ContainerSourceSpec, deployedCondition, processOf } from '../resources/containersource.js';
 import type { IntegrationSinkSpec } from '../resources/integration.js';
+import { connectedCondition } from '../resources/nats-connector.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { ApiServerSources } from '../sources/apiserver.js';
 import { ScheduledSources } from '../sources/scheduler.js';
 import { ProcessSupervisor } from '../sources/supervisor.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
-import type { Store, StreamRetention } from '../store/types.js';
+import type { ResourceObject, Store, StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
 import { RouteTable } from './wiring.js';
@@ -207,6 +210,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   /** The Ready log IntegrationSinks, kept current from reconciled snapshots. */
   const logSinks: LogSinks = new Map();
   registerLogSinkRoutes(app, logSinks, logger);
+  registerConnectorSinkRoutes(app, 'natssinks', 'NatsSink', (key, events) =>
+    natsConnectors.publish(key, events),
+  );
   registerIngressRoutes(app);
   registerTransformRoutes(app, transformer);
 
@@ -248,26 +254,42 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     logger,
     ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
   });
+  /**
+   * Records runtime state (a process, a connection) in a resource's status, with the condition it decides,
+   * and Ready worked out again.
+   */
+  const setRuntime = async (o: ResourceObject, field: string, value: unknown, cond: Cond) => {
+    const cur = await store.resources.get(o.kind, o.metadata.namespace, o.metadata.name);
+    if (cur === undefined || cur.metadata.uid !== o.metadata.uid) return;
+    const conds = ((cur.status?.['conditions'] ?? []) as Cond[]).filter(
+      (c) => c.type !== 'Ready' && c.type !== cond.type,
+    );
+    conds.push(cond);
+    await registry.setStatus(
+      cur.kind,
+      cur.metadata.namespace,
+      cur.metadata.name,
+      { ...(cur.status ?? {}), [field]: value, conditions: ready(conds) },
+      cur,
+    );
+  };
   const supervisor = new ProcessSupervisor({
     logger,
     allowCommands: cfg.allowCommands === true,
     ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
     runner: `${hostname()}:${process.pid}`,
-    writeState: async (o, state) => {
-      const cur = await store.resources.get(o.kind, o.metadata.namespace, o.metadata.name);
-      if (cur === undefined || cur.metadata.uid !== o.metadata.uid) return;
-      const conds = ((cur.status?.['conditions'] ?? []) as Cond[]).filter(
-        (c) => c.type !== 'Ready' && c.type !== 'Deployed',
-      );
-      conds.push(deployedCondition(processOf(cur.spec as unknown as ContainerSourceSpec), state));
-      await registry.setStatus(
-        cur.kind,
-        cur.metadata.namespace,
-        cur.metadata.name,
-        { ...(cur.status ?? {}), process: state, conditions: ready(conds) },
-        cur,
-      );
-    },
+    writeState: (o, state) =>
+      setRuntime(
+        o,
+        'process',
+        state,
+        deployedCondition(processOf(o.spec as unknown as ContainerSourceSpec), state),
+      ),
+  });
+  const natsConnectors = new NatsConnectors({
+    accept: (stream, events) => ingress.accept(stream, events),
+    logger,
+    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
   });
   const pings = new ScheduledSources({
     resources: store.resources,
@@ -286,6 +308,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     }
     apiSources.update(snap.resources.get('ApiServerSource')?.values() ?? []);
     supervisor.update(snap.resources.get('ContainerSource')?.values() ?? []);
+    natsConnectors.update([
+      ...(snap.resources.get('NatsSource')?.values() ?? []),
+      ...(snap.resources.get('NatsSink')?.values() ?? []),
+    ]);
     pings.update([
       ...(snap.resources.get('PingSource')?.values() ?? []),
       ...(snap.resources.get('IntegrationSource')?.values() ?? []),
@@ -320,6 +346,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     pings.stop();
     apiSources.stop();
     await supervisor.close();
+    await natsConnectors.close();
     await app.close();
     await store.close();
     throw err;
@@ -380,6 +407,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         pings.stop();
         apiSources.stop();
         await supervisor.close();
+        await natsConnectors.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
         const force = setTimeout(() => app.server.closeAllConnections(), 2000);

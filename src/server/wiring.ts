@@ -286,6 +286,7 @@ export class RouteTable {
       case 'PingSource':
       case 'IntegrationSource':
       case 'ApiServerSource':
+      case 'NatsSource':
         return this.source(o);
       case 'Sequence':
         return this.sequence(o);
@@ -319,17 +320,19 @@ export class RouteTable {
   private source(o: ResourceObject): Contribution {
     const { namespace, name } = o.metadata;
     const key = `${o.kind.toLowerCase()}s/${namespace}/${name}`;
+    // What a source took in is delivered once its sink resolves, whether or not the source itself is
+    // running right now (a connector reconnecting, a process restarting).
+    const subscriberUri = o.status?.['sinkUri'] as string | undefined;
     const stream: StreamRoute = {
       key,
       kind: o.kind,
-      ready: isReady(o),
+      ready: subscriberUri !== undefined,
       maxLag: this.opts.defaultMaxLag,
       subscriptions: [],
       index: new TriggerIndex([]),
       source: true,
     };
-    if (!isReady(o)) return { streams: [stream], subscriptions: [] };
-    const subscriberUri = o.status?.['sinkUri'] as string;
+    if (subscriberUri === undefined) return { streams: [stream], subscriptions: [] };
     const policy = toRetryPolicy(DEFAULT_DELIVERY, undefined, this.opts.defaultTimeoutMs);
     return {
       streams: [stream],

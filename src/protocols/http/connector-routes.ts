@@ -1,0 +1,41 @@
+/**
+ * `POST /{prefix}/{namespace}/{name}` for connector sinks (`/natssinks/...`): the events in the request
+ * are published to the external system, and the answer is `202` once it confirmed them.
+ * @module
+ */
+import type { FastifyInstance } from 'fastify';
+import type { CloudEvent } from '../../cloudevents/event.js';
+import { decodeHttp } from '../../cloudevents/http.js';
+import { TrellisError } from '../../errors.js';
+import { sendError } from './errors.js';
+
+export function registerConnectorSinkRoutes(
+  app: FastifyInstance,
+  prefix: string,
+  kind: string,
+  publish: (key: string, events: CloudEvent[]) => Promise<void>,
+): void {
+  app.all<{ Params: { namespace: string; name: string } }>(
+    `/${prefix}/:namespace/:name`,
+    async (req, reply) => {
+      reply.header('allow', 'POST, OPTIONS');
+      if (req.method === 'OPTIONS') return reply.code(200).send();
+      if (req.method !== 'POST')
+        return sendError(
+          reply,
+          new TrellisError(
+            'TRELLIS_ERR_METHOD_NOT_ALLOWED',
+            `${req.method} is not allowed on a ${kind}; send events with POST`,
+          ),
+        );
+      try {
+        const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+        const { events } = decodeHttp(req.raw.rawHeaders, body);
+        await publish(`${prefix}/${req.params.namespace}/${req.params.name}`, events);
+        return reply.code(202).send();
+      } catch (err) {
+        return sendError(reply, err);
+      }
+    },
+  );
+}
