@@ -16,6 +16,7 @@ const ORDER = [
   'Service',
   'IntegrationSink',
   'NatsSink',
+  'JobSink',
   'Broker',
   'Channel',
   'InMemoryChannel',

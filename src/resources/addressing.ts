@@ -15,6 +15,7 @@ export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
   EventTransform: 'eventtransforms',
   IntegrationSink: 'integrationsinks',
   NatsSink: 'natssinks',
+  JobSink: 'jobsinks',
 };
 
 /** The apiVersion of each addressable kind, as a `ref` must name it. */
@@ -27,10 +28,11 @@ export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
   EventTransform: 'eventing.knative.dev/v1alpha1',
   IntegrationSink: 'sinks.knative.dev/v1alpha1',
   NatsSink: 'sinks.trellis.dev/v1alpha1',
+  JobSink: 'sinks.knative.dev/v1alpha1',
 };
 
 /** Path prefixes of connector sinks, which publish at once and store nothing. */
-export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set(['natssinks']);
+export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set(['natssinks', 'jobsinks']);
 
 /** The path prefix of IntegrationSinks, which hand events on at once and store nothing. */
 export const INTEGRATION_SINK_PREFIX = 'integrationsinks';

@@ -12,6 +12,8 @@ export type Resolved = { uri: string } | { reason: string; message: string };
 export interface ReconcileContext {
   /** The server's public base URL (addresses are built on it). */
   readonly publicUrl: string;
+  /** Server settings a status depends on: whether it runs the programs resources name. */
+  readonly features: { allowCommands: boolean };
   /** Another resource, by kind, namespace and name; remembered as a dependency. */
   get(kind: string, namespace: string, name: string): ResourceObject | undefined;
   /** Every resource of a kind; remembered as a dependency on the whole kind. */

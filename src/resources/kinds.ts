@@ -19,6 +19,7 @@ import {
   validateIntegrationSinkSpec,
   validateIntegrationSourceSpec,
 } from './integration.js';
+import { reconcileJobSink, validateJobSinkSpec } from './jobsink.js';
 import {
   reconcileNatsSink,
   reconcileNatsSource,
@@ -245,6 +246,17 @@ export const KINDS: readonly KindDef[] = [
     reconcile: reconcileNatsSink,
     addressable: true,
     preservedStatus: ['connection'],
+  },
+  {
+    kind: 'JobSink',
+    group: 'sinks.knative.dev',
+    version: 'v1alpha1',
+    plural: 'jobsinks',
+    singular: 'jobsink',
+    shortNames: [],
+    validateSpec: (spec) => validateJobSinkSpec(spec),
+    reconcile: (o, ctx) => reconcileJobSink(o, ctx, ctx.features.allowCommands),
+    addressable: true,
   },
   {
     kind: 'EventType',

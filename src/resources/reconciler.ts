@@ -55,6 +55,8 @@ export class StatusReconciler {
     private readonly registry: ResourceRegistry,
     private readonly publicUrl: string,
     private readonly onChange: (s: Snapshot) => void,
+    /** Server settings statuses depend on (`--allow-commands`). */
+    private readonly features: ReconcileContext['features'] = { allowCommands: false },
   ) {
     for (const k of KINDS) this.objects.set(k.kind, new Map());
     const phases = new Map<number, KindDef[]>();
@@ -257,6 +259,7 @@ export class StatusReconciler {
     };
     return {
       publicUrl,
+      features: this.features,
       get,
       list,
       resolve,

@@ -34,6 +34,7 @@ import { connectedCondition } from '../resources/nats-connector.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { ApiServerSources } from '../sources/apiserver.js';
+import { JobRunner } from '../sources/jobs.js';
 import { ScheduledSources } from '../sources/scheduler.js';
 import { ProcessSupervisor } from '../sources/supervisor.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
@@ -213,6 +214,8 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerConnectorSinkRoutes(app, 'natssinks', 'NatsSink', (key, events) =>
     natsConnectors.publish(key, events),
   );
+  const jobs = new JobRunner(logger);
+  registerConnectorSinkRoutes(app, 'jobsinks', 'JobSink', (key, events) => jobs.run(key, events));
   registerIngressRoutes(app);
   registerTransformRoutes(app, transformer);
 
@@ -298,34 +301,41 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   });
   /** Each stream's retention as last given to the store. */
   const configured = new Map<string, string>();
-  reconciler = new StatusReconciler(store.resources, registry, publicUrl, (snap) => {
-    table.apply(snap);
-    logSinks.clear();
-    for (const o of snap.resources.get('IntegrationSink')?.values() ?? []) {
-      const log = (o.spec as unknown as IntegrationSinkSpec).log;
-      if (log !== undefined && isReady(o))
-        logSinks.set(`integrationsinks/${o.metadata.namespace}/${o.metadata.name}`, log);
-    }
-    apiSources.update(snap.resources.get('ApiServerSource')?.values() ?? []);
-    supervisor.update(snap.resources.get('ContainerSource')?.values() ?? []);
-    natsConnectors.update([
-      ...(snap.resources.get('NatsSource')?.values() ?? []),
-      ...(snap.resources.get('NatsSink')?.values() ?? []),
-    ]);
-    pings.update([
-      ...(snap.resources.get('PingSource')?.values() ?? []),
-      ...(snap.resources.get('IntegrationSource')?.values() ?? []),
-    ]);
-    const streamChanges = retentionChanges(table.streams, configured);
-    const subscriptions = table.subscriptions();
-    // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,
-    // Ready or not, whose pending deliveries are kept.
-    const existing = () => table.knownSubscriptionIds(snap);
-    pendingUpdate = pendingUpdate
-      .then(() => applyRetention(store, streamChanges, logger))
-      .then(() => dispatcher.update(subscriptions, existing))
-      .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
-  });
+  reconciler = new StatusReconciler(
+    store.resources,
+    registry,
+    publicUrl,
+    (snap) => {
+      table.apply(snap);
+      logSinks.clear();
+      for (const o of snap.resources.get('IntegrationSink')?.values() ?? []) {
+        const log = (o.spec as unknown as IntegrationSinkSpec).log;
+        if (log !== undefined && isReady(o))
+          logSinks.set(`integrationsinks/${o.metadata.namespace}/${o.metadata.name}`, log);
+      }
+      apiSources.update(snap.resources.get('ApiServerSource')?.values() ?? []);
+      supervisor.update(snap.resources.get('ContainerSource')?.values() ?? []);
+      jobs.update(snap.resources.get('JobSink')?.values() ?? []);
+      natsConnectors.update([
+        ...(snap.resources.get('NatsSource')?.values() ?? []),
+        ...(snap.resources.get('NatsSink')?.values() ?? []),
+      ]);
+      pings.update([
+        ...(snap.resources.get('PingSource')?.values() ?? []),
+        ...(snap.resources.get('IntegrationSource')?.values() ?? []),
+      ]);
+      const streamChanges = retentionChanges(table.streams, configured);
+      const subscriptions = table.subscriptions();
+      // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,
+      // Ready or not, whose pending deliveries are kept.
+      const existing = () => table.knownSubscriptionIds(snap);
+      pendingUpdate = pendingUpdate
+        .then(() => applyRetention(store, streamChanges, logger))
+        .then(() => dispatcher.update(subscriptions, existing))
+        .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
+    },
+    { allowCommands: cfg.allowCommands === true },
+  );
   try {
     for (const f of cfg.files) {
       const text = f === '-' ? readFileSync(0, 'utf8') : readFileSync(f, 'utf8');
@@ -408,6 +418,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         apiSources.stop();
         await supervisor.close();
         await natsConnectors.close();
+        await jobs.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
         const force = setTimeout(() => app.server.closeAllConnections(), 2000);
