@@ -17,6 +17,7 @@ const ORDER = [
   'IntegrationSink',
   'NatsSink',
   'JobSink',
+  'KafkaSink',
   'Broker',
   'Channel',
   'InMemoryChannel',
@@ -31,6 +32,7 @@ const ORDER = [
   'SinkBinding',
   'ContainerSource',
   'NatsSource',
+  'KafkaSource',
   'EventType',
 ];
 

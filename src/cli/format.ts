@@ -96,6 +96,7 @@ COLUMNS['IntegrationSource'] = [['SINK', (r) => String(r.status?.['sinkUri'] ?? 
 COLUMNS['ApiServerSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['SinkBinding'] = COLUMNS['IntegrationSource'];
 COLUMNS['NatsSource'] = COLUMNS['IntegrationSource'];
+COLUMNS['KafkaSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['ContainerSource'] = [
   ['SINK', (r) => String(r.status?.['sinkUri'] ?? '')],
   ['PROCESS', (r) => String((r.status?.['process'] as { state?: string } | undefined)?.state ?? '')],

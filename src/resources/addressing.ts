@@ -16,6 +16,7 @@ export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
   IntegrationSink: 'integrationsinks',
   NatsSink: 'natssinks',
   JobSink: 'jobsinks',
+  KafkaSink: 'kafkasinks',
 };
 
 /** The apiVersion of each addressable kind, as a `ref` must name it. */
@@ -29,10 +30,11 @@ export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
   IntegrationSink: 'sinks.knative.dev/v1alpha1',
   NatsSink: 'sinks.trellis.dev/v1alpha1',
   JobSink: 'sinks.knative.dev/v1alpha1',
+  KafkaSink: 'eventing.knative.dev/v1alpha1',
 };
 
 /** Path prefixes of connector sinks, which publish at once and store nothing. */
-export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set(['natssinks', 'jobsinks']);
+export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set(['natssinks', 'jobsinks', 'kafkasinks']);
 
 /** The path prefix of IntegrationSinks, which hand events on at once and store nothing. */
 export const INTEGRATION_SINK_PREFIX = 'integrationsinks';

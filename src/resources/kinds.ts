@@ -21,6 +21,12 @@ import {
 } from './integration.js';
 import { reconcileJobSink, validateJobSinkSpec } from './jobsink.js';
 import {
+  reconcileKafkaSink,
+  reconcileKafkaSource,
+  validateKafkaSinkSpec,
+  validateKafkaSourceSpec,
+} from './kafka.js';
+import {
   reconcileNatsSink,
   reconcileNatsSource,
   validateNatsSinkSpec,
@@ -257,6 +263,29 @@ export const KINDS: readonly KindDef[] = [
     validateSpec: (spec) => validateJobSinkSpec(spec),
     reconcile: (o, ctx) => reconcileJobSink(o, ctx, ctx.features.allowCommands),
     addressable: true,
+  },
+  {
+    kind: 'KafkaSource',
+    group: 'sources.knative.dev',
+    version: 'v1beta1',
+    plural: 'kafkasources',
+    singular: 'kafkasource',
+    shortNames: [],
+    validateSpec: validateKafkaSourceSpec,
+    reconcile: reconcileKafkaSource,
+    preservedStatus: ['connection'],
+  },
+  {
+    kind: 'KafkaSink',
+    group: 'eventing.knative.dev',
+    version: 'v1alpha1',
+    plural: 'kafkasinks',
+    singular: 'kafkasink',
+    shortNames: [],
+    validateSpec: (spec) => validateKafkaSinkSpec(spec),
+    reconcile: reconcileKafkaSink,
+    addressable: true,
+    preservedStatus: ['connection'],
   },
   {
     kind: 'EventType',

@@ -11,6 +11,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { formatEvent } from '../cloudevents/display.js';
 import { decodeHttp } from '../cloudevents/http.js';
+import { KafkaConnectors } from '../connectors/kafka.js';
 import { NatsConnectors } from '../connectors/nats.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
@@ -214,6 +215,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerConnectorSinkRoutes(app, 'natssinks', 'NatsSink', (key, events) =>
     natsConnectors.publish(key, events),
   );
+  registerConnectorSinkRoutes(app, 'kafkasinks', 'KafkaSink', (key, events) =>
+    kafkaConnectors.publish(key, events),
+  );
   const jobs = new JobRunner(logger);
   registerConnectorSinkRoutes(app, 'jobsinks', 'JobSink', (key, events) => jobs.run(key, events));
   registerIngressRoutes(app);
@@ -294,6 +298,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     logger,
     writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
   });
+  const kafkaConnectors = new KafkaConnectors({
+    accept: (stream, events) => ingress.accept(stream, events),
+    logger,
+    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
+  });
   const pings = new ScheduledSources({
     resources: store.resources,
     accept: (stream, events) => ingress.accept(stream, events),
@@ -319,6 +328,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       natsConnectors.update([
         ...(snap.resources.get('NatsSource')?.values() ?? []),
         ...(snap.resources.get('NatsSink')?.values() ?? []),
+      ]);
+      kafkaConnectors.update([
+        ...(snap.resources.get('KafkaSource')?.values() ?? []),
+        ...(snap.resources.get('KafkaSink')?.values() ?? []),
       ]);
       pings.update([
         ...(snap.resources.get('PingSource')?.values() ?? []),
@@ -357,6 +370,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     apiSources.stop();
     await supervisor.close();
     await natsConnectors.close();
+    await kafkaConnectors.close();
     await app.close();
     await store.close();
     throw err;
@@ -418,6 +432,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         apiSources.stop();
         await supervisor.close();
         await natsConnectors.close();
+        await kafkaConnectors.close();
         await jobs.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.

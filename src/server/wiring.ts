@@ -287,6 +287,7 @@ export class RouteTable {
       case 'IntegrationSource':
       case 'ApiServerSource':
       case 'NatsSource':
+      case 'KafkaSource':
         return this.source(o);
       case 'Sequence':
         return this.sequence(o);
@@ -333,7 +334,11 @@ export class RouteTable {
       source: true,
     };
     if (subscriberUri === undefined) return { streams: [stream], subscriptions: [] };
-    const policy = toRetryPolicy(DEFAULT_DELIVERY, undefined, this.opts.defaultTimeoutMs);
+    // A KafkaSource's own DeliverySpec; the default for the others.
+    const own = (o.spec as { delivery?: DeliverySpec }).delivery;
+    const policy = hasFields(own)
+      ? toRetryPolicy(own, o.status?.['deadLetterSinkUri'] as string | undefined, this.opts.defaultTimeoutMs)
+      : toRetryPolicy(DEFAULT_DELIVERY, undefined, this.opts.defaultTimeoutMs);
     return {
       streams: [stream],
       subscriptions: [
