@@ -18,6 +18,7 @@ const ORDER = [
   'NatsSink',
   'JobSink',
   'KafkaSink',
+  'RedisStreamSink',
   'Broker',
   'Channel',
   'InMemoryChannel',
@@ -33,6 +34,7 @@ const ORDER = [
   'ContainerSource',
   'NatsSource',
   'KafkaSource',
+  'RedisStreamSource',
   'EventType',
 ];
 

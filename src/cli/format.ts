@@ -97,6 +97,7 @@ COLUMNS['ApiServerSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['SinkBinding'] = COLUMNS['IntegrationSource'];
 COLUMNS['NatsSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['KafkaSource'] = COLUMNS['IntegrationSource'];
+COLUMNS['RedisStreamSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['ContainerSource'] = [
   ['SINK', (r) => String(r.status?.['sinkUri'] ?? '')],
   ['PROCESS', (r) => String((r.status?.['process'] as { state?: string } | undefined)?.state ?? '')],

@@ -17,6 +17,7 @@ export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
   NatsSink: 'natssinks',
   JobSink: 'jobsinks',
   KafkaSink: 'kafkasinks',
+  RedisStreamSink: 'redisstreamsinks',
 };
 
 /** The apiVersion of each addressable kind, as a `ref` must name it. */
@@ -31,10 +32,16 @@ export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
   NatsSink: 'sinks.trellis.dev/v1alpha1',
   JobSink: 'sinks.knative.dev/v1alpha1',
   KafkaSink: 'eventing.knative.dev/v1alpha1',
+  RedisStreamSink: 'sinks.trellis.dev/v1alpha1',
 };
 
 /** Path prefixes of connector sinks, which publish at once and store nothing. */
-export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set(['natssinks', 'jobsinks', 'kafkasinks']);
+export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set([
+  'natssinks',
+  'jobsinks',
+  'kafkasinks',
+  'redisstreamsinks',
+]);
 
 /** The path prefix of IntegrationSinks, which hand events on at once and store nothing. */
 export const INTEGRATION_SINK_PREFIX = 'integrationsinks';

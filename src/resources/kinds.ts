@@ -33,6 +33,12 @@ import {
   validateNatsSourceSpec,
 } from './nats-connector.js';
 import { reconcilePingSource, validatePingSourceSpec } from './pingsource.js';
+import {
+  reconcileRedisStreamSink,
+  reconcileRedisStreamSource,
+  validateRedisStreamSinkSpec,
+  validateRedisStreamSourceSpec,
+} from './redis-connector.js';
 import { reconcileService, validateServiceAnnotations, validateServiceSpec } from './service.js';
 import { reconcileSinkBinding, validateSinkBindingSpec } from './sinkbinding.js';
 import { reconcileSubscription, validateSubscriptionSpec } from './subscription.js';
@@ -284,6 +290,29 @@ export const KINDS: readonly KindDef[] = [
     shortNames: [],
     validateSpec: (spec) => validateKafkaSinkSpec(spec),
     reconcile: reconcileKafkaSink,
+    addressable: true,
+    preservedStatus: ['connection'],
+  },
+  {
+    kind: 'RedisStreamSource',
+    group: 'sources.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'redisstreamsources',
+    singular: 'redisstreamsource',
+    shortNames: [],
+    validateSpec: validateRedisStreamSourceSpec,
+    reconcile: reconcileRedisStreamSource,
+    preservedStatus: ['connection'],
+  },
+  {
+    kind: 'RedisStreamSink',
+    group: 'sinks.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'redisstreamsinks',
+    singular: 'redisstreamsink',
+    shortNames: [],
+    validateSpec: (spec) => validateRedisStreamSinkSpec(spec),
+    reconcile: reconcileRedisStreamSink,
     addressable: true,
     preservedStatus: ['connection'],
   },

@@ -13,6 +13,7 @@ import { formatEvent } from '../cloudevents/display.js';
 import { decodeHttp } from '../cloudevents/http.js';
 import { KafkaConnectors } from '../connectors/kafka.js';
 import { NatsConnectors } from '../connectors/nats.js';
+import { RedisConnectors } from '../connectors/redis.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
@@ -218,6 +219,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerConnectorSinkRoutes(app, 'kafkasinks', 'KafkaSink', (key, events) =>
     kafkaConnectors.publish(key, events),
   );
+  registerConnectorSinkRoutes(app, 'redisstreamsinks', 'RedisStreamSink', (key, events) =>
+    redisConnectors.publish(key, events),
+  );
   const jobs = new JobRunner(logger);
   registerConnectorSinkRoutes(app, 'jobsinks', 'JobSink', (key, events) => jobs.run(key, events));
   registerIngressRoutes(app);
@@ -298,6 +302,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     logger,
     writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
   });
+  const redisConnectors = new RedisConnectors({
+    accept: (stream, events) => ingress.accept(stream, events),
+    logger,
+    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
+  });
   const kafkaConnectors = new KafkaConnectors({
     accept: (stream, events) => ingress.accept(stream, events),
     logger,
@@ -332,6 +341,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       kafkaConnectors.update([
         ...(snap.resources.get('KafkaSource')?.values() ?? []),
         ...(snap.resources.get('KafkaSink')?.values() ?? []),
+      ]);
+      redisConnectors.update([
+        ...(snap.resources.get('RedisStreamSource')?.values() ?? []),
+        ...(snap.resources.get('RedisStreamSink')?.values() ?? []),
       ]);
       pings.update([
         ...(snap.resources.get('PingSource')?.values() ?? []),
@@ -371,6 +384,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     await supervisor.close();
     await natsConnectors.close();
     await kafkaConnectors.close();
+    await redisConnectors.close();
     await app.close();
     await store.close();
     throw err;
@@ -433,6 +447,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await supervisor.close();
         await natsConnectors.close();
         await kafkaConnectors.close();
+        await redisConnectors.close();
         await jobs.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.

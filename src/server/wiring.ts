@@ -288,6 +288,7 @@ export class RouteTable {
       case 'ApiServerSource':
       case 'NatsSource':
       case 'KafkaSource':
+      case 'RedisStreamSource':
         return this.source(o);
       case 'Sequence':
         return this.sequence(o);
