@@ -19,6 +19,7 @@ const ORDER = [
   'JobSink',
   'KafkaSink',
   'RedisStreamSink',
+  'MqttSink',
   'Broker',
   'Channel',
   'InMemoryChannel',
@@ -35,6 +36,7 @@ const ORDER = [
   'NatsSource',
   'KafkaSource',
   'RedisStreamSource',
+  'MqttSource',
   'EventType',
 ];
 

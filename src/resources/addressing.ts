@@ -18,6 +18,7 @@ export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
   JobSink: 'jobsinks',
   KafkaSink: 'kafkasinks',
   RedisStreamSink: 'redisstreamsinks',
+  MqttSink: 'mqttsinks',
 };
 
 /** The apiVersion of each addressable kind, as a `ref` must name it. */
@@ -33,6 +34,7 @@ export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
   JobSink: 'sinks.knative.dev/v1alpha1',
   KafkaSink: 'eventing.knative.dev/v1alpha1',
   RedisStreamSink: 'sinks.trellis.dev/v1alpha1',
+  MqttSink: 'sinks.trellis.dev/v1alpha1',
 };
 
 /** Path prefixes of connector sinks, which publish at once and store nothing. */
@@ -41,6 +43,7 @@ export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set([
   'jobsinks',
   'kafkasinks',
   'redisstreamsinks',
+  'mqttsinks',
 ]);
 
 /** The path prefix of IntegrationSinks, which hand events on at once and store nothing. */

@@ -27,6 +27,12 @@ import {
   validateKafkaSourceSpec,
 } from './kafka.js';
 import {
+  reconcileMqttSink,
+  reconcileMqttSource,
+  validateMqttSinkSpec,
+  validateMqttSourceSpec,
+} from './mqtt-connector.js';
+import {
   reconcileNatsSink,
   reconcileNatsSource,
   validateNatsSinkSpec,
@@ -313,6 +319,29 @@ export const KINDS: readonly KindDef[] = [
     shortNames: [],
     validateSpec: (spec) => validateRedisStreamSinkSpec(spec),
     reconcile: reconcileRedisStreamSink,
+    addressable: true,
+    preservedStatus: ['connection'],
+  },
+  {
+    kind: 'MqttSource',
+    group: 'sources.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'mqttsources',
+    singular: 'mqttsource',
+    shortNames: [],
+    validateSpec: validateMqttSourceSpec,
+    reconcile: reconcileMqttSource,
+    preservedStatus: ['connection'],
+  },
+  {
+    kind: 'MqttSink',
+    group: 'sinks.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'mqttsinks',
+    singular: 'mqttsink',
+    shortNames: [],
+    validateSpec: (spec) => validateMqttSinkSpec(spec),
+    reconcile: reconcileMqttSink,
     addressable: true,
     preservedStatus: ['connection'],
   },

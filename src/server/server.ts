@@ -12,6 +12,7 @@ import { type Logger, pino } from 'pino';
 import { formatEvent } from '../cloudevents/display.js';
 import { decodeHttp } from '../cloudevents/http.js';
 import { KafkaConnectors } from '../connectors/kafka.js';
+import { MqttConnectors } from '../connectors/mqtt.js';
 import { NatsConnectors } from '../connectors/nats.js';
 import { RedisConnectors } from '../connectors/redis.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
@@ -222,6 +223,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerConnectorSinkRoutes(app, 'redisstreamsinks', 'RedisStreamSink', (key, events) =>
     redisConnectors.publish(key, events),
   );
+  registerConnectorSinkRoutes(app, 'mqttsinks', 'MqttSink', (key, events) =>
+    mqttConnectors.publish(key, events),
+  );
   const jobs = new JobRunner(logger);
   registerConnectorSinkRoutes(app, 'jobsinks', 'JobSink', (key, events) => jobs.run(key, events));
   registerIngressRoutes(app);
@@ -307,6 +311,12 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     logger,
     writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
   });
+  const mqttConnectors = new MqttConnectors({
+    accept: (stream, events) => ingress.accept(stream, events),
+    logger,
+    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
+    ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
+  });
   const kafkaConnectors = new KafkaConnectors({
     accept: (stream, events) => ingress.accept(stream, events),
     logger,
@@ -345,6 +355,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       redisConnectors.update([
         ...(snap.resources.get('RedisStreamSource')?.values() ?? []),
         ...(snap.resources.get('RedisStreamSink')?.values() ?? []),
+      ]);
+      mqttConnectors.update([
+        ...(snap.resources.get('MqttSource')?.values() ?? []),
+        ...(snap.resources.get('MqttSink')?.values() ?? []),
       ]);
       pings.update([
         ...(snap.resources.get('PingSource')?.values() ?? []),
@@ -385,6 +399,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     await natsConnectors.close();
     await kafkaConnectors.close();
     await redisConnectors.close();
+    await mqttConnectors.close();
     await app.close();
     await store.close();
     throw err;
@@ -448,6 +463,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await natsConnectors.close();
         await kafkaConnectors.close();
         await redisConnectors.close();
+        await mqttConnectors.close();
         await jobs.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.

@@ -289,6 +289,7 @@ export class RouteTable {
       case 'NatsSource':
       case 'KafkaSource':
       case 'RedisStreamSource':
+      case 'MqttSource':
         return this.source(o);
       case 'Sequence':
         return this.sequence(o);

@@ -1,0 +1,343 @@
+/**
+ * The MQTT connector (mqtt.js, loaded only when an MqttSource or MqttSink exists), per the CloudEvents
+ * MQTT binding: on MQTT 5, binary mode carries the attributes as user properties (names unchanged) and
+ * `datacontenttype` as the Content Type property; structured mode (the only one on 3.1.1) carries the
+ * JSON event format. A message that is not a CloudEvent is wrapped.
+ *
+ * A source subscribes with QoS 1 on a persistent session (its client id), stores each message's event
+ * in the source's stream and only then sends the PUBACK: the broker keeps what Trellis has not taken,
+ * while it is away too. A sink publishes with QoS 1 and answers once the broker's PUBACK came.
+ * @module
+ */
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { CloudEvent } from '../cloudevents/event.js';
+import { canonicalString, checkAttribute, checkRequired } from '../cloudevents/event.js';
+import { decodeHttp, encodeStructured } from '../cloudevents/http.js';
+import type { Logger } from '../dataplane/routes.js';
+import { TrellisError } from '../errors.js';
+import type { MqttAuth, MqttSinkSpec, MqttSourceSpec } from '../resources/mqtt-connector.js';
+import type { ConnectionState } from '../resources/nats-connector.js';
+import type { ResourceObject, Store } from '../store/types.js';
+
+/** The type of an event made from an MQTT message that was not a CloudEvent. */
+export const MQTT_MESSAGE_TYPE = 'dev.trellis.mqtt.message';
+
+/** What a PUBLISH carries that the binding reads. */
+export interface MqttMessage {
+  topic: string;
+  payload: Buffer;
+  contentType?: string | undefined;
+  userProperties?: Record<string, string | string[]> | undefined;
+}
+
+function wrap(m: MqttMessage, invalid?: string): CloudEvent {
+  const attrs: CloudEvent['attrs'] = {
+    specversion: '1.0',
+    id: randomUUID(),
+    source: `mqtt://${encodeURI(m.topic)}`,
+    type: MQTT_MESSAGE_TYPE,
+    subject: m.topic,
+    time: new Date().toISOString(),
+  };
+  if (m.contentType !== undefined && /^[!-~]+\/[!-~]+/.test(m.contentType))
+    attrs['datacontenttype'] = m.contentType;
+  if (invalid !== undefined) attrs['trellisinvalid'] = invalid.replace(/[^\x20-\x7e]/g, '?').slice(0, 500);
+  return m.payload.length > 0 ? { attrs, data: m.payload } : { attrs };
+}
+
+/** A message's event: structured (Content Type, or on 3.1.1 a JSON payload that is an event), binary (MQTT 5 user properties), or wrapped. */
+export function mqttToEvent(m: MqttMessage): CloudEvent {
+  const ct = m.contentType;
+  const props = m.userProperties ?? {};
+  try {
+    if (ct?.toLowerCase().startsWith('application/cloudevents'))
+      return decodeHttp(['content-type', ct], m.payload).events[0]!;
+    if (props['specversion'] !== undefined) {
+      const attrs: CloudEvent['attrs'] = {};
+      for (const [k, v] of Object.entries(props)) {
+        const name = k.toLowerCase();
+        if (name === 'datacontenttype') continue;
+        attrs[name] = checkAttribute(name, Array.isArray(v) ? v[0] : v);
+      }
+      if (ct !== undefined) attrs['datacontenttype'] = checkAttribute('datacontenttype', ct);
+      checkRequired(attrs);
+      return m.payload.length > 0 ? { attrs, data: m.payload } : { attrs };
+    }
+    // MQTT 3.1.1 (or a v5 sender that set no Content Type): a JSON payload that is an event.
+    if (
+      ct === undefined &&
+      m.payload.length > 0 &&
+      m.payload[0] === 0x7b &&
+      m.payload.includes('"specversion"')
+    ) {
+      return decodeHttp(['content-type', 'application/cloudevents+json'], m.payload).events[0]!;
+    }
+  } catch (err) {
+    return wrap(m, (err as Error).message);
+  }
+  return wrap(m);
+}
+
+/** An event as a PUBLISH: binary (user properties, MQTT 5) or structured. */
+export function eventToMqtt(
+  e: CloudEvent,
+  mode: 'binary' | 'structured',
+): { payload: Buffer; contentType?: string; userProperties?: Record<string, string> } {
+  if (mode === 'structured') {
+    const m = encodeStructured(e);
+    return { payload: Buffer.from(String(m.body)), contentType: m.headers['content-type']! };
+  }
+  const userProperties: Record<string, string> = {};
+  for (const [k, v] of Object.entries(e.attrs))
+    if (k !== 'datacontenttype') userProperties[k] = canonicalString(v);
+  const ct = e.attrs['datacontenttype'];
+  return {
+    payload: e.data ?? Buffer.alloc(0),
+    userProperties,
+    ...(ct !== undefined ? { contentType: String(ct) } : {}),
+  };
+}
+
+function options(auth: MqttAuth | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const read = (f: string, what: string) => {
+    try {
+      return readFileSync(f, 'utf8').trim();
+    } catch (err) {
+      throw new Error(
+        `cannot read the ${what} file ${f}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
+    }
+  };
+  if (auth?.username !== undefined) out['username'] = auth.username;
+  if (auth?.passwordFile !== undefined) out['password'] = read(auth.passwordFile, 'password');
+  if (auth?.passwordEnv !== undefined) {
+    const v = process.env[auth.passwordEnv];
+    if (v === undefined || v === '')
+      throw new Error(`the environment variable ${auth.passwordEnv} (password) is not set`);
+    out['password'] = v;
+  }
+  if (auth?.tlsCaFile !== undefined) out['ca'] = read(auth.tlsCaFile, 'CA certificate');
+  return out;
+}
+
+export interface MqttConnectorDeps {
+  accept(stream: string, events: CloudEvent[]): Promise<void>;
+  logger: Logger;
+  writeConnection(o: ResourceObject, state: ConnectionState): Promise<void>;
+  /** With a shared store, a source's persistent session is held by one process at a time. */
+  holdLease?: Store['holdLease'];
+}
+
+interface Runner {
+  signature: string;
+  o: ResourceObject;
+  stop(): Promise<void>;
+  publish?(events: CloudEvent[]): Promise<void>;
+}
+
+export class MqttConnectors {
+  private readonly runners = new Map<string, Runner>();
+  private lib: Promise<typeof import('mqtt')> | undefined;
+  private closed = false;
+
+  constructor(private readonly deps: MqttConnectorDeps) {}
+
+  private key(o: ResourceObject): string {
+    return `${o.kind.toLowerCase()}s/${o.metadata.namespace}/${o.metadata.name}`;
+  }
+
+  update(resources: Iterable<ResourceObject>): void {
+    if (this.closed) return;
+    const seen = new Set<string>();
+    for (const o of resources) {
+      if (o.kind === 'MqttSource' && o.status?.['sinkUri'] === undefined) continue;
+      const key = this.key(o);
+      seen.add(key);
+      const signature = JSON.stringify([o.metadata.uid, o.metadata.generation]);
+      const cur = this.runners.get(key);
+      if (cur?.signature === signature) {
+        cur.o = o;
+        continue;
+      }
+      if (cur !== undefined) void cur.stop();
+      this.runners.set(key, this.start(o, signature));
+    }
+    for (const [key, r] of this.runners) {
+      if (seen.has(key)) continue;
+      this.runners.delete(key);
+      void r.stop();
+    }
+  }
+
+  async publish(key: string, events: CloudEvent[]): Promise<void> {
+    const r = this.runners.get(key);
+    if (r === undefined)
+      throw new TrellisError('TRELLIS_ERR_DESTINATION_NOT_FOUND', `no MqttSink takes events at /${key}`);
+    if (r.publish === undefined)
+      throw new TrellisError(
+        'TRELLIS_ERR_CONNECTOR_FAILED',
+        `MqttSink /${key} is not connected to MQTT yet; see its status`,
+      );
+    await r.publish(events);
+  }
+
+  private start(o: ResourceObject, signature: string): Runner {
+    const label = { [o.kind.toLowerCase()]: `${o.metadata.namespace}/${o.metadata.name}` };
+    let client: import('mqtt').MqttClient | undefined;
+    let stopped = false;
+    let stopLease: (() => void) | undefined;
+    const runner: Runner = {
+      signature,
+      o,
+      stop: async () => {
+        stopped = true;
+        stopLease?.();
+        const c = client;
+        client = undefined;
+        if (c !== undefined) await c.endAsync().catch(() => undefined);
+      },
+    };
+    const report = (state: ConnectionState) =>
+      this.deps.writeConnection(runner.o, state).catch((err: unknown) => {
+        this.deps.logger.warn({ ...label, err }, 'recording the connection state failed');
+      });
+    const connect = async () => {
+      if (stopped || this.closed || client !== undefined) return;
+      const spec = runner.o.spec as unknown as MqttSourceSpec | MqttSinkSpec;
+      let opts: Record<string, unknown>;
+      try {
+        opts = options(spec.auth);
+      } catch (err) {
+        void report({ state: 'Failed', message: (err as Error).message });
+        return;
+      }
+      this.lib ??= import('mqtt');
+      const mqtt = await this.lib;
+      const isSource = o.kind === 'MqttSource';
+      const src = spec as MqttSourceSpec;
+      const c = mqtt.connect(spec.address, {
+        ...opts,
+        protocolVersion: spec.protocolVersion,
+        reconnectPeriod: 1000,
+        connectTimeout: 5000,
+        ...(isSource
+          ? {
+              clientId: src.clientId ?? `trellis-${o.metadata.namespace}-${o.metadata.name}`,
+              clean: false,
+              ...(spec.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600 } } : {}),
+            }
+          : { clientId: `trellis-sink-${randomUUID().slice(0, 8)}`, clean: true }),
+      });
+      client = c;
+      if (isSource) {
+        // The PUBACK goes only once the event is stored (mqtt.js acknowledges when this calls back, on 3.1.1
+        // and 5 alike): the broker keeps the message until then.
+        c.handleMessage = (packet, callback) => {
+          if (packet.cmd !== 'publish') return callback();
+          const props = (
+            packet as {
+              properties?: { contentType?: string; userProperties?: Record<string, string | string[]> };
+            }
+          ).properties;
+          void this.take(
+            runner,
+            {
+              topic: packet.topic,
+              payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload),
+              contentType: props?.contentType,
+              userProperties: props?.userProperties,
+            },
+            () => stopped,
+          ).then((ok) => {
+            if (ok) callback();
+          });
+        };
+      }
+      c.on('connect', () => {
+        void report({ state: 'Connected' });
+        if (isSource) c.subscribe(src.topic, { qos: src.qos });
+      });
+      c.on('close', () => {
+        if (!stopped)
+          void report({ state: 'Disconnected', message: 'the MQTT broker is unreachable; reconnecting' });
+      });
+      c.on('error', (err) => {
+        this.deps.logger.warn({ ...label, err: err.message }, 'MQTT error');
+        void report({ state: 'Failed', message: `${spec.address}: ${err.message}` });
+      });
+      if (!isSource) {
+        const sink = spec as MqttSinkSpec;
+        runner.publish = async (events) => {
+          for (const e of events) {
+            const m = eventToMqtt(e, sink.mode);
+            try {
+              await c.publishAsync(sink.topic, m.payload, {
+                qos: sink.qos,
+                retain: sink.retain,
+                ...(sink.protocolVersion === 5
+                  ? {
+                      properties: {
+                        ...(m.contentType !== undefined ? { contentType: m.contentType } : {}),
+                        ...(m.userProperties !== undefined ? { userProperties: m.userProperties } : {}),
+                      },
+                    }
+                  : {}),
+              });
+            } catch (err) {
+              throw new TrellisError(
+                'TRELLIS_ERR_CONNECTOR_FAILED',
+                `the MQTT broker did not take the event on ${sink.topic}: ${(err as Error).message}`,
+              );
+            }
+          }
+        };
+      }
+    };
+    if (o.kind === 'MqttSource' && this.deps.holdLease !== undefined) {
+      // One persistent session per source: the process holding its lease runs it.
+      stopLease = this.deps.holdLease(`mqttsource/${o.metadata.uid}`, (held) => {
+        if (held) void connect();
+        else {
+          const c = client;
+          client = undefined;
+          void c?.endAsync().catch(() => undefined);
+        }
+      });
+    } else void connect();
+    return runner;
+  }
+
+  /** Stores a message's event, trying again while Trellis cannot take it; true once stored. */
+  private async take(runner: Runner, m: MqttMessage, stopped: () => boolean): Promise<boolean> {
+    const o = runner.o;
+    const e = mqttToEvent(m);
+    const ext = (o.spec as unknown as MqttSourceSpec).ceOverrides?.extensions;
+    if (ext !== undefined) e.attrs = { ...e.attrs, ...ext };
+    for (let wait = 500; !stopped() && !this.closed; wait = Math.min(wait * 2, 10_000)) {
+      try {
+        await this.deps.accept(this.key(o), [e]);
+        return true;
+      } catch (err) {
+        if (err instanceof TrellisError && err.status === 400) {
+          this.deps.logger.error(
+            { mqttsource: `${o.metadata.namespace}/${o.metadata.name}`, err, topic: m.topic },
+            'a message was refused and is dropped',
+          );
+          return true;
+        }
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+    // Not stored: no PUBACK, so the broker gives the message again to the next session.
+    return false;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.runners.values()];
+    this.runners.clear();
+    await Promise.all(all.map((r) => r.stop()));
+  }
+}
