@@ -20,6 +20,7 @@ const ORDER = [
   'KafkaSink',
   'RedisStreamSink',
   'MqttSink',
+  'AmqpSink',
   'Broker',
   'Channel',
   'InMemoryChannel',
@@ -37,6 +38,7 @@ const ORDER = [
   'KafkaSource',
   'RedisStreamSource',
   'MqttSource',
+  'AmqpSource',
   'EventType',
 ];
 

@@ -99,6 +99,7 @@ COLUMNS['NatsSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['KafkaSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['RedisStreamSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['MqttSource'] = COLUMNS['IntegrationSource'];
+COLUMNS['AmqpSource'] = COLUMNS['IntegrationSource'];
 COLUMNS['ContainerSource'] = [
   ['SINK', (r) => String(r.status?.['sinkUri'] ?? '')],
   ['PROCESS', (r) => String((r.status?.['process'] as { state?: string } | undefined)?.state ?? '')],

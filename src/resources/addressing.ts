@@ -19,6 +19,7 @@ export const ADDRESS_PREFIX: Readonly<Record<string, string>> = {
   KafkaSink: 'kafkasinks',
   RedisStreamSink: 'redisstreamsinks',
   MqttSink: 'mqttsinks',
+  AmqpSink: 'amqpsinks',
 };
 
 /** The apiVersion of each addressable kind, as a `ref` must name it. */
@@ -35,6 +36,7 @@ export const ADDRESSABLE_API: Readonly<Record<string, string>> = {
   KafkaSink: 'eventing.knative.dev/v1alpha1',
   RedisStreamSink: 'sinks.trellis.dev/v1alpha1',
   MqttSink: 'sinks.trellis.dev/v1alpha1',
+  AmqpSink: 'sinks.trellis.dev/v1alpha1',
 };
 
 /** Path prefixes of connector sinks, which publish at once and store nothing. */
@@ -44,6 +46,7 @@ export const CONNECTOR_SINK_PREFIXES: ReadonlySet<string> = new Set([
   'kafkasinks',
   'redisstreamsinks',
   'mqttsinks',
+  'amqpsinks',
 ]);
 
 /** The path prefix of IntegrationSinks, which hand events on at once and store nothing. */

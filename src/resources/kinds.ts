@@ -4,6 +4,12 @@
  * @module
  */
 import type { ResourceObject } from '../store/types.js';
+import {
+  reconcileAmqpSink,
+  reconcileAmqpSource,
+  validateAmqpSinkSpec,
+  validateAmqpSourceSpec,
+} from './amqp-connector.js';
 import { reconcileApiServerSource, validateApiServerSourceSpec } from './apiserversource.js';
 import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from './broker.js';
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
@@ -342,6 +348,29 @@ export const KINDS: readonly KindDef[] = [
     shortNames: [],
     validateSpec: (spec) => validateMqttSinkSpec(spec),
     reconcile: reconcileMqttSink,
+    addressable: true,
+    preservedStatus: ['connection'],
+  },
+  {
+    kind: 'AmqpSource',
+    group: 'sources.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'amqpsources',
+    singular: 'amqpsource',
+    shortNames: [],
+    validateSpec: validateAmqpSourceSpec,
+    reconcile: reconcileAmqpSource,
+    preservedStatus: ['connection'],
+  },
+  {
+    kind: 'AmqpSink',
+    group: 'sinks.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'amqpsinks',
+    singular: 'amqpsink',
+    shortNames: [],
+    validateSpec: (spec) => validateAmqpSinkSpec(spec),
+    reconcile: reconcileAmqpSink,
     addressable: true,
     preservedStatus: ['connection'],
   },

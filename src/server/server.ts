@@ -11,6 +11,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { formatEvent } from '../cloudevents/display.js';
 import { decodeHttp } from '../cloudevents/http.js';
+import { AmqpConnectors } from '../connectors/amqp.js';
 import { KafkaConnectors } from '../connectors/kafka.js';
 import { MqttConnectors } from '../connectors/mqtt.js';
 import { NatsConnectors } from '../connectors/nats.js';
@@ -226,6 +227,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerConnectorSinkRoutes(app, 'mqttsinks', 'MqttSink', (key, events) =>
     mqttConnectors.publish(key, events),
   );
+  registerConnectorSinkRoutes(app, 'amqpsinks', 'AmqpSink', (key, events) =>
+    amqpConnectors.publish(key, events),
+  );
   const jobs = new JobRunner(logger);
   registerConnectorSinkRoutes(app, 'jobsinks', 'JobSink', (key, events) => jobs.run(key, events));
   registerIngressRoutes(app);
@@ -317,6 +321,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
     ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
   });
+  const amqpConnectors = new AmqpConnectors({
+    accept: (stream, events) => ingress.accept(stream, events),
+    logger,
+    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
+  });
   const kafkaConnectors = new KafkaConnectors({
     accept: (stream, events) => ingress.accept(stream, events),
     logger,
@@ -360,6 +369,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         ...(snap.resources.get('MqttSource')?.values() ?? []),
         ...(snap.resources.get('MqttSink')?.values() ?? []),
       ]);
+      amqpConnectors.update([
+        ...(snap.resources.get('AmqpSource')?.values() ?? []),
+        ...(snap.resources.get('AmqpSink')?.values() ?? []),
+      ]);
       pings.update([
         ...(snap.resources.get('PingSource')?.values() ?? []),
         ...(snap.resources.get('IntegrationSource')?.values() ?? []),
@@ -400,6 +413,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     await kafkaConnectors.close();
     await redisConnectors.close();
     await mqttConnectors.close();
+    await amqpConnectors.close();
     await app.close();
     await store.close();
     throw err;
@@ -464,6 +478,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await kafkaConnectors.close();
         await redisConnectors.close();
         await mqttConnectors.close();
+        await amqpConnectors.close();
         await jobs.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.

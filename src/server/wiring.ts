@@ -290,6 +290,7 @@ export class RouteTable {
       case 'KafkaSource':
       case 'RedisStreamSource':
       case 'MqttSource':
+      case 'AmqpSource':
         return this.source(o);
       case 'Sequence':
         return this.sequence(o);
