@@ -594,4 +594,22 @@ if (!only || only === 'cluster') {
   }
 }
 
+// 8. connectors: each one's throughput in and out beside its raw client (bench/connectors.mjs).
+if (!only || only === 'connectors') {
+  const { benchConnectors } = await import('./connectors.mjs');
+  console.log(
+    `connectors: ${process.env.BENCH_CONNECTOR_MESSAGES ?? 2000} messages of 1 KiB each way, 64 in flight, beside the raw client`,
+  );
+  const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
+  const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+  const t = await trellis(dir, BROKER);
+  try {
+    await benchConnectors({ trellisUrl: t.url, sinkUrl: sink.url, row });
+  } finally {
+    await stop(t);
+    await stop(sink);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));

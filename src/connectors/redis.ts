@@ -320,13 +320,9 @@ export class RedisConnectors {
           )) as [Buffer, [Buffer, Buffer[]][]][] | null;
           const entries = res?.[0]?.[1] ?? [];
           if (pending && entries.length === 0) pending = false;
-          let failed = false;
-          for (const [id, raw] of entries) {
-            if (!(await handle(id.toString(), toFields(raw)))) {
-              failed = true;
-              break;
-            }
-          }
+          // A batch is stored in parallel; each entry is acknowledged once its event is stored.
+          const done = await Promise.all(entries.map(([id, raw]) => handle(id.toString(), toFields(raw))));
+          const failed = done.includes(false);
           if (failed) {
             pending = true;
             await new Promise((r) => setTimeout(r, 1000));
