@@ -99,7 +99,7 @@ export async function benchConnectors({ trellisUrl, sinkUrl, row }) {
     metadata: { name, namespace: 'default' },
     spec,
   });
-  const measureIn = async (label, doc, path) => {
+  const measureIn = async (_label, doc, path) => {
     await fetch(`${sinkUrl}reset`, { method: 'POST' });
     const t0 = performance.now();
     await apply(trellisUrl, doc);
