@@ -2,7 +2,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -10,36 +9,14 @@ import amqp from 'amqplib';
 import { describe, expect, it } from 'vitest';
 import { amqpToEvent, eventToAmqp } from '../src/connectors/amqp.js';
 import { run, serve } from './helpers/process.js';
+import { serverUp } from './helpers/reachable.js';
 import { broker, ceHeaders, testServer } from './helpers/server.js';
-import { IN_CI } from './helpers/shared.js';
 import { startSink } from './helpers/sink.js';
 
 const AMQP_URL = process.env['AMQP_URL'] ?? 'amqp://127.0.0.1:5672';
 const RABBITMQCTL = ['/usr/sbin/rabbitmqctl', '/usr/bin/rabbitmqctl'].find((p) => existsSync(p));
 
-async function amqpUp(): Promise<boolean> {
-  const u = new URL(AMQP_URL);
-  const ok = await new Promise<boolean>((resolve) => {
-    const s = new Socket();
-    s.setTimeout(1000);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-    s.once('timeout', () => {
-      s.destroy();
-      resolve(false);
-    });
-    s.connect(Number(u.port || 5672), u.hostname);
-  });
-  if (ok) return true;
-  const msg = `no AMQP broker at ${AMQP_URL}: start RabbitMQ (the machine notes give the command)`;
-  if (IN_CI) throw new Error(msg);
-  console.warn(`SKIPPED: ${msg}`);
-  return false;
-}
-const up = await amqpUp();
+const up = await serverUp(AMQP_URL, 5672, 'an AMQP broker');
 
 const source = (name: string, spec: Record<string, unknown>) => ({
   apiVersion: 'sources.trellis.dev/v1alpha1',

@@ -9,36 +9,14 @@ import mqtt from 'mqtt';
 import { describe, expect, it } from 'vitest';
 import { eventToMqtt, mqttToEvent } from '../src/connectors/mqtt.js';
 import { run, serve } from './helpers/process.js';
+import { serverUp } from './helpers/reachable.js';
 import { broker, ceHeaders, testServer } from './helpers/server.js';
-import { IN_CI } from './helpers/shared.js';
 import { startSink } from './helpers/sink.js';
 
 const MQTT_URL = process.env['MQTT_URL'] ?? 'mqtt://127.0.0.1:1883';
 const MOSQUITTO = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'].find((p) => existsSync(p));
 
-async function mqttUp(): Promise<boolean> {
-  const u = new URL(MQTT_URL);
-  const ok = await new Promise<boolean>((resolve) => {
-    const s = new Socket();
-    s.setTimeout(1000);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-    s.once('timeout', () => {
-      s.destroy();
-      resolve(false);
-    });
-    s.connect(Number(u.port || 1883), u.hostname);
-  });
-  if (ok) return true;
-  const msg = `no MQTT broker at ${MQTT_URL}: start Mosquitto (the machine notes give the command)`;
-  if (IN_CI) throw new Error(msg);
-  console.warn(`SKIPPED: ${msg}`);
-  return false;
-}
-const up = await mqttUp();
+const up = await serverUp(MQTT_URL, 1883, 'an MQTT broker');
 
 const freePort = () =>
   new Promise<number>((resolve) => {

@@ -1,42 +1,19 @@
 /** The Redis Streams connector against this machine's Redis (REDIS_URL, default redis://127.0.0.1:6379). */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { entryToEvent, eventToFields } from '../src/connectors/redis.js';
 import { run, serve } from './helpers/process.js';
+import { serverUp } from './helpers/reachable.js';
 import { broker, ceHeaders, testServer } from './helpers/server.js';
-import { IN_CI } from './helpers/shared.js';
 import { startSink } from './helpers/sink.js';
 
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
-async function redisUp(): Promise<boolean> {
-  const u = new URL(REDIS_URL);
-  const ok = await new Promise<boolean>((resolve) => {
-    const s = new Socket();
-    s.setTimeout(1000);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-    s.once('timeout', () => {
-      s.destroy();
-      resolve(false);
-    });
-    s.connect(Number(u.port || 6379), u.hostname);
-  });
-  if (ok) return true;
-  const msg = `Redis is not reachable at ${REDIS_URL}: start it (the machine notes give the command)`;
-  if (IN_CI) throw new Error(msg);
-  console.warn(`SKIPPED: ${msg}`);
-  return false;
-}
-const up = await redisUp();
+const up = await serverUp(REDIS_URL, 6379, 'Redis');
 
 const source = (name: string, spec: Record<string, unknown>) => ({
   apiVersion: 'sources.trellis.dev/v1alpha1',

@@ -12,15 +12,22 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { checkAttribute, checkRequired } from '../cloudevents/event.js';
 import { decodeHttp, encodeStructured } from '../cloudevents/http.js';
-import type { Logger } from '../dataplane/routes.js';
 import { TrellisError } from '../errors.js';
 import type { AmqpAuth, AmqpSinkSpec, AmqpSourceSpec } from '../resources/amqp-connector.js';
-import type { ConnectionState } from '../resources/nats-connector.js';
+import type { ConnectionState } from '../resources/connector-spec.js';
 import type { ResourceObject } from '../store/types.js';
+import {
+  type ConnectorDeps,
+  ConnectorRunners,
+  connectorKey,
+  invalidReason,
+  passwordOf,
+  type Runner,
+  secretFile,
+} from './runners.js';
 
 /** The type of an event made from an AMQP message that was not a CloudEvent. */
 export const AMQP_MESSAGE_TYPE = 'dev.trellis.amqp.message';
@@ -52,7 +59,7 @@ function wrap(queue: string, m: AmqpMessage, invalid?: string): CloudEvent {
   };
   if (m.contentType !== undefined && /^[!-~]+\/[!-~]+/.test(m.contentType))
     attrs['datacontenttype'] = m.contentType;
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalid.replace(/[^\x20-\x7e]/g, '?').slice(0, 500);
+  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
   return m.content.length > 0 ? { attrs, data: m.content } : { attrs };
 }
 
@@ -105,91 +112,24 @@ function connectArgs(
   auth: AmqpAuth | undefined,
   name: string,
 ): [string, Record<string, unknown>] {
-  const read = (f: string, what: string) => {
-    try {
-      return readFileSync(f, 'utf8').trim();
-    } catch (err) {
-      throw new Error(
-        `cannot read the ${what} file ${f}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      );
-    }
-  };
   const u = new URL(address);
   if (auth?.username !== undefined) u.username = encodeURIComponent(auth.username);
-  const pass =
-    auth?.passwordFile !== undefined
-      ? read(auth.passwordFile, 'password')
-      : auth?.passwordEnv !== undefined
-        ? process.env[auth.passwordEnv]
-        : undefined;
-  if (auth?.passwordEnv !== undefined && (pass === undefined || pass === ''))
-    throw new Error(`the environment variable ${auth.passwordEnv} (password) is not set`);
-  if (pass !== undefined) u.password = encodeURIComponent(pass);
+  const password = passwordOf(auth);
+  if (password !== undefined) u.password = encodeURIComponent(password);
   const opts: Record<string, unknown> = { clientProperties: { connection_name: name } };
-  if (auth?.tlsCaFile !== undefined) opts['ca'] = [Buffer.from(read(auth.tlsCaFile, 'CA certificate'))];
+  if (auth?.tlsCaFile !== undefined) opts['ca'] = [Buffer.from(secretFile(auth.tlsCaFile, 'CA certificate'))];
   return [u.toString(), opts];
 }
 
-export interface AmqpConnectorDeps {
-  accept(stream: string, events: CloudEvent[]): Promise<void>;
-  logger: Logger;
-  writeConnection(o: ResourceObject, state: ConnectionState): Promise<void>;
-}
-
-interface Runner {
-  signature: string;
-  o: ResourceObject;
-  stop(): Promise<void>;
-  publish?(events: CloudEvent[]): Promise<void>;
-}
-
-export class AmqpConnectors {
-  private readonly runners = new Map<string, Runner>();
+export class AmqpConnectors extends ConnectorRunners {
+  protected readonly sinkKind = 'AmqpSink';
   private lib: Promise<typeof import('amqplib')> | undefined;
-  private closed = false;
 
-  constructor(private readonly deps: AmqpConnectorDeps) {}
-
-  private key(o: ResourceObject): string {
-    return `${o.kind.toLowerCase()}s/${o.metadata.namespace}/${o.metadata.name}`;
+  constructor(deps: ConnectorDeps) {
+    super(deps);
   }
 
-  update(resources: Iterable<ResourceObject>): void {
-    if (this.closed) return;
-    const seen = new Set<string>();
-    for (const o of resources) {
-      if (o.kind === 'AmqpSource' && o.status?.['sinkUri'] === undefined) continue;
-      const key = this.key(o);
-      seen.add(key);
-      const signature = JSON.stringify([o.metadata.uid, o.metadata.generation]);
-      const cur = this.runners.get(key);
-      if (cur?.signature === signature) {
-        cur.o = o;
-        continue;
-      }
-      if (cur !== undefined) void cur.stop();
-      this.runners.set(key, this.start(o, signature));
-    }
-    for (const [key, r] of this.runners) {
-      if (seen.has(key)) continue;
-      this.runners.delete(key);
-      void r.stop();
-    }
-  }
-
-  async publish(key: string, events: CloudEvent[]): Promise<void> {
-    const r = this.runners.get(key);
-    if (r === undefined)
-      throw new TrellisError('TRELLIS_ERR_DESTINATION_NOT_FOUND', `no AmqpSink takes events at /${key}`);
-    if (r.publish === undefined)
-      throw new TrellisError(
-        'TRELLIS_ERR_CONNECTOR_FAILED',
-        `AmqpSink /${key} is not connected to the broker; see its status`,
-      );
-    await r.publish(events);
-  }
-
-  private start(o: ResourceObject, signature: string): Runner {
+  protected start(o: ResourceObject, signature: string): Runner {
     const label = { [o.kind.toLowerCase()]: `${o.metadata.namespace}/${o.metadata.name}` };
     let stopped = false;
     let conn: import('amqplib').ChannelModel | undefined;
@@ -206,10 +146,7 @@ export class AmqpConnectors {
         await c?.close().catch(() => undefined);
       },
     };
-    const report = (state: ConnectionState) =>
-      this.deps.writeConnection(runner.o, state).catch((err: unknown) => {
-        this.deps.logger.warn({ ...label, err }, 'recording the connection state failed');
-      });
+    const report = (state: ConnectionState) => this.report(runner, state);
     const again = (message: string) => {
       if (stopped || this.closed) return;
       void report({ state: 'Disconnected', message });
@@ -255,7 +192,7 @@ export class AmqpConnectors {
   private async runSource(runner: Runner, conn: import('amqplib').ChannelModel): Promise<void> {
     const o = runner.o;
     const spec = o.spec as unknown as AmqpSourceSpec;
-    const stream = this.key(o);
+    const stream = connectorKey(o);
     const label = { amqpsource: `${o.metadata.namespace}/${o.metadata.name}` };
     const ch = await conn.createChannel();
     ch.on('error', () => undefined);
@@ -332,12 +269,5 @@ export class AmqpConnectors {
         });
       }
     };
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    const all = [...this.runners.values()];
-    this.runners.clear();
-    await Promise.all(all.map((r) => r.stop()));
   }
 }

@@ -8,6 +8,7 @@
  */
 import { type CloudEvent, canonicalString, checkAttribute, checkRequired } from '../cloudevents/event.js';
 import { decodeHttp, encodeStructured } from '../cloudevents/http.js';
+import { invalidReason } from './runners.js';
 
 /** A Kafka record as the binding sees it. */
 export interface KafkaRecord {
@@ -67,7 +68,7 @@ export function wrapKafka(
   }
   const ct = r.headers['content-type'];
   if (ct !== undefined && /^[!-~]+\/[!-~]+/.test(ct)) attrs['datacontenttype'] = ct;
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalid.replace(/[^\x20-\x7e]/g, '?').slice(0, 500);
+  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
   return r.value !== null && r.value.length > 0 ? { attrs, data: r.value } : { attrs };
 }
 

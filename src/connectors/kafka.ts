@@ -7,27 +7,14 @@
  * @module
  */
 import type { CloudEvent } from '../cloudevents/event.js';
-import type { Logger } from '../dataplane/routes.js';
 import { TrellisError } from '../errors.js';
+import type { ConnectionState } from '../resources/connector-spec.js';
 import { type KafkaSinkSpec, type KafkaSourceSpec, kafkaRunnable } from '../resources/kafka.js';
-import type { ConnectionState } from '../resources/nats-connector.js';
 import type { ResourceObject } from '../store/types.js';
 import { decodeKafka, encodeKafka, isKafkaCloudEvent, type KafkaRecord, wrapKafka } from './kafka-binding.js';
+import { type ConnectorDeps, ConnectorRunners, connectorKey, type Runner } from './runners.js';
 
 type KafkaJs = typeof import('kafkajs');
-
-export interface KafkaConnectorDeps {
-  accept(stream: string, events: CloudEvent[]): Promise<void>;
-  logger: Logger;
-  writeConnection(o: ResourceObject, state: ConnectionState): Promise<void>;
-}
-
-interface Runner {
-  signature: string;
-  o: ResourceObject;
-  stop(): Promise<void>;
-  publish?(events: CloudEvent[]): Promise<void>;
-}
 
 const RETRY_CONNECT_MS = 5000;
 
@@ -43,59 +30,25 @@ function headersOf(
   return out;
 }
 
-export class KafkaConnectors {
-  private readonly runners = new Map<string, Runner>();
+export class KafkaConnectors extends ConnectorRunners {
+  protected readonly sinkKind = 'KafkaSink';
   private lib: Promise<KafkaJs> | undefined;
-  private closed = false;
 
-  constructor(private readonly deps: KafkaConnectorDeps) {}
+  constructor(deps: ConnectorDeps) {
+    super(deps);
+  }
+
+  /** Not a resource that names Kubernetes secrets (it is not Ready); sources once their sink resolves. */
+  protected override runnable(o: ResourceObject): boolean {
+    return kafkaRunnable(o) && super.runnable(o);
+  }
 
   private load(): Promise<KafkaJs> {
     this.lib ??= import('kafkajs');
     return this.lib;
   }
 
-  private key(o: ResourceObject): string {
-    return `${o.kind.toLowerCase()}s/${o.metadata.namespace}/${o.metadata.name}`;
-  }
-
-  update(resources: Iterable<ResourceObject>): void {
-    if (this.closed) return;
-    const seen = new Set<string>();
-    for (const o of resources) {
-      if (!kafkaRunnable(o)) continue;
-      if (o.kind === 'KafkaSource' && o.status?.['sinkUri'] === undefined) continue;
-      const key = this.key(o);
-      seen.add(key);
-      const signature = JSON.stringify([o.metadata.uid, o.metadata.generation]);
-      const cur = this.runners.get(key);
-      if (cur?.signature === signature) {
-        cur.o = o;
-        continue;
-      }
-      if (cur !== undefined) void cur.stop();
-      this.runners.set(key, this.start(o, signature));
-    }
-    for (const [key, r] of this.runners) {
-      if (seen.has(key)) continue;
-      this.runners.delete(key);
-      void r.stop();
-    }
-  }
-
-  async publish(key: string, events: CloudEvent[]): Promise<void> {
-    const r = this.runners.get(key);
-    if (r === undefined)
-      throw new TrellisError('TRELLIS_ERR_DESTINATION_NOT_FOUND', `no KafkaSink takes events at /${key}`);
-    if (r.publish === undefined)
-      throw new TrellisError(
-        'TRELLIS_ERR_CONNECTOR_FAILED',
-        `KafkaSink ${r.o.metadata.namespace}/${r.o.metadata.name} is not connected to Kafka yet; see its status`,
-      );
-    await r.publish(events);
-  }
-
-  private start(o: ResourceObject, signature: string): Runner {
+  protected start(o: ResourceObject, signature: string): Runner {
     const label = { [o.kind.toLowerCase()]: `${o.metadata.namespace}/${o.metadata.name}` };
     let stopped = false;
     let retry: NodeJS.Timeout | undefined;
@@ -109,10 +62,7 @@ export class KafkaConnectors {
         for (const s of stops.splice(0)) await s().catch(() => undefined);
       },
     };
-    const report = (state: ConnectionState) =>
-      this.deps.writeConnection(runner.o, state).catch((err: unknown) => {
-        this.deps.logger.warn({ ...label, err }, 'recording the connection state failed');
-      });
+    const report = (state: ConnectionState) => this.report(runner, state);
     const connect = async () => {
       if (stopped || this.closed) return;
       const spec = runner.o.spec as unknown as KafkaSourceSpec | KafkaSinkSpec;
@@ -151,7 +101,7 @@ export class KafkaConnectors {
   ): Promise<void> {
     const o = runner.o;
     const spec = o.spec as unknown as KafkaSourceSpec;
-    const stream = this.key(o);
+    const stream = connectorKey(o);
     const consumer = kafka.consumer({ groupId: spec.consumerGroup });
     stops.push(() => consumer.disconnect());
     await consumer.connect();
@@ -242,12 +192,5 @@ export class KafkaConnectors {
         );
       }
     };
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    const all = [...this.runners.values()];
-    this.runners.clear();
-    await Promise.all(all.map((r) => r.stop()));
   }
 }

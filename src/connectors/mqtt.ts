@@ -10,15 +10,22 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { canonicalString, checkAttribute, checkRequired } from '../cloudevents/event.js';
 import { decodeHttp, encodeStructured } from '../cloudevents/http.js';
-import type { Logger } from '../dataplane/routes.js';
 import { TrellisError } from '../errors.js';
+import type { ConnectionState } from '../resources/connector-spec.js';
 import type { MqttAuth, MqttSinkSpec, MqttSourceSpec } from '../resources/mqtt-connector.js';
-import type { ConnectionState } from '../resources/nats-connector.js';
 import type { ResourceObject, Store } from '../store/types.js';
+import {
+  type ConnectorDeps,
+  ConnectorRunners,
+  connectorKey,
+  invalidReason,
+  passwordOf,
+  type Runner,
+  secretFile,
+} from './runners.js';
 
 /** The type of an event made from an MQTT message that was not a CloudEvent. */
 export const MQTT_MESSAGE_TYPE = 'dev.trellis.mqtt.message';
@@ -42,7 +49,7 @@ function wrap(m: MqttMessage, invalid?: string): CloudEvent {
   };
   if (m.contentType !== undefined && /^[!-~]+\/[!-~]+/.test(m.contentType))
     attrs['datacontenttype'] = m.contentType;
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalid.replace(/[^\x20-\x7e]/g, '?').slice(0, 500);
+  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
   return m.payload.length > 0 ? { attrs, data: m.payload } : { attrs };
 }
 
@@ -101,89 +108,30 @@ export function eventToMqtt(
 
 function options(auth: MqttAuth | undefined): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const read = (f: string, what: string) => {
-    try {
-      return readFileSync(f, 'utf8').trim();
-    } catch (err) {
-      throw new Error(
-        `cannot read the ${what} file ${f}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      );
-    }
-  };
   if (auth?.username !== undefined) out['username'] = auth.username;
-  if (auth?.passwordFile !== undefined) out['password'] = read(auth.passwordFile, 'password');
-  if (auth?.passwordEnv !== undefined) {
-    const v = process.env[auth.passwordEnv];
-    if (v === undefined || v === '')
-      throw new Error(`the environment variable ${auth.passwordEnv} (password) is not set`);
-    out['password'] = v;
-  }
-  if (auth?.tlsCaFile !== undefined) out['ca'] = read(auth.tlsCaFile, 'CA certificate');
+  const password = passwordOf(auth);
+  if (password !== undefined) out['password'] = password;
+  if (auth?.tlsCaFile !== undefined) out['ca'] = secretFile(auth.tlsCaFile, 'CA certificate');
   return out;
 }
 
-export interface MqttConnectorDeps {
-  accept(stream: string, events: CloudEvent[]): Promise<void>;
-  logger: Logger;
-  writeConnection(o: ResourceObject, state: ConnectionState): Promise<void>;
+export interface MqttConnectorDeps extends ConnectorDeps {
   /** With a shared store, a source's persistent session is held by one process at a time. */
   holdLease?: Store['holdLease'];
 }
 
-interface Runner {
-  signature: string;
-  o: ResourceObject;
-  stop(): Promise<void>;
-  publish?(events: CloudEvent[]): Promise<void>;
-}
-
-export class MqttConnectors {
-  private readonly runners = new Map<string, Runner>();
+export class MqttConnectors extends ConnectorRunners {
+  protected readonly sinkKind = 'MqttSink';
   private lib: Promise<typeof import('mqtt')> | undefined;
-  private closed = false;
 
-  constructor(private readonly deps: MqttConnectorDeps) {}
+  private readonly holdLease: Store['holdLease'];
 
-  private key(o: ResourceObject): string {
-    return `${o.kind.toLowerCase()}s/${o.metadata.namespace}/${o.metadata.name}`;
+  constructor(deps: MqttConnectorDeps) {
+    super(deps);
+    this.holdLease = deps.holdLease;
   }
 
-  update(resources: Iterable<ResourceObject>): void {
-    if (this.closed) return;
-    const seen = new Set<string>();
-    for (const o of resources) {
-      if (o.kind === 'MqttSource' && o.status?.['sinkUri'] === undefined) continue;
-      const key = this.key(o);
-      seen.add(key);
-      const signature = JSON.stringify([o.metadata.uid, o.metadata.generation]);
-      const cur = this.runners.get(key);
-      if (cur?.signature === signature) {
-        cur.o = o;
-        continue;
-      }
-      if (cur !== undefined) void cur.stop();
-      this.runners.set(key, this.start(o, signature));
-    }
-    for (const [key, r] of this.runners) {
-      if (seen.has(key)) continue;
-      this.runners.delete(key);
-      void r.stop();
-    }
-  }
-
-  async publish(key: string, events: CloudEvent[]): Promise<void> {
-    const r = this.runners.get(key);
-    if (r === undefined)
-      throw new TrellisError('TRELLIS_ERR_DESTINATION_NOT_FOUND', `no MqttSink takes events at /${key}`);
-    if (r.publish === undefined)
-      throw new TrellisError(
-        'TRELLIS_ERR_CONNECTOR_FAILED',
-        `MqttSink /${key} is not connected to MQTT yet; see its status`,
-      );
-    await r.publish(events);
-  }
-
-  private start(o: ResourceObject, signature: string): Runner {
+  protected start(o: ResourceObject, signature: string): Runner {
     const label = { [o.kind.toLowerCase()]: `${o.metadata.namespace}/${o.metadata.name}` };
     let client: import('mqtt').MqttClient | undefined;
     let stopped = false;
@@ -199,10 +147,7 @@ export class MqttConnectors {
         if (c !== undefined) await c.endAsync().catch(() => undefined);
       },
     };
-    const report = (state: ConnectionState) =>
-      this.deps.writeConnection(runner.o, state).catch((err: unknown) => {
-        this.deps.logger.warn({ ...label, err }, 'recording the connection state failed');
-      });
+    const report = (state: ConnectionState) => this.report(runner, state);
     const connect = async () => {
       if (stopped || this.closed || client !== undefined) return;
       const spec = runner.o.spec as unknown as MqttSourceSpec | MqttSinkSpec;
@@ -295,9 +240,9 @@ export class MqttConnectors {
         };
       }
     };
-    if (o.kind === 'MqttSource' && this.deps.holdLease !== undefined) {
+    if (o.kind === 'MqttSource' && this.holdLease !== undefined) {
       // One persistent session per source: the process holding its lease runs it.
-      stopLease = this.deps.holdLease(`mqttsource/${o.metadata.uid}`, (held) => {
+      stopLease = this.holdLease(`mqttsource/${o.metadata.uid}`, (held) => {
         if (held) void connect();
         else {
           const c = client;
@@ -317,7 +262,7 @@ export class MqttConnectors {
     if (ext !== undefined) e.attrs = { ...e.attrs, ...ext };
     for (let wait = 500; !stopped() && !this.closed; wait = Math.min(wait * 2, 10_000)) {
       try {
-        await this.deps.accept(this.key(o), [e]);
+        await this.deps.accept(connectorKey(o), [e]);
         return true;
       } catch (err) {
         if (err instanceof TrellisError && err.status === 400) {
@@ -332,12 +277,5 @@ export class MqttConnectors {
     }
     // Not stored: no PUBACK, so the broker gives the message again to the next session.
     return false;
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    const all = [...this.runners.values()];
-    this.runners.clear();
-    await Promise.all(all.map((r) => r.stop()));
   }
 }

@@ -13,6 +13,7 @@ import {
   encodeStructured,
   percentEncode,
 } from '../cloudevents/http.js';
+import { invalidReason } from './runners.js';
 
 /** Header name and value pairs, as NATS carries them (a name may repeat). */
 export type HeaderList = [string, string][];
@@ -72,7 +73,7 @@ export function wrapNats(
   };
   const ct = headers.find(([k]) => k.toLowerCase() === 'content-type')?.[1];
   if (ct !== undefined && /^[!-~]+\/[!-~]+/.test(ct)) attrs['datacontenttype'] = ct;
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalid.replace(/[^\x20-\x7e]/g, '?').slice(0, 500);
+  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
   return payload.length > 0 ? { attrs, data: payload } : { attrs };
 }
 

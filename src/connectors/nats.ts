@@ -6,30 +6,24 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { CloudEvent } from '../cloudevents/event.js';
-import type { Logger } from '../dataplane/routes.js';
 import { TrellisError } from '../errors.js';
-import type { ConnectionState, NatsAuth, NatsSinkSpec, NatsSourceSpec } from '../resources/nats-connector.js';
+import type { ConnectionState } from '../resources/connector-spec.js';
+import type { NatsAuth, NatsSinkSpec, NatsSourceSpec } from '../resources/nats-connector.js';
 import type { ResourceObject } from '../store/types.js';
 import { decodeNats, encodeNats, type HeaderList, looksLikeCloudEvent, wrapNats } from './nats-binding.js';
+import {
+  type ConnectorDeps,
+  ConnectorRunners,
+  connectorKey,
+  type Runner,
+  secretEnv,
+  secretFile,
+} from './runners.js';
 
 type Nats = typeof import('@nats-io/transport-node');
 type Js = typeof import('@nats-io/jetstream');
 type Conn = import('@nats-io/transport-node').NatsConnection;
-
-export interface NatsConnectorDeps {
-  accept(stream: string, events: CloudEvent[]): Promise<void>;
-  logger: Logger;
-  writeConnection(o: ResourceObject, state: ConnectionState): Promise<void>;
-}
-
-interface Runner {
-  signature: string;
-  o: ResourceObject;
-  stop(): Promise<void>;
-  publish?(events: CloudEvent[]): Promise<void>;
-}
 
 /** Messages a source works on at once (stored in parallel; acknowledged each when stored). */
 const WINDOW = 64;
@@ -38,20 +32,8 @@ const RETRY_CONNECT_MS = 5000;
 /** Reads credentials from the files and environment variables the resource names; errors name them, never their values. */
 function authOptions(auth: NatsAuth | undefined, nats: Nats): Record<string, unknown> {
   if (auth === undefined) return {};
-  const file = (f: string, what: string) => {
-    try {
-      return readFileSync(f, 'utf8').trim();
-    } catch (err) {
-      throw new Error(
-        `cannot read the ${what} file ${f}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      );
-    }
-  };
-  const env = (name: string, what: string) => {
-    const v = process.env[name];
-    if (v === undefined || v === '') throw new Error(`the environment variable ${name} (${what}) is not set`);
-    return v;
-  };
+  const file = secretFile;
+  const env = secretEnv;
   const authenticator = [];
   if (auth.credsFile !== undefined) {
     const f = auth.credsFile;
@@ -111,12 +93,13 @@ function toEvent(
   return e;
 }
 
-export class NatsConnectors {
-  private readonly runners = new Map<string, Runner>();
-  private closed = false;
+export class NatsConnectors extends ConnectorRunners {
+  protected readonly sinkKind = 'NatsSink';
   private libs: Promise<{ nats: Nats; js: Js }> | undefined;
 
-  constructor(private readonly deps: NatsConnectorDeps) {}
+  constructor(deps: ConnectorDeps) {
+    super(deps);
+  }
 
   private load(): Promise<{ nats: Nats; js: Js }> {
     this.libs ??= Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]).then(
@@ -125,58 +108,13 @@ export class NatsConnectors {
     return this.libs;
   }
 
-  private key(o: ResourceObject): string {
-    return `${o.kind.toLowerCase()}s/${o.metadata.namespace}/${o.metadata.name}`;
-  }
-
-  /** Starts, restarts (on change) and stops connectors to match the resources. */
-  update(resources: Iterable<ResourceObject>): void {
-    if (this.closed) return;
-    const seen = new Set<string>();
-    for (const o of resources) {
-      // A source needs its sink first: what it takes is stored for delivery there.
-      if (o.kind === 'NatsSource' && o.status?.['sinkUri'] === undefined) continue;
-      const key = this.key(o);
-      seen.add(key);
-      const signature = JSON.stringify([o.metadata.uid, o.metadata.generation]);
-      const cur = this.runners.get(key);
-      if (cur?.signature === signature) {
-        cur.o = o;
-        continue;
-      }
-      if (cur !== undefined) void cur.stop();
-      this.runners.set(key, this.start(o, signature));
-    }
-    for (const [key, r] of this.runners) {
-      if (seen.has(key)) continue;
-      this.runners.delete(key);
-      void r.stop();
-    }
-  }
-
-  /** Publishes events through a NatsSink; rejects with a TrellisError the HTTP route answers with. */
-  async publish(key: string, events: CloudEvent[]): Promise<void> {
-    const r = this.runners.get(key);
-    if (r === undefined)
-      throw new TrellisError('TRELLIS_ERR_DESTINATION_NOT_FOUND', `no NatsSink takes events at /${key}`);
-    if (r.publish === undefined)
-      throw new TrellisError(
-        'TRELLIS_ERR_CONNECTOR_FAILED',
-        `NatsSink ${r.o.metadata.namespace}/${r.o.metadata.name} is not connected to NATS yet; see its status`,
-      );
-    await r.publish(events);
-  }
-
-  private start(o: ResourceObject, signature: string): Runner {
+  protected start(o: ResourceObject, signature: string): Runner {
     const label = { [o.kind.toLowerCase()]: `${o.metadata.namespace}/${o.metadata.name}` };
     let stopped = false;
     let nc: Conn | undefined;
     let retry: NodeJS.Timeout | undefined;
     const stops: (() => Promise<void> | void)[] = [];
-    const report = (state: ConnectionState) =>
-      this.deps.writeConnection(runner.o, state).catch((err: unknown) => {
-        this.deps.logger.warn({ ...label, err }, 'recording the connection state failed');
-      });
+    const report = (state: ConnectionState) => this.report(runner, state);
     const runner: Runner = {
       signature,
       o,
@@ -246,7 +184,7 @@ export class NatsConnectors {
   ): Promise<void> {
     const o = runner.o;
     const spec = o.spec as unknown as NatsSourceSpec;
-    const stream = this.key(o);
+    const stream = connectorKey(o);
     const label = { natssource: `${o.metadata.namespace}/${o.metadata.name}` };
     const store = (e: CloudEvent) => this.deps.accept(stream, [e]);
     if (spec.jetstream === undefined) {
@@ -341,12 +279,5 @@ export class NatsConnectors {
         }
       }
     };
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    const all = [...this.runners.values()];
-    this.runners.clear();
-    await Promise.all(all.map((r) => r.stop()));
   }
 }

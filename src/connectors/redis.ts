@@ -1,25 +1,10 @@
-/**
- * The Redis Streams connector (ioredis, loaded only when a RedisStreamSource or RedisStreamSink exists).
- *
- * CloudEvents defines no Redis binding; Trellis maps events to stream entries as its other bindings do:
- * binary, `ce_<attribute>` fields with `content-type` for `datacontenttype` and `data` for the data; or
- * structured, one `cloudevent` field holding the JSON event format. An entry that is neither is wrapped:
- * type `dev.trellis.redis.entry`, its fields as JSON data.
- *
- * A source reads in a consumer group, stores each entry's event in the source's stream and only then
- * acknowledges it (XACK); entries a dead consumer held are taken over after `claimIdle` (XAUTOCLAIM).
- * A sink appends each event (XADD) and answers once Redis replied.
- * @module
- */
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { canonicalString, checkAttribute, checkRequired } from '../cloudevents/event.js';
 import { decodeHttp } from '../cloudevents/http.js';
 import { eventToJson } from '../cloudevents/json-format.js';
-import type { Logger } from '../dataplane/routes.js';
 import { TrellisError } from '../errors.js';
-import type { ConnectionState } from '../resources/nats-connector.js';
+import type { ConnectionState } from '../resources/connector-spec.js';
 import {
   groupOf,
   type RedisAuth,
@@ -27,6 +12,15 @@ import {
   type RedisStreamSourceSpec,
 } from '../resources/redis-connector.js';
 import type { ResourceObject } from '../store/types.js';
+import {
+  type ConnectorDeps,
+  ConnectorRunners,
+  connectorKey,
+  invalidReason,
+  passwordOf,
+  type Runner,
+  secretFile,
+} from './runners.js';
 
 type Client = import('ioredis').Redis;
 type IORedis = { Redis: typeof import('ioredis').Redis };
@@ -79,7 +73,7 @@ function wrap(stream: string, id: string, fields: Fields, invalid?: string): Clo
     time: new Date(Number(id.split('-')[0]) || Date.now()).toISOString(),
     datacontenttype: 'application/json',
   };
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalid.replace(/[^\x20-\x7e]/g, '?').slice(0, 500);
+  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
   return { attrs, data: Buffer.from(JSON.stringify(obj)) };
 }
 
@@ -96,97 +90,29 @@ export function eventToFields(e: CloudEvent, mode: 'binary' | 'structured' = 'bi
 }
 
 function options(auth: RedisAuth | undefined, address: string): Record<string, unknown> {
-  const read = (f: string, what: string) => {
-    try {
-      return readFileSync(f, 'utf8').trim();
-    } catch (err) {
-      throw new Error(
-        `cannot read the ${what} file ${f}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      );
-    }
-  };
   const out: Record<string, unknown> = {
     lazyConnect: true,
     maxRetriesPerRequest: null,
     retryStrategy: (times: number) => Math.min(times * 200, 2000),
   };
   if (auth?.username !== undefined) out['username'] = auth.username;
-  if (auth?.passwordFile !== undefined) out['password'] = read(auth.passwordFile, 'password');
-  if (auth?.passwordEnv !== undefined) {
-    const v = process.env[auth.passwordEnv];
-    if (v === undefined || v === '')
-      throw new Error(`the environment variable ${auth.passwordEnv} (password) is not set`);
-    out['password'] = v;
-  }
+  const password = passwordOf(auth);
+  if (password !== undefined) out['password'] = password;
   if (address.startsWith('rediss:'))
-    out['tls'] = auth?.tlsCaFile !== undefined ? { ca: read(auth.tlsCaFile, 'CA certificate') } : {};
+    out['tls'] = auth?.tlsCaFile !== undefined ? { ca: secretFile(auth.tlsCaFile, 'CA certificate') } : {};
   return out;
 }
 
-export interface RedisConnectorDeps {
-  accept(stream: string, events: CloudEvent[]): Promise<void>;
-  logger: Logger;
-  writeConnection(o: ResourceObject, state: ConnectionState): Promise<void>;
-}
-
-interface Runner {
-  signature: string;
-  o: ResourceObject;
-  stop(): Promise<void>;
-  publish?(events: CloudEvent[]): Promise<void>;
-}
-
-export class RedisConnectors {
-  private readonly runners = new Map<string, Runner>();
+export class RedisConnectors extends ConnectorRunners {
+  protected readonly sinkKind = 'RedisStreamSink';
   private lib: Promise<IORedis> | undefined;
-  private closed = false;
   private readonly consumer = `${hostname()}-${process.pid}`;
 
-  constructor(private readonly deps: RedisConnectorDeps) {}
-
-  private key(o: ResourceObject): string {
-    return `${o.kind.toLowerCase()}s/${o.metadata.namespace}/${o.metadata.name}`;
+  constructor(deps: ConnectorDeps) {
+    super(deps);
   }
 
-  update(resources: Iterable<ResourceObject>): void {
-    if (this.closed) return;
-    const seen = new Set<string>();
-    for (const o of resources) {
-      if (o.kind === 'RedisStreamSource' && o.status?.['sinkUri'] === undefined) continue;
-      const key = this.key(o);
-      seen.add(key);
-      const signature = JSON.stringify([o.metadata.uid, o.metadata.generation]);
-      const cur = this.runners.get(key);
-      if (cur?.signature === signature) {
-        cur.o = o;
-        continue;
-      }
-      if (cur !== undefined) void cur.stop();
-      this.runners.set(key, this.start(o, signature));
-    }
-    for (const [key, r] of this.runners) {
-      if (seen.has(key)) continue;
-      this.runners.delete(key);
-      void r.stop();
-    }
-  }
-
-  async publish(key: string, events: CloudEvent[]): Promise<void> {
-    const r = this.runners.get(key);
-    if (r === undefined)
-      throw new TrellisError(
-        'TRELLIS_ERR_DESTINATION_NOT_FOUND',
-        `no RedisStreamSink takes events at /${key}`,
-      );
-    if (r.publish === undefined)
-      throw new TrellisError(
-        'TRELLIS_ERR_CONNECTOR_FAILED',
-        `RedisStreamSink /${key} is not connected to Redis yet; see its status`,
-      );
-    await r.publish(events);
-  }
-
-  private start(o: ResourceObject, signature: string): Runner {
+  protected start(o: ResourceObject, signature: string): Runner {
     const label = { [o.kind.toLowerCase()]: `${o.metadata.namespace}/${o.metadata.name}` };
     let stopped = false;
     let retry: NodeJS.Timeout | undefined;
@@ -200,10 +126,7 @@ export class RedisConnectors {
         for (const c of clients.splice(0)) c.disconnect();
       },
     };
-    const report = (state: ConnectionState) =>
-      this.deps.writeConnection(runner.o, state).catch((err: unknown) => {
-        this.deps.logger.warn({ ...label, err }, 'recording the connection state failed');
-      });
+    const report = (state: ConnectionState) => this.report(runner, state);
     const connect = async () => {
       if (stopped || this.closed) return;
       const spec = runner.o.spec as unknown as RedisStreamSourceSpec | RedisStreamSinkSpec;
@@ -254,7 +177,7 @@ export class RedisConnectors {
     const o = runner.o;
     const spec = o.spec as unknown as RedisStreamSourceSpec;
     const group = groupOf(o);
-    const stream = this.key(o);
+    const stream = connectorKey(o);
     const label = { redisstreamsource: `${o.metadata.namespace}/${o.metadata.name}` };
     try {
       await main.xgroup('CREATE', spec.stream, group, spec.startId, 'MKSTREAM');
@@ -353,12 +276,5 @@ export class RedisConnectors {
         }
       }
     };
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    const all = [...this.runners.values()];
-    this.runners.clear();
-    await Promise.all(all.map((r) => r.stop()));
   }
 }

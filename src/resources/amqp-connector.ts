@@ -3,20 +3,18 @@
  * connector for AMQP 0-9-1 brokers (RabbitMQ), with the CloudEvents AMQP binding's properties.
  * @module
  */
-import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
-import { type Cond, notOk, ok, ready } from './conditions.js';
-import type { ReconcileContext } from './context.js';
+import {
+  addressAt,
+  reconcileConnectorSink,
+  reconcileConnectorSource,
+  type SecretAuth,
+  secretAuthAt,
+} from './connector-spec.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
-import { type ConnectionState, connectedCondition } from './nats-connector.js';
 import { describe, invalid, objectAt, stringAt } from './validation.js';
 
-export interface AmqpAuth {
-  username?: string;
-  passwordEnv?: string;
-  passwordFile?: string;
-  tlsCaFile?: string;
-}
+export type AmqpAuth = SecretAuth;
 
 export interface AmqpSourceSpec {
   address: string;
@@ -41,54 +39,12 @@ export interface AmqpSinkSpec {
 }
 
 const NAME = /^[A-Za-z0-9_.:\-/]{1,255}$/;
-const ENV = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function addressAt(v: unknown): string {
-  const s = stringAt('spec.address', v)!;
-  let u: URL;
-  try {
-    u = new URL(s);
-  } catch {
-    invalid('spec.address', `'${s}' is not a URL such as amqp://127.0.0.1:5672`);
-  }
-  if (u.protocol !== 'amqp:' && u.protocol !== 'amqps:')
-    invalid('spec.address', `must be amqp:// or amqps://, got '${u.protocol}'`);
-  if (u.username !== '' || u.password !== '')
-    invalid(
-      'spec.address',
-      'must not carry credentials: use spec.auth (from files or environment variables)',
-    );
-  return s;
-}
 
 function nameAt(path: string, v: unknown, optional = false): string | undefined {
   const s = stringAt(path, v, optional);
   if (s === undefined) return undefined;
   if (s !== '' && !NAME.test(s)) invalid(path, 'use 1-255 of A-Z a-z 0-9 _ . : - /');
   return s;
-}
-
-function authAt(v: unknown): AmqpAuth | undefined {
-  const o = objectAt(
-    'spec.auth',
-    v,
-    ['username', 'passwordEnv', 'passwordFile', 'tlsCaFile', 'password'],
-    true,
-  );
-  if (o === undefined) return undefined;
-  if (o['password'] !== undefined)
-    invalid('spec.auth.password', 'secrets are not written in resources: use passwordFile or passwordEnv');
-  const out: AmqpAuth = {};
-  for (const k of ['username', 'passwordEnv', 'passwordFile', 'tlsCaFile'] as const) {
-    const s = stringAt(`spec.auth.${k}`, o[k], true);
-    if (s === undefined) continue;
-    if (k === 'passwordEnv' && !ENV.test(s))
-      invalid('spec.auth.passwordEnv', `'${s}' is not an environment variable name`);
-    out[k] = s;
-  }
-  if (out.passwordEnv !== undefined && out.passwordFile !== undefined)
-    invalid('spec.auth', 'set passwordEnv or passwordFile, not both');
-  return out;
 }
 
 export function validateAmqpSourceSpec(spec: unknown, namespace: string): Record<string, unknown> {
@@ -99,7 +55,7 @@ export function validateAmqpSourceSpec(spec: unknown, namespace: string): Record
   if (typeof prefetch !== 'number' || !Number.isSafeInteger(prefetch) || prefetch < 1 || prefetch > 10_000)
     invalid('spec.prefetch', `must be a whole number from 1 to 10000, got ${describe(prefetch)}`);
   const out: AmqpSourceSpec = {
-    address: addressAt(o['address']),
+    address: addressAt(o['address'], ['amqp:', 'amqps:'], 'amqp://127.0.0.1:5672'),
     queue,
     prefetch,
     sink: validateDestination('spec.sink', o['sink'], namespace),
@@ -117,7 +73,7 @@ export function validateAmqpSourceSpec(spec: unknown, namespace: string): Record
       invalid('spec.bind.routingKeys', 'must be a list of 1-100 routing keys (patterns for topic exchanges)');
     out.bind = { exchange, routingKeys: keys as string[] };
   }
-  const auth = authAt(o['auth']);
+  const auth = secretAuthAt(o['auth']);
   if (auth !== undefined) out.auth = auth;
   const ce = validateCeOverrides(o['ceOverrides']);
   if (ce !== undefined) out.ceOverrides = ce;
@@ -134,38 +90,16 @@ export function validateAmqpSinkSpec(spec: unknown): Record<string, unknown> {
   const routingKey = stringAt('spec.routingKey', o['routingKey'])!;
   if (routingKey.length > 255) invalid('spec.routingKey', 'is over 255 characters');
   const out: AmqpSinkSpec = {
-    address: addressAt(o['address']),
+    address: addressAt(o['address'], ['amqp:', 'amqps:'], 'amqp://127.0.0.1:5672'),
     exchange: nameAt('spec.exchange', o['exchange'], true) ?? '',
     routingKey,
     mode,
     persistent: o['persistent'] !== false,
   };
-  const auth = authAt(o['auth']);
+  const auth = secretAuthAt(o['auth']);
   if (auth !== undefined) out.auth = auth;
   return out as unknown as Record<string, unknown>;
 }
 
-export function reconcileAmqpSource(o: ResourceObject, ctx: ReconcileContext): Record<string, unknown> {
-  const spec = o.spec as unknown as AmqpSourceSpec;
-  const status: Record<string, unknown> = { observedGeneration: o.metadata.generation };
-  const conds: Cond[] = [];
-  const r = ctx.resolve(spec.sink);
-  if ('uri' in r) {
-    conds.push(ok('SinkProvided'));
-    status['sinkUri'] = r.uri;
-  } else conds.push(notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`));
-  conds.push(connectedCondition(o.status?.['connection'] as ConnectionState | undefined));
-  status['conditions'] = ready(conds);
-  return status;
-}
-
-export function reconcileAmqpSink(o: ResourceObject, ctx: ReconcileContext): Record<string, unknown> {
-  return {
-    observedGeneration: o.metadata.generation,
-    address: { url: ctx.address(o.kind, o.metadata.namespace, o.metadata.name) },
-    conditions: ready([
-      ok('Addressable'),
-      connectedCondition(o.status?.['connection'] as ConnectionState | undefined),
-    ]),
-  };
-}
+export const reconcileAmqpSource = reconcileConnectorSource;
+export const reconcileAmqpSink = reconcileConnectorSink;

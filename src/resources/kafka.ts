@@ -7,6 +7,7 @@
 import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
+import { type ConnectionState, connectedCondition } from './connector-spec.js';
 import type { ReconcileContext } from './context.js';
 import {
   type DeliverySpec,
@@ -14,7 +15,6 @@ import {
   validateDelivery,
   validateDestination,
 } from './delivery-spec.js';
-import { type ConnectionState, connectedCondition } from './nats-connector.js';
 import { describe, invalid, isObject, objectAt, stringAt } from './validation.js';
 
 export interface KafkaSourceSpec {

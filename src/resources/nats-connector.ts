@@ -1,12 +1,5 @@
-/**
- * NatsSource (`sources.trellis.dev/v1alpha1`) and NatsSink (`sinks.trellis.dev/v1alpha1`): Trellis's
- * connector for NATS, core subjects and JetStream streams, per the CloudEvents NATS binding.
- * @module
- */
-import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
-import { type Cond, notOk, ok, ready } from './conditions.js';
-import type { ReconcileContext } from './context.js';
+import { reconcileConnectorSink, reconcileConnectorSource } from './connector-spec.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
 import { parseDuration } from './duration.js';
 import { describe, invalid, objectAt, stringAt } from './validation.js';
@@ -41,12 +34,6 @@ export interface NatsSinkSpec {
   jetstream: boolean;
   mode: 'binary' | 'structured';
   auth?: NatsAuth;
-}
-
-/** Runtime state a connector writes into `status.connection`. */
-export interface ConnectionState {
-  state: 'Connected' | 'Connecting' | 'Disconnected' | 'Failed';
-  message?: string;
 }
 
 /** A NATS subject: dot-separated non-empty tokens; with `wildcards`, `*` as a token and `>` as the last. */
@@ -198,35 +185,5 @@ export function validateNatsSinkSpec(spec: unknown): Record<string, unknown> {
   return out as unknown as Record<string, unknown>;
 }
 
-/** The Connected condition from the connector's runtime state. */
-export function connectedCondition(state: ConnectionState | undefined): Cond {
-  if (state === undefined) return notOk('Connected', 'Connecting', 'not connected yet');
-  if (state.state === 'Connected') return ok('Connected');
-  return notOk('Connected', state.state, state.message ?? state.state);
-}
-
-export function reconcileNatsSource(o: ResourceObject, ctx: ReconcileContext): Record<string, unknown> {
-  const spec = o.spec as unknown as NatsSourceSpec;
-  const status: Record<string, unknown> = { observedGeneration: o.metadata.generation };
-  const conds: Cond[] = [];
-  const r = ctx.resolve(spec.sink);
-  if ('uri' in r) {
-    conds.push(ok('SinkProvided'));
-    status['sinkUri'] = r.uri;
-  } else conds.push(notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`));
-  conds.push(connectedCondition(o.status?.['connection'] as ConnectionState | undefined));
-  status['conditions'] = ready(conds);
-  return status;
-}
-
-export function reconcileNatsSink(o: ResourceObject, ctx: ReconcileContext): Record<string, unknown> {
-  const status: Record<string, unknown> = {
-    observedGeneration: o.metadata.generation,
-    address: { url: ctx.address(o.kind, o.metadata.namespace, o.metadata.name) },
-  };
-  status['conditions'] = ready([
-    ok('Addressable'),
-    connectedCondition(o.status?.['connection'] as ConnectionState | undefined),
-  ]);
-  return status;
-}
+export const reconcileNatsSource = reconcileConnectorSource;
+export const reconcileNatsSink = reconcileConnectorSink;

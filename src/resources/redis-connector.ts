@@ -5,19 +5,18 @@
  */
 import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
-import { type Cond, notOk, ok, ready } from './conditions.js';
-import type { ReconcileContext } from './context.js';
+import {
+  addressAt,
+  reconcileConnectorSink,
+  reconcileConnectorSource,
+  type SecretAuth,
+  secretAuthAt,
+} from './connector-spec.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
 import { parseDuration } from './duration.js';
-import { type ConnectionState, connectedCondition } from './nats-connector.js';
 import { describe, invalid, objectAt, stringAt } from './validation.js';
 
-export interface RedisAuth {
-  username?: string;
-  passwordEnv?: string;
-  passwordFile?: string;
-  tlsCaFile?: string;
-}
+export type RedisAuth = SecretAuth;
 
 export interface RedisStreamSourceSpec {
   address: string;
@@ -43,53 +42,11 @@ export interface RedisStreamSinkSpec {
 }
 
 const KEY = /^[!-~]{1,512}$/;
-const ENV = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function addressAt(v: unknown): string {
-  const s = stringAt('spec.address', v)!;
-  let u: URL;
-  try {
-    u = new URL(s);
-  } catch {
-    invalid('spec.address', `'${s}' is not a URL such as redis://127.0.0.1:6379`);
-  }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
-    invalid('spec.address', `must be redis:// or rediss://, got '${u.protocol}'`);
-  if (u.password !== '' || u.username !== '')
-    invalid(
-      'spec.address',
-      'must not carry credentials: use spec.auth (from files or environment variables)',
-    );
-  return s;
-}
 
 function keyAt(path: string, v: unknown): string {
   const s = stringAt(path, v)!;
   if (!KEY.test(s)) invalid(path, 'must be 1-512 printable ASCII characters without spaces');
   return s;
-}
-
-function authAt(v: unknown): RedisAuth | undefined {
-  const o = objectAt(
-    'spec.auth',
-    v,
-    ['username', 'passwordEnv', 'passwordFile', 'tlsCaFile', 'password'],
-    true,
-  );
-  if (o === undefined) return undefined;
-  if (o['password'] !== undefined)
-    invalid('spec.auth.password', 'secrets are not written in resources: use passwordFile or passwordEnv');
-  const out: RedisAuth = {};
-  for (const k of ['username', 'passwordEnv', 'passwordFile', 'tlsCaFile'] as const) {
-    const s = stringAt(`spec.auth.${k}`, o[k], true);
-    if (s === undefined) continue;
-    if (k === 'passwordEnv' && !ENV.test(s))
-      invalid('spec.auth.passwordEnv', `'${s}' is not an environment variable name`);
-    out[k] = s;
-  }
-  if (out.passwordEnv !== undefined && out.passwordFile !== undefined)
-    invalid('spec.auth', 'set passwordEnv or passwordFile, not both');
-  return out;
 }
 
 export function validateRedisStreamSourceSpec(spec: unknown, namespace: string): Record<string, unknown> {
@@ -112,14 +69,14 @@ export function validateRedisStreamSourceSpec(spec: unknown, namespace: string):
   if (claimIdleMs === undefined || claimIdleMs < 1000)
     invalid('spec.claimIdle', `must be an ISO-8601 duration of at least PT1S, got '${ci}'`);
   const out: RedisStreamSourceSpec = {
-    address: addressAt(o['address']),
+    address: addressAt(o['address'], ['redis:', 'rediss:'], 'redis://127.0.0.1:6379'),
     stream: keyAt('spec.stream', o['stream']),
     ...(group !== undefined ? { group } : {}),
     startId,
     claimIdleMs,
     sink: validateDestination('spec.sink', o['sink'], namespace),
   };
-  const auth = authAt(o['auth']);
+  const auth = secretAuthAt(o['auth']);
   if (auth !== undefined) out.auth = auth;
   const ce = validateCeOverrides(o['ceOverrides']);
   if (ce !== undefined) out.ceOverrides = ce;
@@ -132,7 +89,7 @@ export function validateRedisStreamSinkSpec(spec: unknown): Record<string, unkno
   if (mode !== 'binary' && mode !== 'structured')
     invalid('spec.mode', `must be binary or structured, got '${mode}'`);
   const out: RedisStreamSinkSpec = {
-    address: addressAt(o['address']),
+    address: addressAt(o['address'], ['redis:', 'rediss:'], 'redis://127.0.0.1:6379'),
     stream: keyAt('spec.stream', o['stream']),
     mode,
   };
@@ -142,7 +99,7 @@ export function validateRedisStreamSinkSpec(spec: unknown): Record<string, unkno
       invalid('spec.maxLen', `must be a whole number >= 1, got ${describe(m)}`);
     out.maxLen = m;
   }
-  const auth = authAt(o['auth']);
+  const auth = secretAuthAt(o['auth']);
   if (auth !== undefined) out.auth = auth;
   return out as unknown as Record<string, unknown>;
 }
@@ -154,30 +111,5 @@ export function groupOf(o: ResourceObject): string {
   );
 }
 
-export function reconcileRedisStreamSource(
-  o: ResourceObject,
-  ctx: ReconcileContext,
-): Record<string, unknown> {
-  const spec = o.spec as unknown as RedisStreamSourceSpec;
-  const status: Record<string, unknown> = { observedGeneration: o.metadata.generation, group: groupOf(o) };
-  const conds: Cond[] = [];
-  const r = ctx.resolve(spec.sink);
-  if ('uri' in r) {
-    conds.push(ok('SinkProvided'));
-    status['sinkUri'] = r.uri;
-  } else conds.push(notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`));
-  conds.push(connectedCondition(o.status?.['connection'] as ConnectionState | undefined));
-  status['conditions'] = ready(conds);
-  return status;
-}
-
-export function reconcileRedisStreamSink(o: ResourceObject, ctx: ReconcileContext): Record<string, unknown> {
-  return {
-    observedGeneration: o.metadata.generation,
-    address: { url: ctx.address(o.kind, o.metadata.namespace, o.metadata.name) },
-    conditions: ready([
-      ok('Addressable'),
-      connectedCondition(o.status?.['connection'] as ConnectionState | undefined),
-    ]),
-  };
-}
+export const reconcileRedisStreamSource = reconcileConnectorSource;
+export const reconcileRedisStreamSink = reconcileConnectorSink;

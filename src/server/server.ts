@@ -10,12 +10,14 @@ import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { formatEvent } from '../cloudevents/display.js';
+import type { CloudEvent } from '../cloudevents/event.js';
 import { decodeHttp } from '../cloudevents/http.js';
 import { AmqpConnectors } from '../connectors/amqp.js';
 import { KafkaConnectors } from '../connectors/kafka.js';
 import { MqttConnectors } from '../connectors/mqtt.js';
 import { NatsConnectors } from '../connectors/nats.js';
 import { RedisConnectors } from '../connectors/redis.js';
+import type { ConnectorRunners } from '../connectors/runners.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
@@ -32,9 +34,9 @@ import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress
 import { type LogSinks, registerLogSinkRoutes } from '../protocols/http/log-sink-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { type Cond, isReady, ready } from '../resources/conditions.js';
+import { type ConnectionState, connectedCondition } from '../resources/connector-spec.js';
 import { type ContainerSourceSpec, deployedCondition, processOf } from '../resources/containersource.js';
 import type { IntegrationSinkSpec } from '../resources/integration.js';
-import { connectedCondition } from '../resources/nats-connector.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { ApiServerSources } from '../sources/apiserver.js';
@@ -215,21 +217,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   /** The Ready log IntegrationSinks, kept current from reconciled snapshots. */
   const logSinks: LogSinks = new Map();
   registerLogSinkRoutes(app, logSinks, logger);
-  registerConnectorSinkRoutes(app, 'natssinks', 'NatsSink', (key, events) =>
-    natsConnectors.publish(key, events),
-  );
-  registerConnectorSinkRoutes(app, 'kafkasinks', 'KafkaSink', (key, events) =>
-    kafkaConnectors.publish(key, events),
-  );
-  registerConnectorSinkRoutes(app, 'redisstreamsinks', 'RedisStreamSink', (key, events) =>
-    redisConnectors.publish(key, events),
-  );
-  registerConnectorSinkRoutes(app, 'mqttsinks', 'MqttSink', (key, events) =>
-    mqttConnectors.publish(key, events),
-  );
-  registerConnectorSinkRoutes(app, 'amqpsinks', 'AmqpSink', (key, events) =>
-    amqpConnectors.publish(key, events),
-  );
+  for (const [prefix, kind] of CONNECTOR_SINKS)
+    registerConnectorSinkRoutes(app, prefix, kind, (key, events) =>
+      connectors.get(kind)!.publish(key, events),
+    );
   const jobs = new JobRunner(logger);
   registerConnectorSinkRoutes(app, 'jobsinks', 'JobSink', (key, events) => jobs.run(key, events));
   registerIngressRoutes(app);
@@ -305,32 +296,26 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         deployedCondition(processOf(o.spec as unknown as ContainerSourceSpec), state),
       ),
   });
-  const natsConnectors = new NatsConnectors({
-    accept: (stream, events) => ingress.accept(stream, events),
+  const connectorDeps = {
+    accept: (stream: string, events: CloudEvent[]) => ingress.accept(stream, events),
     logger,
-    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
-  });
-  const redisConnectors = new RedisConnectors({
-    accept: (stream, events) => ingress.accept(stream, events),
-    logger,
-    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
-  });
-  const mqttConnectors = new MqttConnectors({
-    accept: (stream, events) => ingress.accept(stream, events),
-    logger,
-    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
-    ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
-  });
-  const amqpConnectors = new AmqpConnectors({
-    accept: (stream, events) => ingress.accept(stream, events),
-    logger,
-    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
-  });
-  const kafkaConnectors = new KafkaConnectors({
-    accept: (stream, events) => ingress.accept(stream, events),
-    logger,
-    writeConnection: (o, state) => setRuntime(o, 'connection', state, connectedCondition(state)),
-  });
+    writeConnection: (o: ResourceObject, state: ConnectionState) =>
+      setRuntime(o, 'connection', state, connectedCondition(state)),
+  };
+  /** The connectors' runtimes by sink kind; each runs its source kind too. */
+  const connectors = new Map<string, ConnectorRunners>([
+    ['NatsSink', new NatsConnectors(connectorDeps)],
+    ['RedisStreamSink', new RedisConnectors(connectorDeps)],
+    [
+      'MqttSink',
+      new MqttConnectors({
+        ...connectorDeps,
+        ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
+      }),
+    ],
+    ['AmqpSink', new AmqpConnectors(connectorDeps)],
+    ['KafkaSink', new KafkaConnectors(connectorDeps)],
+  ]);
   const pings = new ScheduledSources({
     resources: store.resources,
     accept: (stream, events) => ingress.accept(stream, events),
@@ -353,26 +338,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       apiSources.update(snap.resources.get('ApiServerSource')?.values() ?? []);
       supervisor.update(snap.resources.get('ContainerSource')?.values() ?? []);
       jobs.update(snap.resources.get('JobSink')?.values() ?? []);
-      natsConnectors.update([
-        ...(snap.resources.get('NatsSource')?.values() ?? []),
-        ...(snap.resources.get('NatsSink')?.values() ?? []),
-      ]);
-      kafkaConnectors.update([
-        ...(snap.resources.get('KafkaSource')?.values() ?? []),
-        ...(snap.resources.get('KafkaSink')?.values() ?? []),
-      ]);
-      redisConnectors.update([
-        ...(snap.resources.get('RedisStreamSource')?.values() ?? []),
-        ...(snap.resources.get('RedisStreamSink')?.values() ?? []),
-      ]);
-      mqttConnectors.update([
-        ...(snap.resources.get('MqttSource')?.values() ?? []),
-        ...(snap.resources.get('MqttSink')?.values() ?? []),
-      ]);
-      amqpConnectors.update([
-        ...(snap.resources.get('AmqpSource')?.values() ?? []),
-        ...(snap.resources.get('AmqpSink')?.values() ?? []),
-      ]);
+      for (const [sinkKind, runners] of connectors)
+        runners.update([
+          ...(snap.resources.get(sinkKind.replace(/Sink$/, 'Source'))?.values() ?? []),
+          ...(snap.resources.get(sinkKind)?.values() ?? []),
+        ]);
       pings.update([
         ...(snap.resources.get('PingSource')?.values() ?? []),
         ...(snap.resources.get('IntegrationSource')?.values() ?? []),
@@ -409,11 +379,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     pings.stop();
     apiSources.stop();
     await supervisor.close();
-    await natsConnectors.close();
-    await kafkaConnectors.close();
-    await redisConnectors.close();
-    await mqttConnectors.close();
-    await amqpConnectors.close();
+    for (const c of connectors.values()) await c.close();
     await app.close();
     await store.close();
     throw err;
@@ -474,11 +440,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         pings.stop();
         apiSources.stop();
         await supervisor.close();
-        await natsConnectors.close();
-        await kafkaConnectors.close();
-        await redisConnectors.close();
-        await mqttConnectors.close();
-        await amqpConnectors.close();
+        for (const c of connectors.values()) await c.close();
         await jobs.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
@@ -539,6 +501,15 @@ async function applyRetention(
     }
   }
 }
+
+/** The connector sinks' address prefixes and kinds. */
+const CONNECTOR_SINKS: readonly [string, string][] = [
+  ['natssinks', 'NatsSink'],
+  ['redisstreamsinks', 'RedisStreamSink'],
+  ['mqttsinks', 'MqttSink'],
+  ['amqpsinks', 'AmqpSink'],
+  ['kafkasinks', 'KafkaSink'],
+];
 
 /** Opens the configured store; the NATS client is loaded only when it is used. */
 async function openStore(cfg: ServerConfig, logger: Logger): Promise<Store> {
