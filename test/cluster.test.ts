@@ -32,6 +32,7 @@ describe.runIf(up)('two processes on one NATS', () => {
     prefix,
     '--data-dir',
     join(dir, 'unused'),
+    '--allow-commands',
   ];
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'trellis-cluster-'));
@@ -306,5 +307,26 @@ spec:
     await expect.poll(() => of('dev.knative.apiserver.ref.delete').length, { timeout: 20_000 }).toBe(1);
     // Had both processes sent, the second add would have come before the delete.
     expect(of('dev.knative.apiserver.ref.add')).toHaveLength(1);
+  });
+  it('a ContainerSource runs in exactly one of the processes, the holder of its lease', async () => {
+    await using sink = await startSink();
+    const beat = `setInterval(() => fetch(process.env.K_SINK, { method: 'POST', headers: { 'ce-specversion': '1.0', 'ce-id': 'b' + Date.now() + Math.random(), 'ce-source': '/beat', 'ce-type': 'beat', 'content-type': 'application/json' }, body: JSON.stringify({ pid: process.pid }) }).catch(() => {}), 50);`;
+    const yaml = `apiVersion: sources.knative.dev/v1\nkind: ContainerSource\nmetadata: {name: beat}\nspec:\n  template:\n    spec:\n      containers:\n        - command: ${JSON.stringify([process.execPath, '-e', beat])}\n  sink: {uri: '${sink.url}'}\n`;
+    expect((await run(['apply', '-f', '-'], { input: yaml, env: { TRELLIS_SERVER: a.url } })).code).toBe(0);
+    await sink.waitFor(20, 20_000);
+    const pids = new Set(
+      sink.received.map((r) => (JSON.parse(r.event.data!.toString()) as { pid: number }).pid),
+    );
+    expect(pids.size).toBe(1);
+    const o = (await (
+      await fetch(`${b.url}/apis/sources.knative.dev/v1/namespaces/default/containersources/beat`)
+    ).json()) as {
+      status: { process: { state: string; pid: number; runner: string } };
+    };
+    expect(o.status.process).toMatchObject({ state: 'Running', pid: [...pids][0] });
+    expect([a.child.pid, b.child.pid].map((p) => o.status.process.runner.endsWith(`:${p}`))).toContain(true);
+    expect((await run(['delete', 'containersource', 'beat'], { env: { TRELLIS_SERVER: b.url } })).code).toBe(
+      0,
+    );
   });
 });
