@@ -163,6 +163,7 @@ describe.runIf(up)('AmqpSource and AmqpSink on this machine', () => {
 
   it.runIf(RABBITMQCTL !== undefined)(
     'a connection the broker closes comes back, and consuming goes on',
+    { timeout: 120_000 },
     async () => {
       const q = `trellis-test-${tag}-reconnect`;
       const conn = await amqp.connect(AMQP_URL);
@@ -199,7 +200,9 @@ describe.runIf(up)('AmqpSource and AmqpSink on this machine', () => {
     },
   );
 
-  it('kill -9 of Trellis mid-queue: unacknowledged messages go back to the queue, all arrive after a restart', async () => {
+  it('kill -9 of Trellis mid-queue: unacknowledged messages go back to the queue, all arrive after a restart', {
+    timeout: 120_000,
+  }, async () => {
     const q = `trellis-test-${tag}-kill`;
     const dir = mkdtempSync(join(tmpdir(), 'trellis-amqp-'));
     const conn = await amqp.connect(AMQP_URL);

@@ -208,7 +208,9 @@ describe.runIf(up)('MqttSource and MqttSink on this machine', () => {
     await c4.endAsync();
   });
 
-  it('kill -9 of Trellis mid-stream: its persistent session keeps the rest, all arrive after a restart', async () => {
+  it('kill -9 of Trellis mid-stream: its persistent session keeps the rest, all arrive after a restart', {
+    timeout: 120_000,
+  }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trellis-mqtt-'));
     try {
       await using sink = await startSink((_r, res) => setTimeout(() => res.writeHead(202).end(), 2));
@@ -240,6 +242,7 @@ describe.runIf(up)('MqttSource and MqttSink on this machine', () => {
 
   it.runIf(MOSQUITTO !== undefined)(
     'the broker restarts: Disconnected, Connected again, and messages after it arrive',
+    { timeout: 120_000 },
     async () => {
       const b = await privateMosquitto();
       try {

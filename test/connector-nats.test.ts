@@ -269,7 +269,9 @@ describe.runIf(up)('NatsSource and NatsSink on this machine', () => {
 });
 
 describe.runIf(haveBinary)('NatsSource through failures', () => {
-  it('a NATS restart: Disconnected, then Connected, and the messages sent after it arrive', async () => {
+  it('a NATS restart: Disconnected, then Connected, and the messages sent after it arrive', {
+    timeout: 120_000,
+  }, async () => {
     const nats = await startPrivateNats();
     try {
       const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
@@ -314,7 +316,9 @@ describe.runIf(haveBinary)('NatsSource through failures', () => {
     }
   });
 
-  it('kill -9 of Trellis while it takes a stream: after a restart every message arrives, none lost', async () => {
+  it('kill -9 of Trellis while it takes a stream: after a restart every message arrives, none lost', {
+    timeout: 120_000,
+  }, async () => {
     const nats = await startPrivateNats();
     const dir = mkdtempSync(join(tmpdir(), 'trellis-natssrc-'));
     try {

@@ -169,7 +169,9 @@ describe.runIf(up)('RedisStreamSource and RedisStreamSink on this machine', () =
     expect((JSON.parse(stFields[1]!) as { id: string }).id).toBe('to-redis');
   });
 
-  it("kill -9 of Trellis mid-stream: after a restart every entry arrives (a dead consumer's entries are claimed)", async () => {
+  it("kill -9 of Trellis mid-stream: after a restart every entry arrives (a dead consumer's entries are claimed)", {
+    timeout: 120_000,
+  }, async () => {
     const stream = `trellis-test-${tag}-kill`;
     const dir = mkdtempSync(join(tmpdir(), 'trellis-redis-'));
     try {
