@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { amqpToEvent, eventToAmqp } from '../src/connectors/amqp.js';
 import { run, serve } from './helpers/process.js';
 import { serverUp } from './helpers/reachable.js';
-import { broker, ceHeaders, testServer } from './helpers/server.js';
+import { broker, ceHeaders, conditionOf, testServer } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
 const AMQP_URL = process.env['AMQP_URL'] ?? 'amqp://127.0.0.1:5672';
@@ -24,12 +24,6 @@ const source = (name: string, spec: Record<string, unknown>) => ({
   metadata: { name, namespace: 'default' },
   spec,
 });
-async function cond(url: string, path: string, type: string) {
-  const o = (await (await fetch(`${url}${path}`)).json()) as {
-    status?: { conditions?: { type: string; status: string; reason?: string }[] };
-  };
-  return o.status?.conditions?.find((c) => c.type === type);
-}
 
 describe('the AMQP binding', () => {
   it('binary (cloudEvents_ headers, content_type), structured, either prefix; other messages wrapped', () => {
@@ -111,11 +105,13 @@ describe.runIf(up)('AmqpSource and AmqpSink on this machine', () => {
         expect((await s.apply(doc)).status).toBeLessThan(300);
       await expect
         .poll(() =>
-          cond(s.url, '/apis/sources.trellis.dev/v1alpha1/namespaces/default/amqpsources/in', 'Ready'),
+          conditionOf(s.url, '/apis/sources.trellis.dev/v1alpha1/namespaces/default/amqpsources/in', 'Ready'),
         )
         .toMatchObject({ status: 'True' });
       await expect
-        .poll(() => cond(s.url, '/apis/sinks.trellis.dev/v1alpha1/namespaces/default/amqpsinks/out', 'Ready'))
+        .poll(() =>
+          conditionOf(s.url, '/apis/sinks.trellis.dev/v1alpha1/namespaces/default/amqpsinks/out', 'Ready'),
+        )
         .toMatchObject({ status: 'True' });
       const b = eventToAmqp(
         {
@@ -174,7 +170,7 @@ describe.runIf(up)('AmqpSource and AmqpSink on this machine', () => {
         await using sink = await startSink();
         await s.apply(source('rc', { address: AMQP_URL, queue: q, sink: { uri: sink.url } }));
         const path = '/apis/sources.trellis.dev/v1alpha1/namespaces/default/amqpsources/rc';
-        await expect.poll(() => cond(s.url, path, 'Connected')).toMatchObject({ status: 'True' });
+        await expect.poll(() => conditionOf(s.url, path, 'Connected')).toMatchObject({ status: 'True' });
         const exec = promisify(execFile);
         const { stdout } = await exec(RABBITMQCTL!, ['list_connections', 'pid', 'client_properties', '-q']);
         const pid = stdout
@@ -184,10 +180,10 @@ describe.runIf(up)('AmqpSource and AmqpSink on this machine', () => {
         expect(pid).toBeDefined();
         await exec(RABBITMQCTL!, ['close_connection', pid!, 'test']);
         await expect
-          .poll(() => cond(s.url, path, 'Connected'), { timeout: 15_000 })
+          .poll(() => conditionOf(s.url, path, 'Connected'), { timeout: 15_000 })
           .toMatchObject({ status: 'False' });
         await expect
-          .poll(() => cond(s.url, path, 'Connected'), { timeout: 15_000 })
+          .poll(() => conditionOf(s.url, path, 'Connected'), { timeout: 15_000 })
           .toMatchObject({ status: 'True' });
         ch.sendToQueue(q, Buffer.from('after'));
         await expect

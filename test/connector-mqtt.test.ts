@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { eventToMqtt, mqttToEvent } from '../src/connectors/mqtt.js';
 import { run, serve } from './helpers/process.js';
 import { serverUp } from './helpers/reachable.js';
-import { broker, ceHeaders, testServer } from './helpers/server.js';
+import { broker, ceHeaders, conditionOf, testServer } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
 const MQTT_URL = process.env['MQTT_URL'] ?? 'mqtt://127.0.0.1:1883';
@@ -64,12 +64,6 @@ const source = (name: string, spec: Record<string, unknown>) => ({
   metadata: { name, namespace: 'default' },
   spec,
 });
-async function cond(url: string, path: string, type: string) {
-  const o = (await (await fetch(`${url}${path}`)).json()) as {
-    status?: { conditions?: { type: string; status: string; reason?: string }[] };
-  };
-  return o.status?.conditions?.find((c) => c.type === type);
-}
 
 describe('the MQTT binding', () => {
   it('MQTT 5 binary: attributes as user properties, datacontenttype as Content Type; structured; wrapping', () => {
@@ -138,13 +132,17 @@ describe.runIf(up)('MqttSource and MqttSink on this machine', () => {
     for (const n of ['v5', 'v4'])
       await expect
         .poll(() =>
-          cond(s.url, `/apis/sources.trellis.dev/v1alpha1/namespaces/default/mqttsources/${n}`, 'Ready'),
+          conditionOf(
+            s.url,
+            `/apis/sources.trellis.dev/v1alpha1/namespaces/default/mqttsources/${n}`,
+            'Ready',
+          ),
         )
         .toMatchObject({ status: 'True' });
     for (const n of ['out5', 'out4'])
       await expect
         .poll(() =>
-          cond(s.url, `/apis/sinks.trellis.dev/v1alpha1/namespaces/default/mqttsinks/${n}`, 'Ready'),
+          conditionOf(s.url, `/apis/sinks.trellis.dev/v1alpha1/namespaces/default/mqttsinks/${n}`, 'Ready'),
         )
         .toMatchObject({ status: 'True' });
     const c5 = await mqtt.connectAsync(MQTT_URL, { protocolVersion: 5 });
@@ -220,7 +218,7 @@ describe.runIf(up)('MqttSource and MqttSink on this machine', () => {
       expect((await run(['apply', '-f', '-'], { input: yaml, env: { TRELLIS_SERVER: t.url } })).code).toBe(0);
       await expect
         .poll(() =>
-          cond(t.url, '/apis/sources.trellis.dev/v1alpha1/namespaces/default/mqttsources/k', 'Ready'),
+          conditionOf(t.url, '/apis/sources.trellis.dev/v1alpha1/namespaces/default/mqttsources/k', 'Ready'),
         )
         .toMatchObject({ status: 'True' });
       const c = await mqtt.connectAsync(MQTT_URL, { protocolVersion: 5 });
@@ -257,14 +255,14 @@ describe.runIf(up)('MqttSource and MqttSink on this machine', () => {
           }),
         );
         const path = '/apis/sources.trellis.dev/v1alpha1/namespaces/default/mqttsources/r';
-        await expect.poll(() => cond(s.url, path, 'Connected')).toMatchObject({ status: 'True' });
+        await expect.poll(() => conditionOf(s.url, path, 'Connected')).toMatchObject({ status: 'True' });
         await b.stop();
         await expect
-          .poll(() => cond(s.url, path, 'Connected'), { timeout: 15_000 })
+          .poll(() => conditionOf(s.url, path, 'Connected'), { timeout: 15_000 })
           .toMatchObject({ status: 'False' });
         await b.start();
         await expect
-          .poll(() => cond(s.url, path, 'Connected'), { timeout: 15_000 })
+          .poll(() => conditionOf(s.url, path, 'Connected'), { timeout: 15_000 })
           .toMatchObject({ status: 'True' });
         const c = await mqtt.connectAsync(b.url, { protocolVersion: 5 });
         await expect

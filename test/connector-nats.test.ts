@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeNats, encodeNats } from '../src/connectors/nats-binding.js';
 import { NATS_URL, natsServerAvailable, natsUp, startPrivateNats } from './helpers/nats.js';
 import { run, serve } from './helpers/process.js';
-import { ceHeaders, testServer } from './helpers/server.js';
+import { ceHeaders, conditionOf, testServer } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
 const up = await natsUp();
@@ -30,13 +30,6 @@ const natsSink = (name: string, spec: Record<string, unknown>) => ({
   metadata: { name, namespace: 'default' },
   spec,
 });
-
-async function condition(url: string, path: string, type: string) {
-  const o = (await (await fetch(`${url}${path}`)).json()) as {
-    status?: { conditions?: { type: string; status: string; message?: string }[] };
-  };
-  return o.status?.conditions?.find((c) => c.type === type);
-}
 
 describe('the NATS binding', () => {
   it('round-trips binary and structured events, percent-encoding header values', () => {
@@ -94,7 +87,7 @@ describe.runIf(up)('NatsSource and NatsSink on this machine', () => {
     expect(r.status, await r.text()).toBeLessThan(300);
     await expect
       .poll(() =>
-        condition(
+        conditionOf(
           s.url,
           '/apis/sources.trellis.dev/v1alpha1/namespaces/default/natssources/orders-in',
           'Ready',
@@ -194,12 +187,16 @@ describe.runIf(up)('NatsSource and NatsSink on this machine', () => {
     for (const name of ['to-js', 'to-core'])
       await expect
         .poll(() =>
-          condition(s.url, `/apis/sinks.trellis.dev/v1alpha1/namespaces/default/natssinks/${name}`, 'Ready'),
+          conditionOf(
+            s.url,
+            `/apis/sinks.trellis.dev/v1alpha1/namespaces/default/natssinks/${name}`,
+            'Ready',
+          ),
         )
         .toMatchObject({ status: 'True' });
     await expect
       .poll(() =>
-        condition(s.url, '/apis/eventing.knative.dev/v1/namespaces/default/triggers/out-js', 'Ready'),
+        conditionOf(s.url, '/apis/eventing.knative.dev/v1/namespaces/default/triggers/out-js', 'Ready'),
       )
       .toMatchObject({ status: 'True' });
     const res = await fetch(`${s.url}/default/default`, {
@@ -224,7 +221,7 @@ describe.runIf(up)('NatsSource and NatsSink on this machine', () => {
     await s.apply(natsSink('nowhere', { servers: NATS_URL, subject: `nostream${tag}.x`, jetstream: true }));
     await expect
       .poll(() =>
-        condition(s.url, '/apis/sinks.trellis.dev/v1alpha1/namespaces/default/natssinks/nowhere', 'Ready'),
+        conditionOf(s.url, '/apis/sinks.trellis.dev/v1alpha1/namespaces/default/natssinks/nowhere', 'Ready'),
       )
       .toMatchObject({ status: 'True' });
     const bad = await fetch(`${s.url}/natssinks/default/nowhere`, {
@@ -288,16 +285,16 @@ describe.runIf(haveBinary)('NatsSource through failures', () => {
         }),
       );
       const path = '/apis/sources.trellis.dev/v1alpha1/namespaces/default/natssources/r';
-      await expect.poll(() => condition(s.url, path, 'Connected')).toMatchObject({ status: 'True' });
+      await expect.poll(() => conditionOf(s.url, path, 'Connected')).toMatchObject({ status: 'True' });
       await jetstream(nc).publish('restart.a', Buffer.from('before'));
       await sink.waitFor(1, 10_000);
       await nats.stop();
       await expect
-        .poll(() => condition(s.url, path, 'Connected'), { timeout: 15_000 })
+        .poll(() => conditionOf(s.url, path, 'Connected'), { timeout: 15_000 })
         .toMatchObject({ status: 'False', reason: 'Disconnected' });
       await nats.start();
       await expect
-        .poll(() => condition(s.url, path, 'Connected'), { timeout: 15_000 })
+        .poll(() => conditionOf(s.url, path, 'Connected'), { timeout: 15_000 })
         .toMatchObject({ status: 'True' });
       await expect
         .poll(

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { entryToEvent, eventToFields } from '../src/connectors/redis.js';
 import { run, serve } from './helpers/process.js';
 import { serverUp } from './helpers/reachable.js';
-import { broker, ceHeaders, testServer } from './helpers/server.js';
+import { broker, ceHeaders, conditionOf, testServer } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -27,12 +27,6 @@ const sinkDoc = (name: string, spec: Record<string, unknown>) => ({
   metadata: { name, namespace: 'default' },
   spec,
 });
-async function cond(url: string, path: string, type: string) {
-  const o = (await (await fetch(`${url}${path}`)).json()) as {
-    status?: { conditions?: { type: string; status: string; reason?: string }[] };
-  };
-  return o.status?.conditions?.find((c) => c.type === type);
-}
 
 describe('the Redis entry mapping', () => {
   it('binary and structured entries round-trip; other entries are wrapped with their fields as JSON', () => {
@@ -88,7 +82,7 @@ describe.runIf(up)('RedisStreamSource and RedisStreamSink on this machine', () =
     );
     expect(r.status, await r.text()).toBeLessThan(300);
     const path = '/apis/sources.trellis.dev/v1alpha1/namespaces/default/redisstreamsources/in';
-    await expect.poll(() => cond(s.url, path, 'Ready')).toMatchObject({ status: 'True' });
+    await expect.poll(() => conditionOf(s.url, path, 'Ready')).toMatchObject({ status: 'True' });
     await redis.xadd(
       stream,
       '*',
@@ -123,6 +117,30 @@ describe.runIf(up)('RedisStreamSource and RedisStreamSink on this machine', () =
       .toBe(true);
   });
 
+  it('an entry over --max-body-bytes is dropped (and acknowledged), and the entries after it go on', async () => {
+    const stream = `trellis-test-${tag}-big`;
+    await using s = await testServer({ maxBodyBytes: 65536 });
+    await using sink = await startSink();
+    await s.apply(source('big', { address: REDIS_URL, stream, startId: '0', sink: { uri: sink.url } }));
+    await expect
+      .poll(() =>
+        conditionOf(
+          s.url,
+          '/apis/sources.trellis.dev/v1alpha1/namespaces/default/redisstreamsources/big',
+          'Ready',
+        ),
+      )
+      .toMatchObject({ status: 'True' });
+    await redis.xadd(stream, '*', 'blob', 'x'.repeat(100_000));
+    await redis.xadd(stream, '*', 'small', 'yes');
+    const [got] = await sink.waitFor(1, 15_000);
+    expect(JSON.parse(got!.event.data!.toString())).toEqual({ small: 'yes' });
+    await expect
+      .poll(async () => ((await redis.xpending(stream, 'trellis-default-big')) as [number])[0])
+      .toBe(0);
+    expect(sink.received).toHaveLength(1);
+  });
+
   it('sink: a Trigger appends events to a stream, binary or structured', async () => {
     const bin = `trellis-test-${tag}-bin`;
     const st = `trellis-test-${tag}-st`;
@@ -146,7 +164,7 @@ describe.runIf(up)('RedisStreamSource and RedisStreamSink on this machine', () =
       });
       await expect
         .poll(() =>
-          cond(
+          conditionOf(
             s.url,
             `/apis/sinks.trellis.dev/v1alpha1/namespaces/default/redisstreamsinks/${name}`,
             'Ready',

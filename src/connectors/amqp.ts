@@ -23,10 +23,11 @@ import {
   type ConnectorDeps,
   ConnectorRunners,
   connectorKey,
-  invalidReason,
   passwordOf,
   type Runner,
+  refusedForGood,
   secretFile,
+  wrapMessage,
 } from './runners.js';
 
 /** The type of an event made from an AMQP message that was not a CloudEvent. */
@@ -49,18 +50,9 @@ function attrValue(v: unknown): unknown {
 }
 
 function wrap(queue: string, m: AmqpMessage, invalid?: string): CloudEvent {
-  const attrs: CloudEvent['attrs'] = {
-    specversion: '1.0',
-    id: m.messageId !== undefined && m.messageId !== '' ? m.messageId : randomUUID(),
-    source: `amqp://${encodeURI(queue)}`,
-    type: AMQP_MESSAGE_TYPE,
-    subject: m.routingKey,
-    time: new Date().toISOString(),
-  };
-  if (m.contentType !== undefined && /^[!-~]+\/[!-~]+/.test(m.contentType))
-    attrs['datacontenttype'] = m.contentType;
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
-  return m.content.length > 0 ? { attrs, data: m.content } : { attrs };
+  const id = m.messageId !== undefined && m.messageId !== '' ? m.messageId : randomUUID();
+  const names = { id, source: `amqp://${encodeURI(queue)}`, type: AMQP_MESSAGE_TYPE, subject: m.routingKey };
+  return wrapMessage(names, m.content, m.contentType, invalid);
 }
 
 /** A message's event: structured, binary (`cloudEvents_` or `cloudEvents:` headers), or wrapped. */
@@ -217,7 +209,7 @@ export class AmqpConnectors extends ConnectorRunners {
         this.deps.accept(stream, [e]).then(
           () => ch.ack(msg),
           (err: unknown) => {
-            if (err instanceof TrellisError && err.status === 400) {
+            if (refusedForGood(err)) {
               this.deps.logger.error({ ...label, err }, 'a message was refused and is dropped');
               ch.ack(msg);
               return;

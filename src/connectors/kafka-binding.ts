@@ -8,7 +8,7 @@
  */
 import { type CloudEvent, canonicalString, checkAttribute, checkRequired } from '../cloudevents/event.js';
 import { decodeHttp, encodeStructured } from '../cloudevents/http.js';
-import { invalidReason } from './runners.js';
+import { wrapMessage } from './runners.js';
 
 /** A Kafka record as the binding sees it. */
 export interface KafkaRecord {
@@ -54,22 +54,22 @@ export function wrapKafka(
   r: KafkaRecord,
   invalid?: string,
 ): CloudEvent {
-  const attrs: CloudEvent['attrs'] = {
-    specversion: '1.0',
-    id: `partition:${partition}/offset:${offset}`,
-    source: `/apis/v1/namespaces/${namespace}/kafkasources/${name}#${topic}`,
-    type: KAFKA_RECORD_TYPE,
-    subject: `partition:${partition}#${offset}`,
-    time: new Date().toISOString(),
-  };
+  const e = wrapMessage(
+    {
+      id: `partition:${partition}/offset:${offset}`,
+      source: `/apis/v1/namespaces/${namespace}/kafkasources/${name}#${topic}`,
+      type: KAFKA_RECORD_TYPE,
+      subject: `partition:${partition}#${offset}`,
+    },
+    r.value,
+    r.headers['content-type'],
+    invalid,
+  );
   if (r.key !== null && r.key.length > 0) {
     const k = r.key.toString('utf8');
-    if (!/[\u0000-\u001f\u007f]/.test(k)) attrs['key'] = k;
+    if (!/[\u0000-\u001f\u007f]/.test(k)) e.attrs['key'] = k;
   }
-  const ct = r.headers['content-type'];
-  if (ct !== undefined && /^[!-~]+\/[!-~]+/.test(ct)) attrs['datacontenttype'] = ct;
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
-  return r.value !== null && r.value.length > 0 ? { attrs, data: r.value } : { attrs };
+  return e;
 }
 
 /** Encodes an event as a record: binary (default) or structured; `partitionkey` as the key. */

@@ -12,7 +12,13 @@ import type { ConnectionState } from '../resources/connector-spec.js';
 import { type KafkaSinkSpec, type KafkaSourceSpec, kafkaRunnable } from '../resources/kafka.js';
 import type { ResourceObject } from '../store/types.js';
 import { decodeKafka, encodeKafka, isKafkaCloudEvent, type KafkaRecord, wrapKafka } from './kafka-binding.js';
-import { type ConnectorDeps, ConnectorRunners, connectorKey, type Runner } from './runners.js';
+import {
+  type ConnectorDeps,
+  ConnectorRunners,
+  connectorKey,
+  type Runner,
+  refusedForGood,
+} from './runners.js';
 
 type KafkaJs = typeof import('kafkajs');
 
@@ -141,8 +147,23 @@ export class KafkaConnectors extends ConnectorRunners {
         } else e = wrapKafka(o.metadata.namespace, o.metadata.name, topic, partition, message.offset, rec);
         const ext = spec.ceOverrides?.extensions;
         if (ext !== undefined) e.attrs = { ...e.attrs, ...ext };
-        // A refusal throws: kafkajs retries the record, and the offset stays until it is stored.
-        await this.deps.accept(stream, [e]);
+        // A refusal throws: kafkajs retries the record, and the offset stays until it is stored. An event
+        // refused for good is dropped (logged), or its partition would wait for ever.
+        try {
+          await this.deps.accept(stream, [e]);
+        } catch (err) {
+          if (!refusedForGood(err)) throw err;
+          this.deps.logger.error(
+            {
+              kafkasource: `${o.metadata.namespace}/${o.metadata.name}`,
+              err,
+              topic,
+              partition,
+              offset: message.offset,
+            },
+            'a record was refused and is dropped',
+          );
+        }
       },
     });
   }

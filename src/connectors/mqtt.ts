@@ -21,10 +21,11 @@ import {
   type ConnectorDeps,
   ConnectorRunners,
   connectorKey,
-  invalidReason,
   passwordOf,
   type Runner,
+  refusedForGood,
   secretFile,
+  wrapMessage,
 } from './runners.js';
 
 /** The type of an event made from an MQTT message that was not a CloudEvent. */
@@ -39,18 +40,13 @@ export interface MqttMessage {
 }
 
 function wrap(m: MqttMessage, invalid?: string): CloudEvent {
-  const attrs: CloudEvent['attrs'] = {
-    specversion: '1.0',
+  const names = {
     id: randomUUID(),
     source: `mqtt://${encodeURI(m.topic)}`,
     type: MQTT_MESSAGE_TYPE,
     subject: m.topic,
-    time: new Date().toISOString(),
   };
-  if (m.contentType !== undefined && /^[!-~]+\/[!-~]+/.test(m.contentType))
-    attrs['datacontenttype'] = m.contentType;
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
-  return m.payload.length > 0 ? { attrs, data: m.payload } : { attrs };
+  return wrapMessage(names, m.payload, m.contentType, invalid);
 }
 
 /** A message's event: structured (Content Type, or on 3.1.1 a JSON payload that is an event), binary (MQTT 5 user properties), or wrapped. */
@@ -265,7 +261,7 @@ export class MqttConnectors extends ConnectorRunners {
         await this.deps.accept(connectorKey(o), [e]);
         return true;
       } catch (err) {
-        if (err instanceof TrellisError && err.status === 400) {
+        if (refusedForGood(err)) {
           this.deps.logger.error(
             { mqttsource: `${o.metadata.namespace}/${o.metadata.name}`, err, topic: m.topic },
             'a message was refused and is dropped',

@@ -13,7 +13,7 @@ import {
   encodeStructured,
   percentEncode,
 } from '../cloudevents/http.js';
-import { invalidReason } from './runners.js';
+import { wrapMessage } from './runners.js';
 
 /** Header name and value pairs, as NATS carries them (a name may repeat). */
 export type HeaderList = [string, string][];
@@ -63,18 +63,13 @@ export function wrapNats(
   payload: Buffer,
   invalid?: string,
 ): CloudEvent {
-  const attrs: CloudEvent['attrs'] = {
-    specversion: '1.0',
-    id,
-    source: `nats://${encodeURI(subject)}`,
-    type: NATS_MESSAGE_TYPE,
-    subject,
-    time: new Date().toISOString(),
-  };
   const ct = headers.find(([k]) => k.toLowerCase() === 'content-type')?.[1];
-  if (ct !== undefined && /^[!-~]+\/[!-~]+/.test(ct)) attrs['datacontenttype'] = ct;
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
-  return payload.length > 0 ? { attrs, data: payload } : { attrs };
+  return wrapMessage(
+    { id, source: `nats://${encodeURI(subject)}`, type: NATS_MESSAGE_TYPE, subject },
+    payload,
+    ct,
+    invalid,
+  );
 }
 
 /** Encodes an event as a NATS message in binary (default) or structured mode. */

@@ -17,6 +17,7 @@ import {
   ConnectorRunners,
   connectorKey,
   type Runner,
+  refusedForGood,
   secretEnv,
   secretFile,
 } from './runners.js';
@@ -233,11 +234,10 @@ export class NatsConnectors extends ConnectorRunners {
         const p = store(e).then(
           () => m.ack(),
           (err: unknown) => {
-            const status = err instanceof TrellisError ? err.status : 500;
-            if (status === 429 || status === 503 || status === 404 || status >= 500) {
+            if (!refusedForGood(err)) {
               // Trellis is behind, its store is away, or the source's stream is not ready yet: JetStream
               // keeps the message and gives it again later.
-              m.nak(status === 404 ? 1000 : 5000);
+              m.nak(err instanceof TrellisError && err.status === 404 ? 1000 : 5000);
               return;
             }
             this.deps.logger.error(

@@ -16,10 +16,11 @@ import {
   type ConnectorDeps,
   ConnectorRunners,
   connectorKey,
-  invalidReason,
   passwordOf,
   type Runner,
+  refusedForGood,
   secretFile,
+  wrapMessage,
 } from './runners.js';
 
 type Client = import('ioredis').Redis;
@@ -64,17 +65,14 @@ export function entryToEvent(stream: string, id: string, fields: Fields): CloudE
 function wrap(stream: string, id: string, fields: Fields, invalid?: string): CloudEvent {
   const obj: Record<string, string> = {};
   for (const [n, v] of fields) obj[n] = v.toString('utf8');
-  const attrs: CloudEvent['attrs'] = {
-    specversion: '1.0',
+  const names = {
     id,
     source: `redis://${encodeURI(stream)}`,
     type: REDIS_ENTRY_TYPE,
     subject: stream,
     time: new Date(Number(id.split('-')[0]) || Date.now()).toISOString(),
-    datacontenttype: 'application/json',
   };
-  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
-  return { attrs, data: Buffer.from(JSON.stringify(obj)) };
+  return wrapMessage(names, Buffer.from(JSON.stringify(obj)), 'application/json', invalid);
 }
 
 /** An event as entry fields: binary (default) or structured. */
@@ -192,8 +190,7 @@ export class RedisConnectors extends ConnectorRunners {
       try {
         await this.deps.accept(stream, [e]);
       } catch (err) {
-        const status = err instanceof TrellisError ? err.status : 500;
-        if (status === 400) {
+        if (refusedForGood(err)) {
           this.deps.logger.error({ ...label, err, entry: id }, 'an entry was refused and is dropped');
           await main.xack(spec.stream, group, id);
           return true;

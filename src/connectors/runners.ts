@@ -66,6 +66,43 @@ export function invalidReason(message: string): string {
 }
 
 /**
+ * A message that is not a CloudEvent, as one: the attributes the connector names it by, its payload as
+ * data, its content type (when it is a media type) as `datacontenttype`, and, when it claimed to be a
+ * CloudEvent and was not, the reason in `trellisinvalid`.
+ */
+export function wrapMessage(
+  names: { id: string; source: string; type: string; subject?: string; time?: string },
+  payload: Buffer | null,
+  contentType: string | undefined,
+  invalid?: string,
+): CloudEvent {
+  const attrs: CloudEvent['attrs'] = {
+    specversion: '1.0',
+    id: names.id,
+    source: names.source,
+    type: names.type,
+    ...(names.subject !== undefined ? { subject: names.subject } : {}),
+    time: names.time ?? new Date().toISOString(),
+  };
+  if (contentType !== undefined && /^[!-~]+\/[!-~]+/.test(contentType))
+    attrs['datacontenttype'] = contentType;
+  if (invalid !== undefined) attrs['trellisinvalid'] = invalidReason(invalid);
+  return payload !== null && payload.length > 0 ? { attrs, data: payload } : { attrs };
+}
+
+/**
+ * True when Trellis refused an event for good (it breaks a rule, or is too large): the source drops the
+ * message (logged) instead of offering it again. Anything else (behind, store away, stream not ready
+ * yet, a failure) is tried again, and the message stays with the external system meanwhile.
+ */
+export function refusedForGood(err: unknown): boolean {
+  if (!(err instanceof TrellisError)) return false;
+  return (
+    err.status >= 400 && err.status < 500 && err.status !== 404 && err.status !== 408 && err.status !== 429
+  );
+}
+
+/**
  * The runners of one connector: `start` is the connector's own (connect, consume or get ready to
  * publish, report the state); the rest is the same for all.
  */

@@ -297,7 +297,20 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       ),
   });
   const connectorDeps = {
-    accept: (stream: string, events: CloudEvent[]) => ingress.accept(stream, events),
+    // A message from another system is held to the limit HTTP ingress holds a request to.
+    accept: (stream: string, events: CloudEvent[]) => {
+      for (const e of events) {
+        const size = (e.data?.length ?? 0) + JSON.stringify(e.attrs).length;
+        if (size > cfg.maxBodyBytes)
+          return Promise.reject(
+            new TrellisError(
+              'TRELLIS_ERR_PAYLOAD_TOO_LARGE',
+              `a ${size}-byte message is over --max-body-bytes (${cfg.maxBodyBytes}); it is not taken`,
+            ),
+          );
+      }
+      return ingress.accept(stream, events);
+    },
     logger,
     writeConnection: (o: ResourceObject, state: ConnectionState) =>
       setRuntime(o, 'connection', state, connectedCondition(state)),

@@ -67,3 +67,17 @@ export function ceHeaders(
     ...extra,
   };
 }
+
+/** The condition of one type in a resource's status (undefined while the resource or its status is missing). */
+export async function conditionOf(
+  url: string,
+  path: string,
+  type: string,
+): Promise<{ type: string; status: string; reason?: string; message?: string } | undefined> {
+  const r = await fetch(`${url}${path}`);
+  if (r.status !== 200) return undefined;
+  const o = (await r.json()) as {
+    status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] };
+  };
+  return o.status?.conditions?.find((c) => c.type === type);
+}

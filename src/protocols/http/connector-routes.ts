@@ -6,8 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { CloudEvent } from '../../cloudevents/event.js';
 import { decodeHttp } from '../../cloudevents/http.js';
-import { TrellisError } from '../../errors.js';
-import { sendError } from './errors.js';
+import { postOnly, sendError } from './errors.js';
 
 export function registerConnectorSinkRoutes(
   app: FastifyInstance,
@@ -18,16 +17,8 @@ export function registerConnectorSinkRoutes(
   app.all<{ Params: { namespace: string; name: string } }>(
     `/${prefix}/:namespace/:name`,
     async (req, reply) => {
-      reply.header('allow', 'POST, OPTIONS');
-      if (req.method === 'OPTIONS') return reply.code(200).send();
-      if (req.method !== 'POST')
-        return sendError(
-          reply,
-          new TrellisError(
-            'TRELLIS_ERR_METHOD_NOT_ALLOWED',
-            `${req.method} is not allowed on a ${kind}; send events with POST`,
-          ),
-        );
+      const handled = postOnly(req.method, reply, `a ${kind}`);
+      if (handled !== undefined) return handled;
       try {
         const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
         const { events } = decodeHttp(req.raw.rawHeaders, body);

@@ -55,3 +55,21 @@ export function sendError(reply: FastifyReply, err: unknown): FastifyReply {
     reply.header('retry-after', String(te.details['retryAfter'] ?? 1));
   return reply.code(te.status).type('application/json').send(te.toJSON());
 }
+
+/**
+ * For routes that take events only by POST: answers OPTIONS (the webhook handshake) and other methods
+ * (405, naming what the path is), and returns the reply sent; undefined for a POST, which the route handles.
+ */
+export function postOnly(method: string, reply: FastifyReply, what: string): FastifyReply | undefined {
+  reply.header('allow', 'POST, OPTIONS');
+  if (method === 'OPTIONS') return reply.code(200).send();
+  if (method !== 'POST')
+    return sendError(
+      reply,
+      new TrellisError(
+        'TRELLIS_ERR_METHOD_NOT_ALLOWED',
+        `${method} is not allowed on ${what}; send events with POST`,
+      ),
+    );
+  return undefined;
+}

@@ -10,7 +10,7 @@ import { decodeHttp } from '../../cloudevents/http.js';
 import { TrellisError } from '../../errors.js';
 import { INTEGRATION_SINK_PREFIX } from '../../resources/addressing.js';
 import type { LogSinkSpec } from '../../resources/integration.js';
-import { sendError } from './errors.js';
+import { postOnly, sendError } from './errors.js';
 
 /** The most of an event's data a log line shows. */
 const MAX_LOGGED_DATA = 4096;
@@ -36,16 +36,8 @@ export function registerLogSinkRoutes(app: FastifyInstance, sinks: LogSinks, log
   app.all<{ Params: { namespace: string; name: string } }>(
     `/${INTEGRATION_SINK_PREFIX}/:namespace/:name`,
     async (req, reply) => {
-      reply.header('allow', 'POST, OPTIONS');
-      if (req.method === 'OPTIONS') return reply.code(200).send();
-      if (req.method !== 'POST')
-        return sendError(
-          reply,
-          new TrellisError(
-            'TRELLIS_ERR_METHOD_NOT_ALLOWED',
-            `${req.method} is not allowed on an IntegrationSink; send events with POST`,
-          ),
-        );
+      const handled = postOnly(req.method, reply, 'an IntegrationSink');
+      if (handled !== undefined) return handled;
       try {
         const { namespace, name } = req.params;
         const spec = sinks.get(`${INTEGRATION_SINK_PREFIX}/${namespace}/${name}`);

@@ -8,22 +8,14 @@ import { decodeHttp, encodeBinary } from '../../cloudevents/http.js';
 import type { Transformer } from '../../dataplane/transform.js';
 import { TrellisError } from '../../errors.js';
 import { TRANSFORM_PREFIX } from '../../resources/addressing.js';
-import { sendError } from './errors.js';
+import { postOnly, sendError } from './errors.js';
 
 export function registerTransformRoutes(app: FastifyInstance, transformer: Transformer): void {
   app.all<{ Params: { namespace: string; name: string } }>(
     `/${TRANSFORM_PREFIX}/:namespace/:name`,
     async (req, reply) => {
-      reply.header('allow', 'POST, OPTIONS');
-      if (req.method === 'OPTIONS') return reply.code(200).send();
-      if (req.method !== 'POST')
-        return sendError(
-          reply,
-          new TrellisError(
-            'TRELLIS_ERR_METHOD_NOT_ALLOWED',
-            `${req.method} is not allowed on an EventTransform; send events with POST`,
-          ),
-        );
+      const handled = postOnly(req.method, reply, 'an EventTransform');
+      if (handled !== undefined) return handled;
       try {
         const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
         const { events } = decodeHttp(req.raw.rawHeaders, body);
