@@ -8,7 +8,7 @@
 import type { CloudEvent } from '../cloudevents/event.js';
 import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
-import { type Cond, notOk, ok, ready } from './conditions.js';
+import { type Cond, notOk, ok, ready, sinkProvided } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
 import { describe, invalid, isObject, objectAt, stringAt } from './validation.js';
@@ -185,11 +185,7 @@ export function reconcileApiServerSource(
       ),
     );
   else conds.push(ok('Deployed'));
-  const r = ctx.resolve(spec.sink);
-  if ('uri' in r) {
-    conds.push(ok('SinkProvided'));
-    status['sinkUri'] = r.uri;
-  } else conds.push(notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`));
+  conds.push(sinkProvided(ctx, spec.sink, status));
   status['conditions'] = ready(conds);
   return status;
 }

@@ -3,6 +3,8 @@
  * @module
  */
 import type { ResourceObject } from '../store/types.js';
+import type { ReconcileContext } from './context.js';
+import type { Destination } from './delivery-spec.js';
 
 export interface Cond {
   type: string;
@@ -29,4 +31,16 @@ export function ready(conds: Cond[]): Cond[] {
 export function isReady(r: ResourceObject | undefined): boolean {
   const conds = r?.status?.['conditions'] as Cond[] | undefined;
   return conds?.find((c) => c.type === 'Ready')?.status === 'True';
+}
+
+/** A source's `SinkProvided` condition; sets `status.sinkUri` when `spec.sink` resolves. */
+export function sinkProvided(
+  ctx: ReconcileContext,
+  sink: Destination,
+  status: Record<string, unknown>,
+): Cond {
+  const r = ctx.resolve(sink);
+  if (!('uri' in r)) return notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`);
+  status['sinkUri'] = r.uri;
+  return ok('SinkProvided');
 }

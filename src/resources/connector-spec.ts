@@ -5,7 +5,7 @@
  * @module
  */
 import type { ResourceObject } from '../store/types.js';
-import { type Cond, notOk, ok, ready } from './conditions.js';
+import { type Cond, notOk, ok, ready, sinkProvided } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import type { Destination } from './delivery-spec.js';
 import { invalid, objectAt, stringAt } from './validation.js';
@@ -81,11 +81,7 @@ export function reconcileConnectorSource(o: ResourceObject, ctx: ReconcileContex
   const sink = (o.spec as { sink: Destination }).sink;
   const status: Record<string, unknown> = { observedGeneration: o.metadata.generation };
   const conds: Cond[] = [];
-  const r = ctx.resolve(sink);
-  if ('uri' in r) {
-    conds.push(ok('SinkProvided'));
-    status['sinkUri'] = r.uri;
-  } else conds.push(notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`));
+  conds.push(sinkProvided(ctx, sink, status));
   conds.push(connectedCondition(o.status?.['connection'] as ConnectionState | undefined));
   status['conditions'] = ready(conds);
   return status;

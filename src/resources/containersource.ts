@@ -8,7 +8,7 @@
  */
 import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
-import { type Cond, notOk, ok, ready } from './conditions.js';
+import { type Cond, notOk, ok, ready, sinkProvided } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
 import { describe, invalid, isObject, objectAt, stringAt } from './validation.js';
@@ -139,11 +139,7 @@ export function reconcileContainerSource(o: ResourceObject, ctx: ReconcileContex
   const state = o.status?.['process'] as ProcessState | undefined;
   const status: Record<string, unknown> = { observedGeneration: o.metadata.generation };
   const conds: Cond[] = [];
-  const r = ctx.resolve(spec.sink);
-  if ('uri' in r) {
-    conds.push(ok('SinkProvided'));
-    status['sinkUri'] = r.uri;
-  } else conds.push(notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`));
+  conds.push(sinkProvided(ctx, spec.sink, status));
   conds.push(deployedCondition(processOf(spec), state));
   status['conditions'] = ready(conds);
   return status;

@@ -6,7 +6,7 @@
  */
 import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
-import { type Cond, notOk, ok, ready } from './conditions.js';
+import { type Cond, notOk, ok, ready, sinkProvided } from './conditions.js';
 import { type ConnectionState, connectedCondition } from './connector-spec.js';
 import type { ReconcileContext } from './context.js';
 import {
@@ -166,11 +166,7 @@ export function reconcileKafkaSource(o: ResourceObject, ctx: ReconcileContext): 
     consumers: spec.consumers ?? 1,
   };
   const conds: Cond[] = [];
-  const r = ctx.resolve(spec.sink);
-  if ('uri' in r) {
-    conds.push(ok('SinkProvided'));
-    status['sinkUri'] = r.uri;
-  } else conds.push(notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`));
+  conds.push(sinkProvided(ctx, spec.sink, status));
   if (spec.delivery?.deadLetterSink !== undefined) {
     const d = ctx.resolve(spec.delivery.deadLetterSink);
     if ('uri' in d) status['deadLetterSinkUri'] = d.uri;

@@ -11,7 +11,7 @@ import type { CloudEvent } from '../cloudevents/event.js';
 import { checkAttribute } from '../cloudevents/event.js';
 import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
-import { type Cond, notOk, ok, ready } from './conditions.js';
+import { type Cond, ok, ready, sinkProvided } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
 import { invalid, objectAt, stringAt } from './validation.js';
@@ -157,11 +157,7 @@ export function reconcilePingSource(o: ResourceObject, ctx: ReconcileContext): R
     ceAttributes: [{ type: PING_TYPE, source: pingSourceUri(o.metadata.namespace, o.metadata.name) }],
   };
   const conds: Cond[] = [ok('Deployed')];
-  const r = ctx.resolve(spec.sink);
-  if ('uri' in r) {
-    conds.push(ok('SinkProvided'));
-    status['sinkUri'] = r.uri;
-  } else conds.push(notOk('SinkProvided', r.reason, `spec.sink: ${r.message}`));
+  conds.push(sinkProvided(ctx, spec.sink, status));
   status['conditions'] = ready(conds);
   return status;
 }
