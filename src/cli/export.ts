@@ -14,6 +14,7 @@ import { KINDS } from '../resources/kinds.js';
 /** Kinds in the order an import applies them: what others refer to first. */
 const ORDER = [
   'Service',
+  'KnativeService',
   'IntegrationSink',
   'NatsSink',
   'JobSink',

@@ -105,6 +105,11 @@ COLUMNS['ContainerSource'] = [
   ['PROCESS', (r) => String((r.status?.['process'] as { state?: string } | undefined)?.state ?? '')],
 ];
 
+COLUMNS['KnativeService'] = [
+  ['URL', (r) => String(r.status?.['url'] ?? '')],
+  ['PROCESS', (r) => String((r.status?.['process'] as { state?: string } | undefined)?.state ?? '')],
+];
+
 function addressOf(r: ApiResource): string {
   return String((r.status?.['address'] as { url?: string } | undefined)?.url ?? '');
 }

@@ -10,7 +10,7 @@ import { AdminClient, ApiError, type BulkOutcome } from '../client/admin-client.
 import { escapeControl } from '../cloudevents/display.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
-import { findKind, KINDS } from '../resources/kinds.js';
+import { findKind, KINDS, kindOfDocument } from '../resources/kinds.js';
 import { parseDocuments } from '../resources/registry.js';
 import { isObject } from '../resources/validation.js';
 import { runDisplay } from './display.js';
@@ -121,7 +121,7 @@ Examples:
             continue;
           }
           for (const w of r.warnings) process.stderr.write(`Warning: ${where}: ${w}\n`);
-          const kind = findKind(r.kind);
+          const kind = kindOfDocument(r.kind, r.apiVersion);
           process.stdout.write(`${kind ? qualified(kind) : r.kind}/${r.name} ${r.action}\n`);
         }
       }

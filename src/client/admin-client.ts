@@ -35,7 +35,7 @@ export interface ApiResource {
 
 /** One document's outcome in a bulk apply (`POST /apis/apply`). */
 export type BulkOutcome =
-  | { kind: string; namespace: string; name: string; action: string; warnings: string[] }
+  | { apiVersion: string; kind: string; namespace: string; name: string; action: string; warnings: string[] }
   | { error: { code: string; message: string } };
 
 /** `/apis/{group}/{version}`, or `/api/{version}` for Kubernetes' core group. */

@@ -39,6 +39,12 @@ export interface ProcessState {
   message?: string;
   /** Which Trellis process runs it (host and pid), in a cluster. */
   runner?: string;
+  /** A program that serves HTTP (a Knative Service): the port it was given in `PORT`. */
+  port?: number;
+  /** Its address, `http://HOST:PORT/`. */
+  url?: string;
+  /** It accepted a connection on its port since it started. */
+  listening?: boolean;
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/;

@@ -33,6 +33,12 @@ import {
   validateKafkaSourceSpec,
 } from './kafka.js';
 import {
+  knativeServiceAddress,
+  knativeServiceWarnings,
+  reconcileKnativeService,
+  validateKnativeServiceSpec,
+} from './knative-service.js';
+import {
   reconcileMqttSink,
   reconcileMqttSource,
   validateMqttSinkSpec,
@@ -57,7 +63,14 @@ import { reconcileSubscription, validateSubscriptionSpec } from './subscription.
 import { reconcileTrigger, triggerWarnings, validateTriggerSpec } from './trigger.js';
 
 export interface KindDef {
+  /**
+   * The kind's name inside Trellis: the store, the caches and status messages key resources by it. It is
+   * the kind written in YAML except where two groups use one name (Knative Serving's `Service` beside
+   * Kubernetes' core `Service`): see {@link KindDef.documentKind}.
+   */
   kind: string;
+  /** The kind as documents write it, when it differs from {@link KindDef.kind}. */
+  documentKind?: string;
   /** API group; '' for Kubernetes' core group (apiVersion `v1`). */
   group: string;
   /** The version written in stored resources. */
@@ -81,6 +94,16 @@ export interface KindDef {
   addressable?: boolean;
   /** Status fields written by something other than `reconcile`, kept when it writes. */
   preservedStatus?: readonly string[];
+  /**
+   * Of those, the fields `reconcile` reads (a process's state and address): a change to one reconciles
+   * the resource, and what refers to it, again.
+   */
+  statusInputs?: readonly string[];
+  /**
+   * Where a `ref` to a resource of this kind delivers, for a kind that takes events somewhere other than
+   * this server (a program Trellis runs): undefined while it has no address yet.
+   */
+  addressOf?(o: ResourceObject): string | undefined;
 }
 
 export const KINDS: readonly KindDef[] = [
@@ -202,8 +225,8 @@ export const KINDS: readonly KindDef[] = [
       reconcileApiServerSource(
         o,
         ctx,
-        (apiVersion, kind) => KINDS.some((k) => k.kind === kind && acceptedVersions(k).includes(apiVersion)),
-        KINDS.map((k) => `${apiVersionOf(k)} ${k.kind}`).join(', '),
+        (apiVersion, kind) => kindOfDocument(kind, apiVersion) !== undefined,
+        KINDS.map((k) => `${apiVersionOf(k)} ${documentKindOf(k)}`).join(', '),
       ),
   },
   {
@@ -398,7 +421,51 @@ export const KINDS: readonly KindDef[] = [
     reconcile: (o) => reconcileService(o),
     phase: -1,
   },
+  {
+    kind: 'KnativeService',
+    documentKind: 'Service',
+    group: 'serving.knative.dev',
+    version: 'v1',
+    plural: 'services',
+    singular: 'service',
+    shortNames: ['ksvc', 'kservice'],
+    validateSpec: validateKnativeServiceSpec,
+    warnings: knativeServiceWarnings,
+    reconcile: reconcileKnativeService,
+    preservedStatus: ['process'],
+    statusInputs: ['process'],
+    addressOf: knativeServiceAddress,
+    phase: -1,
+  },
 ];
+
+/** The kind a document writes for resources of `k`. */
+export function documentKindOf(k: KindDef): string {
+  return k.documentKind ?? k.kind;
+}
+
+const INTERNAL_NAMES = new Map(
+  KINDS.filter((k) => k.documentKind !== undefined).map((k) => [k.kind, k.documentKind!]),
+);
+
+/** A stored resource as the API shows it: its kind as documents write it. */
+export function present(o: ResourceObject): ResourceObject {
+  const k = INTERNAL_NAMES.get(o.kind);
+  return k === undefined ? o : { ...o, kind: k };
+}
+
+/**
+ * The kind of a document or a `ref` by its `kind` and `apiVersion` (one name may be two kinds in two
+ * groups); undefined when no kind of that name takes that apiVersion.
+ */
+export function kindOfDocument(kind: string, apiVersion: string): KindDef | undefined {
+  return KINDS.find((k) => documentKindOf(k) === kind && acceptedVersions(k).includes(apiVersion));
+}
+
+/** Every kind that documents write with this name. */
+export function kindsNamed(kind: string): KindDef[] {
+  return KINDS.filter((k) => documentKindOf(k) === kind);
+}
 
 /** apiVersion as written in YAML: `group/version`, or `version` for the core group. */
 export function apiVersionOf(k: KindDef): string {
@@ -416,7 +483,7 @@ export function acceptedVersions(k: KindDef): string[] {
 export function findKind(name: string): KindDef | undefined {
   const n = name.toLowerCase();
   for (const k of KINDS) {
-    const names = [k.kind.toLowerCase(), k.singular, k.plural, ...k.shortNames];
+    const names = [documentKindOf(k).toLowerCase(), k.singular, k.plural, ...k.shortNames];
     if (names.includes(n)) return k;
     for (const x of names) if (k.group !== '' && n === `${x}.${k.group}`) return k;
   }

@@ -8,10 +8,10 @@
  */
 import type { ResourceEvent, ResourceObject, ResourceStore } from '../store/types.js';
 import { addressUrl } from './addressing.js';
-import { isReady } from './conditions.js';
+import { type Cond, isReady } from './conditions.js';
 import type { ReconcileContext, Resolved } from './context.js';
 import type { Destination } from './delivery-spec.js';
-import { acceptedVersions, KINDS, type KindDef } from './kinds.js';
+import { KINDS, type KindDef, kindOfDocument } from './kinds.js';
 import type { ResourceRegistry } from './registry.js';
 import { serviceAddress } from './service.js';
 
@@ -49,6 +49,7 @@ export class StatusReconciler {
   private all = true;
   private readonly dirty = new Set<string>();
   private readonly phases: KindDef[][];
+  private readonly kinds = new Map(KINDS.map((k) => [k.kind, k]));
 
   constructor(
     private readonly store: ResourceStore,
@@ -105,7 +106,10 @@ export class StatusReconciler {
         prev.metadata.uid === o.metadata.uid &&
         prev.metadata.generation === o.metadata.generation &&
         JSON.stringify(prev.metadata.annotations) === JSON.stringify(o.metadata.annotations) &&
-        JSON.stringify(prev.metadata.labels) === JSON.stringify(o.metadata.labels);
+        JSON.stringify(prev.metadata.labels) === JSON.stringify(o.metadata.labels) &&
+        (this.kinds.get(o.kind)?.statusInputs ?? []).every(
+          (f) => JSON.stringify(prev.status?.[f]) === JSON.stringify(o.status?.[f]),
+        );
       if (same) return;
     }
     this.dirty.add(id);
@@ -225,17 +229,25 @@ export class StatusReconciler {
       if (d.ref === undefined) return { uri: d.uri! };
       const { kind, apiVersion, name, namespace: ns } = d.ref;
       let base: string | undefined;
-      const def = KINDS.find(
-        (k) => k.kind === kind && k.addressable && acceptedVersions(k).includes(apiVersion),
-      );
-      if (def !== undefined) {
-        const target = get(kind, ns, name);
+      const def = kindOfDocument(kind, apiVersion);
+      // A program Trellis runs (a Knative Service): where it listens, once it does. Without one of that
+      // name, a v1 Service of the name may still say where it is (below).
+      const runs = def?.addressOf !== undefined ? get(def.kind, ns, name) : undefined;
+      if (def?.addressable) {
+        const target = get(def.kind, ns, name);
         if (target === undefined)
           return {
             reason: 'NotFound',
             message: `${kind} ${ns}/${name} does not exist; apply it and this turns Ready`,
           };
-        base = addressUrl(publicUrl, kind, ns, name);
+        base = addressUrl(publicUrl, def.kind, ns, name);
+      } else if (runs !== undefined) {
+        base = def!.addressOf!(runs);
+        if (base === undefined)
+          return {
+            reason: 'NoAddress',
+            message: `${kind} ${ns}/${name} (${apiVersion}) has no address yet: ${notReadyWhy(runs)}`,
+          };
       } else {
         // A kind Trellis does not serve (a Kubernetes or Knative Serving Service): it resolves through a
         // v1 Service of the same name that says where it is.
@@ -246,7 +258,10 @@ export class StatusReconciler {
             reason: 'Unresolvable',
             message:
               `${kind} ${ns}/${name} (${apiVersion}) has no address Trellis knows: Trellis runs without Kubernetes. ` +
-              `Give it one with a v1 Service named '${name}' in namespace '${ns}' of type ExternalName ` +
+              (def?.addressOf !== undefined
+                ? `Apply a ${kind} (${apiVersion}) named '${name}' with a command for Trellis to run, or give it an address with`
+                : 'Give it one with') +
+              ` a v1 Service named '${name}' in namespace '${ns}' of type ExternalName ` +
               `(or annotated trellis.dev/address: http://host:port/), or use uri: http://host:port/ instead of ref`,
           };
         }
@@ -308,4 +323,10 @@ class WriteWindow {
       throw e;
     }
   }
+}
+
+/** Why a resource is not Ready, from its Ready condition. */
+function notReadyWhy(o: ResourceObject): string {
+  const c = (o.status?.['conditions'] as Cond[] | undefined)?.find((x) => x.type === 'Ready');
+  return c?.message ?? 'it has not started';
 }

@@ -8,7 +8,17 @@ import { parseAllDocuments } from 'yaml';
 import { TrellisError } from '../errors.js';
 import { ConflictError, type ResourceObject, type ResourceStore } from '../store/types.js';
 import { checkValueDepth, checkYamlTextDepth } from './depth.js';
-import { acceptedVersions, apiVersionOf, findKind, KINDS, type KindDef } from './kinds.js';
+import {
+  acceptedVersions,
+  apiVersionOf,
+  documentKindOf,
+  findKind,
+  KINDS,
+  type KindDef,
+  kindOfDocument,
+  kindsNamed,
+  present,
+} from './kinds.js';
 import {
   DNS1123_LABEL,
   DNS1123_SUBDOMAIN,
@@ -66,7 +76,15 @@ function sameJson(a: unknown, b: unknown): boolean {
 
 /** One document's outcome in {@link ResourceRegistry.applyMany}: what was applied, or the error as JSON. */
 export type BulkItem =
-  | { index: number; kind: string; namespace: string; name: string; action: ApplyAction; warnings: string[] }
+  | {
+      index: number;
+      apiVersion: string;
+      kind: string;
+      namespace: string;
+      name: string;
+      action: ApplyAction;
+      warnings: string[];
+    }
   | { index: number; error: Record<string, unknown> };
 
 /** Apply, get, list, delete and status updates for every kind in {@link KINDS}. */
@@ -77,19 +95,24 @@ export class ResourceRegistry {
   async apply(doc: unknown, defaultNamespace = 'default'): Promise<ApplyResult> {
     const o = objectAt('(document)', doc, ['apiVersion', 'kind', 'metadata', 'spec', 'status'])!;
     const kindName = stringAt('kind', o['kind'])!;
-    const def = findKind(kindName);
-    if (def === undefined || def.kind !== kindName) {
+    const named = kindsNamed(kindName);
+    if (named.length === 0) {
+      const near = findKind(kindName);
       throw new TrellisError(
         'TRELLIS_ERR_KIND_UNKNOWN',
-        def !== undefined
-          ? `kind: '${kindName}' is not a kind; kinds are written as Knative writes them: did you mean '${def.kind}'?`
-          : `kind: '${kindName}' is not a kind Trellis serves (${KINDS.map((k) => k.kind).join(', ')})`,
+        near !== undefined
+          ? `kind: '${kindName}' is not a kind; kinds are written as Knative writes them: did you mean '${documentKindOf(near)}'?`
+          : `kind: '${kindName}' is not a kind Trellis serves (${[...new Set(KINDS.map(documentKindOf))].join(', ')})`,
         { field: 'kind' },
       );
     }
     const apiVersion = stringAt('apiVersion', o['apiVersion'])!;
-    if (!acceptedVersions(def).includes(apiVersion))
-      invalid('apiVersion', `must be '${acceptedVersions(def).join("' or '")}' for kind ${def.kind}`);
+    const def = kindOfDocument(kindName, apiVersion);
+    if (def === undefined)
+      invalid(
+        'apiVersion',
+        `must be '${named.flatMap((k) => acceptedVersions(k)).join("' or '")}' for kind ${kindName}`,
+      );
     const meta = objectAt('metadata', o['metadata'], [
       'name',
       'namespace',
@@ -134,7 +157,7 @@ export class ResourceRegistry {
       !sameJson(current.metadata.labels, labels) ||
       !sameJson(current.metadata.annotations, annotations);
     if (current !== undefined && !specChanged && !metaChanged)
-      return { object: current, action: 'unchanged', warnings };
+      return { object: present(current), action: 'unchanged', warnings };
     const next: ResourceObject = {
       apiVersion: apiVersionOf(def),
       kind: def.kind,
@@ -152,7 +175,7 @@ export class ResourceRegistry {
       ...(current?.status ? { status: current.status } : {}),
     };
     const stored = await this.put(next, expected ?? current?.metadata.resourceVersion ?? '');
-    return { object: stored, action: current === undefined ? 'created' : 'configured', warnings };
+    return { object: present(stored), action: current === undefined ? 'created' : 'configured', warnings };
   }
 
   /**
@@ -173,6 +196,7 @@ export class ResourceRegistry {
         const m = r.object.metadata;
         out[i] = {
           index: i,
+          apiVersion: r.object.apiVersion,
           kind: r.object.kind,
           namespace: m.namespace,
           name: m.name,
@@ -220,11 +244,11 @@ export class ResourceRegistry {
         `${def.singular} '${name}' not found in namespace '${namespace}'`,
       );
     }
-    return r;
+    return present(r);
   }
 
-  list(def: KindDef, namespace?: string): Promise<ResourceObject[]> {
-    return this.store.list(def.kind, namespace);
+  async list(def: KindDef, namespace?: string): Promise<ResourceObject[]> {
+    return (await this.store.list(def.kind, namespace)).map(present);
   }
 
   async delete(def: KindDef, namespace: string, name: string): Promise<ResourceObject> {
@@ -235,7 +259,7 @@ export class ResourceRegistry {
         `${def.singular} '${name}' not found in namespace '${namespace}'`,
       );
     }
-    return r;
+    return present(r);
   }
 
   /**

@@ -37,12 +37,17 @@ import { type Cond, isReady, ready } from '../resources/conditions.js';
 import { type ConnectionState, connectedCondition } from '../resources/connector-spec.js';
 import { type ContainerSourceSpec, deployedCondition, processOf } from '../resources/containersource.js';
 import type { IntegrationSinkSpec } from '../resources/integration.js';
+import {
+  configurationsReady,
+  type KnativeServiceSpec,
+  serviceProcessOf,
+} from '../resources/knative-service.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { ApiServerSources } from '../sources/apiserver.js';
 import { JobRunner } from '../sources/jobs.js';
 import { ScheduledSources } from '../sources/scheduler.js';
-import { ProcessSupervisor } from '../sources/supervisor.js';
+import { containerSourceWorkload, knativeServiceWorkload, ProcessSupervisor } from '../sources/supervisor.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { ResourceObject, Store, StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
@@ -288,12 +293,15 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     allowCommands: cfg.allowCommands === true,
     ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
     runner: `${hostname()}:${process.pid}`,
+    host: new URL(publicUrl).hostname,
     writeState: (o, state) =>
       setRuntime(
         o,
         'process',
         state,
-        deployedCondition(processOf(o.spec as unknown as ContainerSourceSpec), state),
+        o.kind === 'KnativeService'
+          ? configurationsReady(serviceProcessOf(o.spec as unknown as KnativeServiceSpec), state)
+          : deployedCondition(processOf(o.spec as unknown as ContainerSourceSpec), state),
       ),
   });
   const connectorDeps = {
@@ -349,7 +357,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
           logSinks.set(`integrationsinks/${o.metadata.namespace}/${o.metadata.name}`, log);
       }
       apiSources.update(snap.resources.get('ApiServerSource')?.values() ?? []);
-      supervisor.update(snap.resources.get('ContainerSource')?.values() ?? []);
+      supervisor.update([
+        ...[...(snap.resources.get('ContainerSource')?.values() ?? [])].flatMap(containerSourceWorkload),
+        ...[...(snap.resources.get('KnativeService')?.values() ?? [])].map(knativeServiceWorkload),
+      ]);
       jobs.update(snap.resources.get('JobSink')?.values() ?? []);
       for (const [sinkKind, runners] of connectors)
         runners.update([

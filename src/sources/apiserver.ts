@@ -11,7 +11,7 @@ import type { CloudEvent } from '../cloudevents/event.js';
 import type { Logger } from '../dataplane/routes.js';
 import { changeEvent, watches } from '../resources/apiserversource.js';
 import { isReady } from '../resources/conditions.js';
-import { KINDS } from '../resources/kinds.js';
+import { KINDS, present } from '../resources/kinds.js';
 import type { ResourceEvent, ResourceObject, ResourceStore, Store } from '../store/types.js';
 import { sourceStream } from './scheduler.js';
 
@@ -57,9 +57,9 @@ export class ApiServerSources {
 
   private onChange(e: ResourceEvent): void {
     if (!this.held || this.stopped || this.sources.length === 0) return;
-    const obj = e.object;
-    const def = KINDS.find((k) => k.kind === obj.kind);
+    const def = KINDS.find((k) => k.kind === e.object.kind);
     if (def === undefined) return; // the store's own records, not resources
+    const obj = present(e.object);
     const verb = e.type === 'ADDED' ? 'add' : e.type === 'DELETED' ? 'delete' : 'update';
     for (const src of this.sources) {
       if (!watches(src, obj)) continue;

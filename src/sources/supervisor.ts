@@ -1,12 +1,15 @@
 /**
- * One supervisor for every local process Trellis runs (ContainerSources today): starts each with its
- * environment, writes its output into the server log a line at a time, restarts it with backoff when it
- * exits, reports its state, and stops it (SIGTERM, then SIGKILL) when its resource goes or the server
- * stops. With a store shared by several processes, each source runs in the one Trellis process that
- * holds its lease. Processes run only when the server was started with `--allow-commands`.
+ * One supervisor for every local process Trellis runs (ContainerSources and Knative Services): starts
+ * each with its environment, writes its output into the server log a line at a time, restarts it with
+ * backoff when it exits, reports its state, and stops it (SIGTERM, then SIGKILL) when its resource goes or
+ * the server stops. A program that serves (a Knative Service) gets a port in `PORT` (the one its container
+ * names, else a free one, kept across restarts) and is reported listening once it accepts a connection
+ * there. With a store shared by several processes, each runs in the one Trellis process that holds its
+ * lease. Processes run only when the server was started with `--allow-commands`.
  * @module
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../dataplane/routes.js';
 import {
@@ -15,17 +18,34 @@ import {
   type ProcessState,
   processOf,
 } from '../resources/containersource.js';
+import { type KnativeServiceSpec, serviceProcessOf } from '../resources/knative-service.js';
 import type { ResourceObject, Store } from '../store/types.js';
+
+/** A process to run for a resource. */
+export interface Workload {
+  o: ResourceObject;
+  /** What runs it, for the log and the lease: `containersource`, `service`. */
+  role: string;
+  spec: ProcessSpec;
+  /** Set in its environment besides the container's own (K_SINK, K_SERVICE, ...). */
+  env: Record<string, string>;
+  /** When it changes, the process is restarted. */
+  signature: string;
+  /** It serves HTTP on `PORT`: the port its container names, or one Trellis picks. */
+  serves?: { containerPort?: number | undefined } | undefined;
+}
 
 export interface SupervisorDeps {
   logger: Logger;
   /** Run processes at all (`serve --allow-commands`). */
   allowCommands: boolean;
   holdLease?: Store['holdLease'];
-  /** Records a source's process state in its status. */
+  /** Records a resource's process state in its status. */
   writeState(o: ResourceObject, state: ProcessState): Promise<void>;
   /** Names this Trellis process in `status.process.runner`. */
   runner: string;
+  /** The host a serving process's address names (this machine as others reach it). */
+  host: string;
 }
 
 /** The environment variables of the server that a supervised process gets; nothing else (no secrets). */
@@ -36,11 +56,10 @@ const MAX_BACKOFF_MS = 60_000;
 const HEALTHY_MS = 60_000;
 const STOP_GRACE_MS = 5000;
 const MAX_LINE = 4096;
+/** A serving process is probed for a connection this often at first, then less often, up to 1 s. */
+const FIRST_PROBE_MS = 50;
 
-interface Entry {
-  o: ResourceObject;
-  signature: string;
-  spec: ProcessSpec;
+interface Entry extends Workload {
   child?: ChildProcess | undefined;
   startedAt: number;
   restarts: number;
@@ -50,6 +69,13 @@ interface Entry {
   stopping: boolean;
   stopLease?: (() => void) | undefined;
   exited?: Promise<void> | undefined;
+  /** A serving process's port, chosen at its first start and kept. */
+  port?: number | undefined;
+  listening?: boolean;
+  /** Looking for a free port before it starts. */
+  starting?: boolean;
+  /** Counts stops: a start that was waiting for a port gives up when it changed. */
+  epoch: number;
 }
 
 export class ProcessSupervisor {
@@ -58,50 +84,49 @@ export class ProcessSupervisor {
 
   constructor(private readonly deps: SupervisorDeps) {}
 
-  private label(o: ResourceObject): string {
-    return `${o.metadata.namespace}/${o.metadata.name}`;
+  private label(e: Entry): Record<string, string> {
+    return { [e.role]: `${e.o.metadata.namespace}/${e.o.metadata.name}` };
   }
 
-  /** Brings the processes in line with the ContainerSources: starts, restarts on change, stops. */
-  update(sources: Iterable<ResourceObject>): void {
+  /** Brings the processes in line with the workloads: starts, restarts on change, stops. */
+  update(workloads: Iterable<Workload>): void {
     if (this.closed) return;
     const seen = new Set<string>();
-    for (const o of sources) {
-      const sinkUri = o.status?.['sinkUri'] as string | undefined;
-      const spec = processOf(o.spec as unknown as ContainerSourceSpec);
-      if (sinkUri === undefined || spec.command.length === 0) continue;
-      const uid = o.metadata.uid;
+    for (const w of workloads) {
+      if (w.spec.command.length === 0) continue;
+      const uid = w.o.metadata.uid;
       seen.add(uid);
-      const signature = JSON.stringify([o.metadata.generation, sinkUri, o.spec['ceOverrides'] ?? null]);
       const cur = this.entries.get(uid);
-      if (cur !== undefined && cur.signature === signature) {
-        cur.o = o;
+      if (cur !== undefined && cur.signature === w.signature) {
+        cur.o = w.o;
         continue;
       }
       if (cur !== undefined) void this.retire(cur);
       const e: Entry = {
-        o,
-        signature,
-        spec,
+        ...w,
         startedAt: 0,
         restarts: 0,
         backoffMs: FIRST_BACKOFF_MS,
         stopping: false,
+        epoch: 0,
+        // A port Trellis picked before (this run, or the last one) is tried again: the address stays.
+        port:
+          w.serves?.containerPort ?? cur?.port ?? (w.o.status?.['process'] as ProcessState | undefined)?.port,
       };
       this.entries.set(uid, e);
       if (!this.deps.allowCommands) {
         void this.report(e, {
           state: 'Disabled',
           restarts: 0,
-          message:
-            'this server does not run commands: start it with --allow-commands (see docs/containersource.md)',
+          message: `this server does not run commands: start it with --allow-commands (see docs/${e.role === 'service' ? 'knative-service' : e.role}.md)`,
         });
         continue;
       }
       if (this.deps.holdLease === undefined) this.start(e);
       else
-        e.stopLease = this.deps.holdLease(`containersource/${uid}`, (held) => {
-          if (held && !e.stopping && e.child === undefined && e.timer === undefined) this.start(e);
+        e.stopLease = this.deps.holdLease(`${e.role}/${uid}`, (held) => {
+          if (held && !e.stopping && e.child === undefined && e.timer === undefined && !e.starting)
+            this.start(e);
           if (!held) this.kill(e);
         });
     }
@@ -113,28 +138,52 @@ export class ProcessSupervisor {
   }
 
   private report(e: Entry, state: ProcessState): Promise<void> {
+    const where =
+      e.serves !== undefined && e.port !== undefined
+        ? { port: e.port, url: `http://${this.deps.host}:${e.port}/`, listening: e.listening === true }
+        : {};
     return this.deps
-      .writeState(e.o, { ...state, runner: this.deps.runner })
+      .writeState(e.o, { ...state, ...where, runner: this.deps.runner })
       .catch((err: unknown) =>
-        this.deps.logger.warn(
-          { err, containersource: this.label(e.o) },
-          'recording the process state failed',
-        ),
+        this.deps.logger.warn({ err, ...this.label(e) }, 'recording the process state failed'),
       );
   }
 
   private start(e: Entry): void {
     e.timer = undefined;
     if (e.stopping || this.closed) return;
-    const o = e.o;
+    if (e.serves !== undefined && e.serves.containerPort === undefined) {
+      // A port Trellis picks: the one it had, while it is free, else a new one.
+      const epoch = e.epoch;
+      e.starting = true;
+      void freePort(e.port).then(
+        (port) => {
+          e.starting = false;
+          if (e.epoch !== epoch) return; // stopped meanwhile
+          e.port = port;
+          this.spawn(e);
+        },
+        (err: unknown) => {
+          e.starting = false;
+          if (e.epoch === epoch)
+            this.backOff(e, `no free port to give the process: ${(err as Error).message}`);
+        },
+      );
+      return;
+    }
+    this.spawn(e);
+  }
+
+  private spawn(e: Entry): void {
+    if (e.stopping || this.closed) return;
     const env: NodeJS.ProcessEnv = {};
     for (const k of PASSED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k];
     for (const { name, value } of e.spec.env) env[name] = value;
-    env['K_SINK'] = String(o.status?.['sinkUri']);
-    const ce = o.spec['ceOverrides'];
-    if (ce !== undefined) env['K_CE_OVERRIDES'] = JSON.stringify(ce);
+    Object.assign(env, e.env);
+    if (e.serves !== undefined) env['PORT'] = String(e.port);
+    e.listening = false;
     const [cmd, ...rest] = e.spec.command;
-    const log = { containersource: this.label(o) };
+    const log = this.label(e);
     let child: ChildProcess;
     try {
       child = spawn(cmd!, [...rest, ...e.spec.args], {
@@ -165,8 +214,12 @@ export class ProcessSupervisor {
       });
     }
     child.once('spawn', () => {
-      this.deps.logger.info({ ...log, pid: child.pid, command: cmd }, 'process started');
+      this.deps.logger.info(
+        { ...log, pid: child.pid, command: cmd, ...(e.serves ? { port: e.port } : {}) },
+        'process started',
+      );
       void this.report(e, { state: 'Running', pid: child.pid!, restarts: e.restarts });
+      if (e.serves !== undefined) void this.probe(e, child);
     });
     child.once('error', (err) => {
       // Not started (no such command, not executable): 'exit' does not follow.
@@ -190,6 +243,25 @@ export class ProcessSupervisor {
     });
   }
 
+  /**
+   * Knative's default readiness probe: a TCP connection to the port. Tried until one succeeds or the
+   * process exits, then reported; the address turns Ready.
+   */
+  private async probe(e: Entry, child: ChildProcess): Promise<void> {
+    let wait = FIRST_PROBE_MS;
+    while (e.child === child && !e.stopping && !this.closed) {
+      if (await accepts(e.port!)) {
+        if (e.child !== child) return;
+        e.listening = true;
+        this.deps.logger.info({ ...this.label(e), port: e.port }, 'process is listening');
+        await this.report(e, { state: 'Running', pid: child.pid!, restarts: e.restarts });
+        return;
+      }
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(1000, wait * 2);
+    }
+  }
+
   /** Schedules a restart after the current backoff, and doubles it (up to a minute). */
   private backOff(e: Entry, message: string, lastExit?: string): void {
     if (e.stopping || this.closed) return;
@@ -207,6 +279,7 @@ export class ProcessSupervisor {
 
   /** Stops the process (SIGTERM, SIGKILL after a grace period) and resolves when it is gone. */
   private kill(e: Entry): Promise<void> {
+    e.epoch++;
     if (e.timer !== undefined) clearTimeout(e.timer);
     e.timer = undefined;
     const child = e.child;
@@ -236,4 +309,64 @@ export class ProcessSupervisor {
     this.entries.clear();
     await Promise.all(all.map((e) => this.retire(e)));
   }
+}
+
+/** A ContainerSource's process, once its sink resolves: `K_SINK`, `K_CE_OVERRIDES`. */
+export function containerSourceWorkload(o: ResourceObject): Workload[] {
+  const sinkUri = o.status?.['sinkUri'] as string | undefined;
+  if (sinkUri === undefined) return [];
+  const ce = o.spec['ceOverrides'];
+  return [
+    {
+      o,
+      role: 'containersource',
+      spec: processOf(o.spec as unknown as ContainerSourceSpec),
+      env: { K_SINK: sinkUri, ...(ce !== undefined ? { K_CE_OVERRIDES: JSON.stringify(ce) } : {}) },
+      signature: JSON.stringify([o.metadata.generation, sinkUri, ce ?? null]),
+    },
+  ];
+}
+
+/** A Knative Service's process: `PORT`, and Knative's `K_SERVICE`, `K_CONFIGURATION`, `K_REVISION`. */
+export function knativeServiceWorkload(o: ResourceObject): Workload {
+  const spec = serviceProcessOf(o.spec as unknown as KnativeServiceSpec);
+  const { name } = o.metadata;
+  return {
+    o,
+    role: 'service',
+    spec,
+    env: {
+      K_SERVICE: name,
+      K_CONFIGURATION: name,
+      K_REVISION: `${name}-${String(o.metadata.generation).padStart(5, '0')}`,
+    },
+    signature: JSON.stringify([o.metadata.generation]),
+    serves: { containerPort: spec.containerPort },
+  };
+}
+
+/** A TCP port on this machine no one listens on: `preferred` while it is free, else one the system gives. */
+function freePort(preferred: number | undefined): Promise<number> {
+  const tryPort = (port: number) =>
+    new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(port, () => {
+        const got = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(got));
+      });
+    });
+  return preferred === undefined ? tryPort(0) : tryPort(preferred).catch(() => tryPort(0));
+}
+
+/** True when something accepts a TCP connection at 127.0.0.1:port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: '127.0.0.1', port });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
 }

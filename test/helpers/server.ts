@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { findKind } from '../../src/resources/kinds.js';
+import { findKind, kindOfDocument } from '../../src/resources/kinds.js';
 import type { ServerConfig } from '../../src/server/config.js';
 import { startServer, type TrellisServer } from '../../src/server/server.js';
 
@@ -16,8 +16,8 @@ export interface TestServer extends TrellisServer {
 export async function testServer(cfg: Partial<ServerConfig> = {}): Promise<TestServer> {
   const dataDir = cfg.dataDir ?? mkdtempSync(join(tmpdir(), 'trellis-test-'));
   const s = await startServer({ port: 0, logLevel: 'silent', shutdownGraceMs: 500, ...cfg, dataDir });
-  const kindPath = (kind: string) => {
-    const k = findKind(kind);
+  const kindPath = (kind: string, apiVersion: string) => {
+    const k = kindOfDocument(kind, apiVersion) ?? findKind(kind);
     if (k === undefined) return `/apis/eventing.knative.dev/v1/namespaces/{ns}/${kind.toLowerCase()}s`;
     const group = k.group === '' ? `/api/${k.version}` : `/apis/${k.group}/${k.version}`;
     return `${group}/namespaces/{ns}/${k.plural}`;
@@ -31,11 +31,14 @@ export async function testServer(cfg: Partial<ServerConfig> = {}): Promise<TestS
     dataDir,
     apply: (doc: Record<string, unknown>) => {
       const meta = (doc['metadata'] ?? {}) as { namespace?: string };
-      return fetch(`${s.url}${kindPath(String(doc['kind'])).replace('{ns}', meta.namespace ?? 'default')}`, {
-        method: 'POST',
-        body: JSON.stringify(doc),
-        headers: { 'content-type': 'application/json' },
-      });
+      return fetch(
+        `${s.url}${kindPath(String(doc['kind']), String(doc['apiVersion'])).replace('{ns}', meta.namespace ?? 'default')}`,
+        {
+          method: 'POST',
+          body: JSON.stringify(doc),
+          headers: { 'content-type': 'application/json' },
+        },
+      );
     },
     post: (path: string, headers: Record<string, string>, body?: string | Buffer) =>
       fetch(`${s.url}${path}`, { method: 'POST', headers, ...(body !== undefined ? { body } : {}) }),

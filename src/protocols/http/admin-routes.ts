@@ -9,7 +9,7 @@ import type { CloudEvent } from '../../cloudevents/event.js';
 import { eventToJson } from '../../cloudevents/json-format.js';
 import { TrellisError } from '../../errors.js';
 import { checkJsonTextDepth } from '../../resources/depth.js';
-import { apiVersionOf, KINDS, type KindDef, kindByPath } from '../../resources/kinds.js';
+import { apiVersionOf, documentKindOf, KINDS, type KindDef, kindByPath } from '../../resources/kinds.js';
 import { type ApplyResult, parseDocuments, type ResourceRegistry } from '../../resources/registry.js';
 import { isObject } from '../../resources/validation.js';
 import type { ResourceObject } from '../../store/types.js';
@@ -161,7 +161,7 @@ export function registerAdminRoutes(
 
   const list = (def: KindDef, items: unknown[]) => ({
     apiVersion: apiVersionOf(def),
-    kind: `${def.kind}List`,
+    kind: `${documentKindOf(def)}List`,
     items,
   });
 
@@ -184,7 +184,7 @@ export function registerAdminRoutes(
     kind: 'APIResourceList',
     resources: KINDS.map((k) => ({
       apiVersion: apiVersionOf(k),
-      kind: k.kind,
+      kind: documentKindOf(k),
       plural: k.plural,
       singular: k.singular,
       namespaced: true,
@@ -230,14 +230,15 @@ export function registerAdminRoutes(
     const def = kindOf(p);
     const doc = bodyDocument(body, contentType);
     if (isObject(doc)) {
-      if (doc['kind'] !== undefined && doc['kind'] !== def.kind) {
+      const kind = documentKindOf(def);
+      if (doc['kind'] !== undefined && doc['kind'] !== kind) {
         const k = String(doc['kind']);
         throw new TrellisError(
-          k.toLowerCase() === def.kind.toLowerCase()
+          k.toLowerCase() === kind.toLowerCase()
             ? 'TRELLIS_ERR_KIND_UNKNOWN'
             : 'TRELLIS_ERR_RESOURCE_INVALID',
-          k.toLowerCase() === def.kind.toLowerCase()
-            ? `kind: '${k}' is not a kind; kinds are written as Knative writes them: did you mean '${def.kind}'?`
+          k.toLowerCase() === kind.toLowerCase()
+            ? `kind: '${k}' is not a kind; kinds are written as Knative writes them: did you mean '${kind}'?`
             : `kind: '${k}' sent to the ${def.plural} path; send it to its own kind's path, or use trellis apply`,
           { field: 'kind' },
         );
