@@ -79,6 +79,9 @@ export function runServe(program: Command): void {
       ).env('TRELLIS_ALLOW_COMMANDS'),
     )
     .addOption(
+      new Option('--no-metrics', 'keep no Prometheus metrics and serve no /metrics (TRELLIS_METRICS=false)'),
+    )
+    .addOption(
       new Option(
         '--nats-ack-wait <duration>',
         'how long a delivery held by a process that stopped answering waits before another process takes it',
@@ -230,6 +233,7 @@ Examples:
         natsPrefix: opts['natsPrefix'] as string,
         natsAckWaitMs: Math.max(1000, opts['natsAckWait'] as number),
         allowCommands: opts['allowCommands'] === true || opts['allowCommands'] === 'true',
+        metrics: opts['metrics'] !== false && process.env['TRELLIS_METRICS'] !== 'false',
         natsReplicas: opts['natsReplicas'] as number,
         nats: natsAuth(opts),
         publicUrl: opts['publicUrl'] as string | undefined,

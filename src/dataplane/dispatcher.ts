@@ -8,6 +8,7 @@ import type { CloudEvent } from '../cloudevents/event.js';
 import { decodeHttp, flattenHeaders } from '../cloudevents/http.js';
 import type { DeliveryState, EventLog, PendingDelivery } from '../store/types.js';
 import { LagCounter } from './lag.js';
+import type { DataPlaneObserver } from './observer.js';
 import { backoffMs } from './retry-policy.js';
 import type { Logger, SubscriptionRoute } from './routes.js';
 import { isRetryable, parseRetryAfter, type Sender, type SendResult } from './sender.js';
@@ -52,6 +53,11 @@ function partitionKey(e: CloudEvent): string {
   const v = e.attrs['partitionkey'];
   return v === undefined ? '' : String(v);
 }
+/** What a failed attempt's answer (or error) began with, as text for people: at most 256 bytes. */
+function failureText(data: Buffer): string {
+  return data.subarray(0, 256).toString('utf8');
+}
+
 /** The longest delay one Node timer can wait (about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -65,6 +71,8 @@ export class Dispatcher {
     replies: 0,
   };
   private stopping = false;
+  /** Hears every attempt and outcome (metrics, live stats). */
+  observer: DataPlaneObserver = {};
 
   constructor(
     readonly log: EventLog,
@@ -357,6 +365,7 @@ class SubscriptionWorker {
           this.loopEnded(item, this.route.subscriberUri);
           return;
         }
+        const started = performance.now();
         const res = await this.d.sender.send(
           this.route.id,
           this.route.subscriberUri,
@@ -364,15 +373,22 @@ class SubscriptionWorker {
           policy.timeoutMs,
           out === item.event ? TTL : undefined,
         );
+        const seconds = (performance.now() - started) / 1000;
+        const code = res.kind === 'response' ? res.status : undefined;
         const outcome = await this.handleResponse(item, res);
+        const obs = this.d.observer;
         if (outcome === 'done') {
           this.d.stats.delivered++;
+          obs.attempt?.(this.route, code, seconds);
+          obs.outcome?.(this.route, 'delivered');
           this.done(item, 'ack');
           return;
         }
         this.d.stats.failedAttempts++;
+        obs.attempt?.(this.route, code, seconds, failureText(outcome.info.data));
         item.lastError = outcome.info;
         if (outcome.retry && item.attempt < policy.retry) {
+          obs.outcome?.(this.route, 'retried');
           const n = item.attempt + 1;
           let wait = backoffMs(policy, n);
           if (outcome.retryAfterMs !== undefined && policy.retryAfterMaxMs !== undefined) {
@@ -383,6 +399,7 @@ class SubscriptionWorker {
         }
         if (policy.deadLetterUri === undefined) {
           this.d.stats.dropped++;
+          obs.outcome?.(this.route, 'dropped');
           this.d.logger.warn(
             {
               subscription: this.label(),
@@ -420,6 +437,7 @@ class SubscriptionWorker {
 
   private loopEnded(item: Item, target: string): void {
     this.d.stats.dropped++;
+    this.d.observer.outcome?.(this.route, 'dropped');
     this.d.logger.warn(
       { subscription: this.label(), id: item.event.attrs['id'], target },
       'event dropped: knativebrokerttl reached 0 on its way back into this server (an event loop?)',
@@ -494,15 +512,18 @@ class SubscriptionWorker {
     );
     if (res.kind === 'response' && res.status >= 200 && res.status < 300) {
       this.d.stats.deadLettered++;
+      this.d.observer.outcome?.(this.route, 'dead_lettered');
       this.done(item);
       return;
     }
     const dlsTry = item.attempt - policy.retry; // 1 for the first dead-letter attempt
     if (dlsTry <= policy.retry) {
+      this.d.observer.outcome?.(this.route, 'retried');
       await this.retryLater(item, item.attempt + 1, backoffMs(policy, dlsTry));
       return;
     }
     this.d.stats.dropped++;
+    this.d.observer.outcome?.(this.route, 'dropped');
     this.d.logger.error(
       {
         subscription: this.label(),
@@ -576,6 +597,7 @@ class SubscriptionWorker {
       try {
         await this.d.ingest(target.stream, events);
         this.d.stats.replies += events.length;
+        this.d.observer.replies?.(this.route, events.length);
         return 'done';
       } catch (err) {
         return {
@@ -598,6 +620,7 @@ class SubscriptionWorker {
     );
     if (r.kind === 'response' && r.status >= 200 && r.status < 300) {
       this.d.stats.replies++;
+      this.d.observer.replies?.(this.route, 1);
       return 'done';
     }
     const why = r.kind === 'error' ? r.error : `the reply destination answered ${r.status}`;

@@ -7,6 +7,7 @@ import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
 import type { EventLog } from '../store/types.js';
 import { LagCounter } from './lag.js';
+import type { DataPlaneObserver } from './observer.js';
 import type { StreamRoute } from './routes.js';
 
 /** Knative's default loop guard. */
@@ -63,6 +64,8 @@ export class Ingress {
   streams = new Map<string, StreamRoute>();
   accepting = true;
   accepted = 0;
+  /** Hears every request answered and every append (metrics, live stats). */
+  observer: DataPlaneObserver = {};
 
   constructor(
     private readonly log: EventLog,
@@ -135,8 +138,10 @@ export class Ingress {
       return { stream: key, event, deliveries };
     });
     let seqs: number[];
+    const started = performance.now();
     try {
       seqs = await this.log.append(items);
+      this.observer.append?.(items.length, (performance.now() - started) / 1000);
     } catch (err) {
       throw new TrellisError(
         'TRELLIS_ERR_STORE_UNAVAILABLE',

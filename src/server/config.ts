@@ -56,6 +56,8 @@ export interface ServerConfig {
   insecureAdmin: boolean;
   /** Run the local processes ContainerSources name (off: they are not Ready). Env TRELLIS_ALLOW_COMMANDS. */
   allowCommands?: boolean;
+  /** Keep Prometheus metrics and serve them at `/metrics` (default on). Env TRELLIS_METRICS. */
+  metrics?: boolean;
   /** Register the types seen at Broker and Channel ingress as EventTypes. Env TRELLIS_EVENTTYPE_AUTO_CREATE. */
   eventTypeAutoCreate: boolean;
   /** How often what ingress saw is written to EventTypes, ms. */

@@ -21,10 +21,13 @@ import type { ConnectorRunners } from '../connectors/runners.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
+import { observers } from '../dataplane/observer.js';
 import type { StreamRoute } from '../dataplane/routes.js';
 import { Sender } from '../dataplane/sender.js';
 import { Transformer } from '../dataplane/transform.js';
 import { type ErrorCode, TrellisError } from '../errors.js';
+import { Metrics } from '../observability/metrics.js';
+import { LiveStats } from '../observability/stats.js';
 import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { registerConnectorSinkRoutes } from '../protocols/http/connector-routes.js';
@@ -32,6 +35,7 @@ import { sendError } from '../protocols/http/errors.js';
 import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
 import { type LogSinks, registerLogSinkRoutes } from '../protocols/http/log-sink-routes.js';
+import { registerStatsRoutes } from '../protocols/http/stats-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { type Cond, isReady, ready } from '../resources/conditions.js';
 import { type ConnectionState, connectedCondition } from '../resources/connector-spec.js';
@@ -53,6 +57,11 @@ import type { ResourceObject, Store, StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
 import { RouteTable } from './wiring.js';
+
+/** This package's version, for `trellis_build_info`. */
+const VERSION = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
 
 /** A running Trellis server. */
 export interface TrellisServer {
@@ -124,6 +133,21 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     },
     lag,
   );
+  // What the data plane does, counted: live stats always, Prometheus metrics unless switched off.
+  const liveStats = new LiveStats();
+  const metrics =
+    cfg.metrics === false
+      ? undefined
+      : new Metrics({
+          routes: () => table.subscriptions(),
+          backlog: () => store.deliveries.backlog(),
+          pendingWrites: () => store.events.pendingWrites(),
+          inflight: () => dispatcher.inflight(),
+          store: cfg.store,
+          version: VERSION,
+        });
+  ingress.observer = observers(liveStats, metrics);
+  dispatcher.observer = ingress.observer;
 
   const ingest = ingressHandler(ingress, cfg.maxBodyBytes);
   const app = Fastify({
@@ -169,7 +193,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   // The admin API answers only the server's own names and pages, and the admin token when one is set.
   let guard: ReturnType<typeof adminGuard> | undefined;
   app.addHook('onRequest', async (req, reply) => {
-    if (!req.url.startsWith('/apis')) return;
+    if (!req.url.startsWith('/apis') && !req.url.startsWith('/metrics')) return;
     try {
       guard?.(req.headers);
     } catch (err) {
@@ -219,6 +243,12 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     store.events.findEvent(stream, id, source),
   );
   registerHistoryRoutes(app, store.events, store.resources);
+  registerStatsRoutes(app, {
+    stats: liveStats,
+    metrics,
+    routes: () => table.subscriptions(),
+    backlog: () => store.deliveries.backlog(),
+  });
   /** The Ready log IntegrationSinks, kept current from reconciled snapshots. */
   const logSinks: LogSinks = new Map();
   registerLogSinkRoutes(app, logSinks, logger);
@@ -373,6 +403,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       ]);
       const streamChanges = retentionChanges(table.streams, configured);
       const subscriptions = table.subscriptions();
+      const live = new Set(subscriptions.map((r) => `${r.kind}/${r.namespace}/${r.name}`));
+      liveStats.retain(live);
+      metrics?.retain(live);
       // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,
       // Ready or not, whose pending deliveries are kept.
       const existing = () => table.knownSubscriptionIds(snap);

@@ -95,11 +95,22 @@ export interface DeliveryState {
   /** How many deliveries are pending, per subscription. */
   counts(): Promise<Map<string, number>>;
   /**
+   * How many deliveries are pending per subscription, and when the oldest of them was stored (ms since
+   * the epoch): lag and its age, for metrics. Read on a scrape, not on the hot path.
+   */
+  backlog(): Promise<Map<string, Backlog>>;
+  /**
    * Calls `listener` when deliveries for a subscription became available to this process without an
    * append here (a shared store: another process stored them, or a retry came due); returns a function
    * that stops it. Without it, workers look for such deliveries by polling.
    */
   onDeliveries?(listener: (subscription: string) => void): () => void;
+}
+
+/** A subscription's pending deliveries: how many, and when the oldest was stored. */
+export interface Backlog {
+  pending: number;
+  oldestMs?: number | undefined;
 }
 
 /** A stored resource, as Knative writes it: apiVersion, kind, metadata, spec, status. */

@@ -25,7 +25,19 @@ export function ingressHandler(
   ingress: Ingress,
   maxBodyBytes: number,
 ): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const fail = (res: ServerResponse, err: unknown) => {
+  /** Reports an answered request to the observer; a stream that does not exist is not named (no label per path). */
+  const seen = (key: string, started: number, events: number, code: number, bytes: number) => {
+    const route = ingress.streams.get(key);
+    ingress.observer.ingress?.({
+      stream: route === undefined ? undefined : key,
+      kind: route?.kind,
+      events,
+      code,
+      bytes,
+      seconds: (performance.now() - started) / 1000,
+    });
+  };
+  const fail = (res: ServerResponse, err: unknown): number => {
     const te = toTrellisError(err);
     const body = JSON.stringify(te.toJSON());
     const headers: Record<string, string> = {
@@ -35,6 +47,7 @@ export function ingressHandler(
     if (te.status === 503 || te.status === 429)
       headers['retry-after'] = String(te.details['retryAfter'] ?? 1);
     res.writeHead(te.status, headers).end(body);
+    return te.status;
   };
   return (req, res) => {
     if (req.method !== 'POST') return false;
@@ -45,9 +58,10 @@ export function ingressHandler(
     // Namespaces and names are DNS labels: nothing in them is percent-encoded, so the path is used as it
     // is (a '%' in it simply names nothing).
     const key = m[3] === undefined ? `${m[1]!}/${m[2]!}` : `${m[1]!}/${m[2]!}/${m[3]}`;
+    const started = performance.now();
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > maxBodyBytes) {
-      fail(res, tooLarge(maxBodyBytes));
+      seen(key, started, 1, fail(res, tooLarge(maxBodyBytes)), declared);
       req.resume();
       return true;
     }
@@ -60,7 +74,7 @@ export function ingressHandler(
       if (size > maxBodyBytes) {
         aborted = true;
         res.setHeader('connection', 'close');
-        fail(res, tooLarge(maxBodyBytes));
+        seen(key, started, 1, fail(res, tooLarge(maxBodyBytes)), size);
         return;
       }
       chunks.push(c);
@@ -75,14 +89,15 @@ export function ingressHandler(
       try {
         events = decodeHttp(req.rawHeaders, body).events;
       } catch (err) {
-        fail(res, err);
+        seen(key, started, 1, fail(res, err), size);
         return;
       }
       ingress.accept(key, events).then(
         () => {
           res.writeHead(202).end();
+          seen(key, started, events.length, 202, size);
         },
-        (err: unknown) => fail(res, err),
+        (err: unknown) => seen(key, started, events.length, fail(res, err), size),
       );
     });
     return true;

@@ -38,6 +38,7 @@ import {
 } from '@nats-io/transport-node';
 import {
   type AppendItem,
+  type Backlog,
   ConflictError,
   type DeliveryState,
   type EventLog,
@@ -250,6 +251,7 @@ class NatsStore implements Store {
       peek: (sub, afterSeq, limit) => this.peek(sub, afterSeq, limit),
       dropSubscription: (sub) => this.dropSubscription(sub),
       counts: () => this.counts(),
+      backlog: () => this.backlog(),
       onDeliveries: (listener) => {
         this.listeners.add(listener);
         return () => this.listeners.delete(listener);
@@ -947,6 +949,25 @@ class NatsStore implements Store {
     for (const [subject, n] of Object.entries(info.state.subjects ?? {})) {
       if (n > 0) out.set(untoken(subject.slice(`${this.p}.d.`.length)), n);
     }
+    return out;
+  }
+
+  /** Pending deliveries per subscription, with the store time of the first one (a direct get each). */
+  private async backlog(): Promise<Map<string, Backlog>> {
+    const info = await this.jsm.streams.info(this.deliveriesStream, { subjects_filter: `${this.p}.d.>` });
+    const out = new Map<string, Backlog>();
+    await Promise.all(
+      Object.entries(info.state.subjects ?? {}).map(async ([subject, n]) => {
+        if (n <= 0) return;
+        const first = await this.jsm.direct
+          .getMessage(this.deliveriesStream, { seq: 1, next_by_subj: subject })
+          .catch(() => null);
+        out.set(untoken(subject.slice(`${this.p}.d.`.length)), {
+          pending: n,
+          oldestMs: first === null ? undefined : first.time.getTime(),
+        });
+      }),
+    );
     return out;
   }
 

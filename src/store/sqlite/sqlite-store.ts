@@ -166,6 +166,10 @@ class SqliteStore implements Store {
         const rows = this.st.counts.all() as { sub: string; n: number }[];
         return new Map(rows.map((r) => [r.sub, r.n]));
       },
+      backlog: async () => {
+        const rows = this.st.backlog.all() as { sub: string; n: number; created: number | null }[];
+        return new Map(rows.map((r) => [r.sub, { pending: r.n, oldestMs: r.created ?? undefined }]));
+      },
     };
     this.resources = {
       get: async (kind, ns, name) => {
@@ -211,6 +215,10 @@ class SqliteStore implements Store {
         "SELECT attrs, data FROM events WHERE stream = ? AND json_extract(attrs, '$.id') = ? ORDER BY seq DESC LIMIT 100",
       ),
       counts: db.prepare('SELECT sub, COUNT(*) AS n FROM deliveries GROUP BY sub'),
+      // The oldest pending delivery is the one with the lowest seq (seqs grow with time).
+      backlog: db.prepare(
+        'SELECT d.sub, d.n, e.created FROM (SELECT sub, COUNT(*) AS n, MIN(seq) AS s FROM deliveries GROUP BY sub) d LEFT JOIN events e ON e.seq = d.s',
+      ),
       getRes: db.prepare('SELECT body FROM resources WHERE kind = ? AND namespace = ? AND name = ?'),
       listRes: db.prepare('SELECT body FROM resources WHERE kind = ? AND namespace = ? ORDER BY name'),
       listResAll: db.prepare('SELECT body FROM resources WHERE kind = ? ORDER BY namespace, name'),

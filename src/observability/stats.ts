@@ -1,0 +1,114 @@
+/**
+ * Live counts per subscription (delivered, failed attempts, dead-lettered, dropped, replies) and its
+ * recent failures with the subscriber's answer: what `trellis get triggers -o wide`, `trellis top` and
+ * the dashboard show. Kept in memory by each process, from its start; plain numbers, cheap to keep.
+ * @module
+ */
+import type { DataPlaneObserver, DeliveryOutcome, IngressObservation } from '../dataplane/observer.js';
+import type { SubscriptionRoute } from '../dataplane/routes.js';
+
+/** One failed attempt, as the subscriber answered it. */
+export interface FailureRecord {
+  time: string;
+  /** The status code, or undefined when there was no answer. */
+  code?: number | undefined;
+  /** The first bytes of the answer, or the error (a refused connection, a timeout). */
+  answer: string;
+}
+
+export interface SubscriptionStats {
+  kind: string;
+  namespace: string;
+  name: string;
+  delivered: number;
+  failedAttempts: number;
+  retried: number;
+  deadLettered: number;
+  dropped: number;
+  replies: number;
+  /** The last failures, newest first. */
+  recentFailures: FailureRecord[];
+}
+
+export interface StreamStats {
+  kind: string;
+  stream: string;
+  accepted: number;
+  rejected: number;
+}
+
+/** Failures kept per subscription. */
+const RECENT = 10;
+
+export class LiveStats implements DataPlaneObserver {
+  private readonly subs = new Map<string, SubscriptionStats>();
+  private readonly streams = new Map<string, StreamStats>();
+
+  private of(r: SubscriptionRoute): SubscriptionStats {
+    // Flow steps share their resource's name: the counts are the resource's.
+    const key = `${r.kind}/${r.namespace}/${r.name}`;
+    let s = this.subs.get(key);
+    if (s === undefined) {
+      s = {
+        kind: r.kind,
+        namespace: r.namespace,
+        name: r.name,
+        delivered: 0,
+        failedAttempts: 0,
+        retried: 0,
+        deadLettered: 0,
+        dropped: 0,
+        replies: 0,
+        recentFailures: [],
+      };
+      this.subs.set(key, s);
+    }
+    return s;
+  }
+
+  ingress(o: IngressObservation): void {
+    if (o.stream === undefined) return;
+    let s = this.streams.get(o.stream);
+    if (s === undefined) {
+      s = { kind: o.kind ?? '', stream: o.stream, accepted: 0, rejected: 0 };
+      this.streams.set(o.stream, s);
+    }
+    if (o.code === 202) s.accepted += o.events;
+    else s.rejected += o.events;
+  }
+
+  attempt(r: SubscriptionRoute, code: number | undefined, _seconds: number, failure?: string): void {
+    if (failure === undefined) return;
+    const s = this.of(r);
+    s.failedAttempts++;
+    s.recentFailures.unshift({ time: new Date().toISOString(), code, answer: failure });
+    if (s.recentFailures.length > RECENT) s.recentFailures.length = RECENT;
+  }
+
+  outcome(r: SubscriptionRoute, outcome: DeliveryOutcome): void {
+    const s = this.of(r);
+    if (outcome === 'delivered') s.delivered++;
+    else if (outcome === 'retried') s.retried++;
+    else if (outcome === 'dead_lettered') s.deadLettered++;
+    else s.dropped++;
+  }
+
+  replies(r: SubscriptionRoute, n: number): void {
+    this.of(r).replies += n;
+  }
+
+  /** Every subscription's counts (those that saw a delivery since the start). */
+  subscriptions(): SubscriptionStats[] {
+    return [...this.subs.values()];
+  }
+
+  /** Every stream's counts (those that took a request since the start). */
+  streamStats(): StreamStats[] {
+    return [...this.streams.values()];
+  }
+
+  /** Forgets what no longer exists (its resource was deleted). */
+  retain(keys: ReadonlySet<string>): void {
+    for (const k of this.subs.keys()) if (!keys.has(k)) this.subs.delete(k);
+  }
+}
