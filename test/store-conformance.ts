@@ -99,6 +99,27 @@ export function runStoreConformance(
       );
     });
 
+    it("reports each subscription's backlog: pending count and when the oldest was stored", async () => {
+      const { s } = await fresh();
+      const before = Date.now();
+      const [first] = await s.events.append([{ stream: 'ns/b', event: ev('1'), deliveries: ['a', 'b'] }]);
+      await s.events.append([{ stream: 'ns/b', event: ev('2'), deliveries: ['a'] }]);
+      const after = Date.now();
+      const b = await s.deliveries.backlog();
+      expect([...b.keys()].sort()).toEqual(['a', 'b']);
+      expect(b.get('a')!.pending).toBe(2);
+      expect(b.get('b')!.pending).toBe(1);
+      for (const x of b.values()) {
+        // Store clocks round to the millisecond (NATS to its own clock, here the same machine's).
+        expect(x.oldestMs).toBeGreaterThanOrEqual(before - 1000);
+        expect(x.oldestMs).toBeLessThanOrEqual(after + 1000);
+      }
+      const [got] = await fetchAll(s, 'b', 1, 1);
+      expect(got!.seq).toBe(first);
+      await s.deliveries.ack('b', first!);
+      await expect.poll(async () => (await s.deliveries.backlog()).has('b')).toBe(false);
+    });
+
     it('leases: a fetched delivery is not fetched again until it is released', async () => {
       const { s } = await fresh();
       const seqs = await s.events.append(

@@ -3,7 +3,7 @@
  * @module
  */
 import { stringify } from 'yaml';
-import type { ApiResource } from '../client/admin-client.js';
+import type { ApiResource, Stats } from '../client/admin-client.js';
 
 interface Cond {
   type: string;
@@ -118,12 +118,24 @@ function addressOf(r: ApiResource): string {
 export function formatTable(
   kind: string,
   items: ApiResource[],
-  opts: { wide: boolean; allNamespaces: boolean },
+  opts: { wide: boolean; allNamespaces: boolean; stats?: Stats | undefined },
 ): string {
+  // A flow's steps and branches are counted apart (`seq step 0`): its row adds them up.
+  const counts = (ns: string, name: string) => {
+    const sum = [0, 0, 0, 0];
+    for (const x of opts.stats?.subscriptions ?? []) {
+      if (x.namespace !== ns || (x.name !== name && !x.name.startsWith(`${name} `))) continue;
+      [x.delivered, x.failedAttempts, x.deadLettered, x.lag].forEach((n, i) => {
+        sum[i]! += n;
+      });
+    }
+    return sum;
+  };
   const rows: string[][] = [];
   const head: string[] = opts.allNamespaces ? ['NAMESPACE', 'NAME'] : ['NAME'];
   const cols = COLUMNS[kind] ?? [['URL', addressOf]];
   head.push(...cols.map(([h]) => h), 'AGE', 'READY', 'REASON');
+  if (opts.stats !== undefined) head.push('DELIVERED', 'FAILED', 'DEAD-LETTERED', 'LAG');
   if (opts.wide) head.push('MESSAGE');
   rows.push(head);
   for (const r of items) {
@@ -135,6 +147,9 @@ export function formatTable(
       c?.status ?? 'Unknown',
       c?.reason ?? '',
     );
+    if (opts.stats !== undefined) {
+      row.push(...counts(r.metadata.namespace, r.metadata.name).map(String));
+    }
     if (opts.wide) row.push(c?.message ?? '');
     rows.push(row);
   }

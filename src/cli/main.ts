@@ -32,6 +32,9 @@ function nsOption(): Option {
   return new Option('-n, --namespace <ns>', 'namespace').env('TRELLIS_NAMESPACE').default('default');
 }
 
+/** Kinds whose wide tables show delivery counts and lag. */
+const DELIVERING = new Set(['Trigger', 'Subscription', 'Sequence', 'Parallel']);
+
 function kindOrFail(name: string) {
   const k = findKind(name);
   if (!k) {
@@ -224,8 +227,13 @@ Examples:
             );
             return;
           }
+          const wide = opts.output === 'wide';
+          // Wide tables of what delivers show the live counts and lag.
+          const stats = wide && DELIVERING.has(kind.kind) ? await client.stats() : undefined;
+          if (stats !== undefined)
+            stats.subscriptions = stats.subscriptions.filter((x) => x.kind === kind.kind);
           process.stdout.write(
-            `${escapeControl(formatTable(kind.kind, items, { wide: opts.output === 'wide', allNamespaces: !!opts.allNamespaces }), true)}\n`,
+            `${escapeControl(formatTable(kind.kind, items, { wide, allNamespaces: !!opts.allNamespaces, stats }), true)}\n`,
           );
         } catch (err) {
           fail(err);

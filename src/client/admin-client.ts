@@ -43,6 +43,25 @@ function groupPath(k: KindPath): string {
   return k.group === '' ? `/api/${k.version}` : `/apis/${k.group}/${k.version}`;
 }
 
+/** What `GET /apis/stats` answers. */
+export interface Stats {
+  subscriptions: {
+    kind: string;
+    namespace: string;
+    name: string;
+    delivered: number;
+    failedAttempts: number;
+    retried: number;
+    deadLettered: number;
+    dropped: number;
+    replies: number;
+    lag: number;
+    oldestPendingSeconds: number;
+    recentFailures: { time: string; code?: number; answer: string }[];
+  }[];
+  streams: { kind: string; stream: string; accepted: number; rejected: number }[];
+}
+
 export class AdminClient {
   /** `token`: the admin token, sent as a bearer token (the CLI passes TRELLIS_ADMIN_TOKEN). */
   constructor(
@@ -128,6 +147,11 @@ export class AdminClient {
     const path = `${this.base(k, ns)}/${encodeURIComponent(name)}/history`;
     const r = await this.call('POST', path, JSON.stringify(events), 'application/cloudevents-batch+json');
     return (r.json as { imported: number }).imported;
+  }
+
+  /** Live counts per subscription and stream, from this server's start, with lag (`GET /apis/stats`). */
+  async stats(): Promise<Stats> {
+    return (await this.call('GET', '/apis/stats')).json as Stats;
   }
 
   async get(k: KindPath, ns: string, name: string): Promise<ApiResource> {

@@ -21,12 +21,10 @@ export interface StatsSources {
 export function registerStatsRoutes(app: FastifyInstance, src: StatsSources): void {
   app.get('/metrics', async (_req, reply) => {
     if (src.metrics === undefined)
-      return reply
-        .code(404)
-        .send({
-          code: 'TRELLIS_ERR_ROUTE_NOT_FOUND',
-          message: 'metrics are off (the server runs with --no-metrics)',
-        });
+      return reply.code(404).send({
+        code: 'TRELLIS_ERR_ROUTE_NOT_FOUND',
+        message: 'metrics are off (the server runs with --no-metrics)',
+      });
     try {
       const { contentType, body } = await src.metrics.scrape();
       return reply.header('content-type', contentType).send(body);
