@@ -279,6 +279,86 @@ if (!only || only === 'e2e') {
   await stop(sink);
 }
 
+// 3a. metrics: the ingress and end-to-end figures with Prometheus metrics on (the default) beside off
+// (--no-metrics), rounds alternating so that the shared machine's drift touches both.
+if (!only || only === 'metrics') {
+  // What the hooks cost per event (ingress, append, attempt, outcome), measured alone: the figure the
+  // throughput rounds below cannot resolve on a shared machine.
+  {
+    const { Metrics } = await import('../dist/observability/metrics.js');
+    const { LiveStats } = await import('../dist/observability/stats.js');
+    const { observers } = await import('../dist/dataplane/observer.js');
+    const route = { id: 'u1', kind: 'Trigger', namespace: 'default', name: 't', stream: 'default/b' };
+    const metrics = new Metrics({
+      routes: () => [route],
+      backlog: async () => new Map(),
+      pendingWrites: () => 0,
+      inflight: () => 0,
+      store: 'sqlite',
+      version: 'bench',
+    });
+    const perEvent = (o, n) => {
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) {
+        o.ingress({ stream: 'default/b', kind: 'Broker', events: 1, code: 202, bytes: 1100, seconds: 0.003 });
+        o.append(1, 0.002);
+        o.attempt(route, 202, 0.004);
+        o.outcome(route, 'delivered');
+      }
+      return Number(process.hrtime.bigint() - t0) / n;
+    };
+    const on = observers(new LiveStats(), metrics);
+    const off = observers(new LiveStats());
+    for (let k = 0; k < 3; k++) perEvent(on, 200_000) + perEvent(off, 200_000);
+    row('observer hooks per event, metrics on', perEvent(on, 1_000_000), 'ns');
+    row('observer hooks per event, metrics off (live stats only)', perEvent(off, 1_000_000), 'ns');
+  }
+  const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  console.log(
+    `metrics: ingress with one Trigger (${CONNECTIONS} connections, ${ROUNDS} rounds of ${DURATION} s), then ${RATE} events/s end to end; metrics on beside off`,
+  );
+  const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
+  const yaml = `${BROKER}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\nspec:\n  broker: b\n  subscriber:\n    uri: ${sink.url}\n`;
+  const rates = { on: [], off: [] };
+  const ratios = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const got = {};
+    for (const mode of i % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
+      const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+      const t = await trellis(dir, yaml, mode === 'off' ? ['--no-metrics'] : []);
+      const r = await cannon(`${t.url}/default/b`);
+      await stop(t);
+      rmSync(dir, { recursive: true, force: true });
+      got[mode] = r.requests.average;
+      rates[mode].push(r.requests.average);
+    }
+    ratios.push(got.on / got.off);
+    console.log(
+      `  round ${i + 1}: metrics on ${Math.round(got.on)} events/s, off ${Math.round(got.off)} events/s`,
+    );
+  }
+  row('ingress + one Trigger, metrics on (median)', median(rates.on), 'events/s');
+  row('ingress + one Trigger, metrics off (median)', median(rates.off), 'events/s');
+  row('ingress ratio metrics on/off (median of rounds)', median(ratios), '', '(floor 0.95)');
+  const e2e = {};
+  for (const mode of ['off', 'on']) {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+    const t = await trellis(dir, yaml, mode === 'off' ? ['--no-metrics'] : []);
+    await fixedRate(t.url, sink.url, `metrics ${mode}`, () => peakRssMiB(t.child.pid));
+    e2e[mode] = await (await fetch(`${sink.url}stats`)).json();
+    await stop(t);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  row(
+    'end-to-end p50 ratio metrics on/off',
+    e2e.on.p50 / e2e.off.p50,
+    '',
+    '(floor: within 5%, or under 1 ms apart)',
+  );
+  await stop(sink);
+}
+
 // 3b. flows: the same fixed-rate run through a Channel with two Subscriptions, and through a Sequence of
 // three steps (each an echo process) whose reply goes to the subscriber, beside one Trigger.
 if (!only || only === 'flows') {

@@ -44,8 +44,12 @@ export class LiveStats implements DataPlaneObserver {
   private readonly subs = new Map<string, SubscriptionStats>();
   private readonly streams = new Map<string, StreamStats>();
 
+  /** By route object (found without building a key on every call); routes are replaced when resources change. */
+  private readonly byRoute = new WeakMap<SubscriptionRoute, SubscriptionStats>();
+
   private of(r: SubscriptionRoute): SubscriptionStats {
-    // Flow steps share their resource's name: the counts are the resource's.
+    const known = this.byRoute.get(r);
+    if (known !== undefined) return known;
     const key = `${r.kind}/${r.namespace}/${r.name}`;
     let s = this.subs.get(key);
     if (s === undefined) {
@@ -63,6 +67,7 @@ export class LiveStats implements DataPlaneObserver {
       };
       this.subs.set(key, s);
     }
+    this.byRoute.set(r, s);
     return s;
   }
 
