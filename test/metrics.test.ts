@@ -1,7 +1,10 @@
 /** Prometheus metrics at /metrics and live counts at /apis/stats, from real traffic. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { run } from './helpers/process.js';
 import { broker, ceHeaders, testServer, trigger } from './helpers/server.js';
+import { ROOT } from './helpers/shared.js';
 import { startSink } from './helpers/sink.js';
 
 /** The value of one series in an exposition text, undefined when the series is absent. */
@@ -157,6 +160,22 @@ describe('metrics', () => {
     });
     expect(del.status).toBe(200);
     await expect.poll(async () => (await scrape()).includes('name="refuses"')).toBe(false);
+  });
+
+  it('are all documented, and the Grafana dashboard in docs/ asks only for metrics that exist', async () => {
+    await using s = await testServer();
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const served = new Set([...text.matchAll(/^# TYPE (trellis_\w+) /gm)].map((m) => m[1]!));
+    expect(served.size).toBeGreaterThan(10);
+    const ops = readFileSync(join(ROOT, 'docs', 'operations.md'), 'utf8');
+    for (const name of served)
+      expect(ops, `docs/operations.md does not list ${name}`).toContain(`\`${name}\``);
+    const dashboard = readFileSync(join(ROOT, 'docs', 'grafana-dashboard.json'), 'utf8');
+    const asked = new Set(
+      [...dashboard.matchAll(/\b(trellis_\w+?)(?:_bucket|_sum|_count)?\b/g)].map((m) => m[1]!),
+    );
+    expect(asked.size).toBeGreaterThan(8);
+    for (const name of asked) expect(served, `the dashboard asks for ${name}`).toContain(name);
   });
 
   it('are behind the admin token, and off with --no-metrics', async () => {
