@@ -20,6 +20,7 @@ import { importEvents, registerExport } from './export.js';
 import { formatDescribe, formatObject, formatTable } from './format.js';
 import { registerRun } from './run.js';
 import { runServe } from './serve.js';
+import { registerTail } from './tail.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 
@@ -132,6 +133,7 @@ Examples:
     });
 
   registerExport(program, serverOption, fail);
+  registerTail(program, serverOption, fail);
 
   program
     .command('import')

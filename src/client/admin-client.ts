@@ -43,6 +43,11 @@ function groupPath(k: KindPath): string {
   return k.group === '' ? `/api/${k.version}` : `/apis/${k.group}/${k.version}`;
 }
 
+/** What a tail yields: a stored event (in the JSON format), or how many were dropped for a slow reader. */
+export type TailMessage =
+  | { type: 'event'; seq: number; event: Record<string, unknown> }
+  | { type: 'dropped'; dropped: number };
+
 /** What `GET /apis/stats` answers. */
 export interface Stats {
   subscriptions: {
@@ -147,6 +152,83 @@ export class AdminClient {
     const path = `${this.base(k, ns)}/${encodeURIComponent(name)}/history`;
     const r = await this.call('POST', path, JSON.stringify(events), 'application/cloudevents-batch+json');
     return (r.json as { imported: number }).imported;
+  }
+
+  /**
+   * Follows a Broker or Channel: yields each event it stores from now on (filtered on the server by a
+   * CESQL expression), and notices of events dropped because this reader fell behind. Ends when the
+   * server closes the stream or `signal` aborts.
+   */
+  async *tail(
+    k: KindPath,
+    ns: string,
+    name: string,
+    filter?: string,
+    signal?: AbortSignal,
+  ): AsyncGenerator<TailMessage> {
+    const qs = filter !== undefined && filter !== '' ? `?${new URLSearchParams({ filter })}` : '';
+    let res: Response;
+    try {
+      res = await fetch(new URL(`${this.base(k, ns)}/${encodeURIComponent(name)}/tail${qs}`, this.server), {
+        headers: {
+          accept: 'text/event-stream',
+          ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+        },
+        ...(signal !== undefined ? { signal } : {}),
+      });
+    } catch (err) {
+      if (signal?.aborted) return;
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      throw new ApiError(
+        0,
+        'TRELLIS_ERR_UNREACHABLE',
+        `cannot reach the Trellis server at ${this.server} (${cause})`,
+        {},
+      );
+    }
+    if (res.status >= 400) {
+      const text = await res.text();
+      let b: Record<string, unknown> = {};
+      try {
+        b = JSON.parse(text) as Record<string, unknown>;
+      } catch {}
+      throw new ApiError(
+        res.status,
+        String(b['code'] ?? `HTTP_${res.status}`),
+        String(b['message'] ?? text),
+        b,
+      );
+    }
+    const decoder = new TextDecoder();
+    let buf = '';
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += decoder.decode(chunk, { stream: true });
+        for (let end = buf.indexOf('\n\n'); end >= 0; end = buf.indexOf('\n\n')) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const fields = new Map<string, string>();
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) continue;
+            const i = line.indexOf(':');
+            if (i > 0) fields.set(line.slice(0, i), line.slice(i + 1).replace(/^ /, ''));
+          }
+          const data = fields.get('data');
+          if (data === undefined) continue;
+          if (fields.get('event') === 'cloudevent')
+            yield {
+              type: 'event',
+              seq: Number(fields.get('id')),
+              event: JSON.parse(data) as Record<string, unknown>,
+            };
+          else if (fields.get('event') === 'dropped')
+            yield { type: 'dropped', dropped: (JSON.parse(data) as { dropped: number }).dropped };
+        }
+      }
+    } catch (err) {
+      if (signal?.aborted) return;
+      throw err;
+    }
   }
 
   /** Live counts per subscription and stream, from this server's start, with lag (`GET /apis/stats`). */

@@ -50,8 +50,11 @@ export function ttlOf(raw: unknown): number {
 export interface IngressHooks {
   /** Called for each stored delivery, so the Trigger's worker can start at once. */
   notify(subscription: string, seq: number, event: CloudEvent): void;
-  /** Called once per request with the events stored (EventType registration); must be cheap. */
-  stored?(stream: StreamRoute, events: readonly CloudEvent[]): void;
+  /**
+   * Called once per request with the events stored and their sequence numbers (EventType registration,
+   * live tails); must be cheap.
+   */
+  stored?(stream: StreamRoute, events: readonly CloudEvent[], seqs: readonly number[]): void;
 }
 
 export interface IngressLimits {
@@ -151,7 +154,7 @@ export class Ingress {
       );
     }
     this.accepted += items.length;
-    this.hooks.stored?.(broker, events);
+    this.hooks.stored?.(broker, events, seqs);
     let stored = 0;
     for (const it of items) stored += it.deliveries.length;
     if (stored > 0) this.lag.add(key, stored);

@@ -28,6 +28,7 @@ import { Transformer } from '../dataplane/transform.js';
 import { type ErrorCode, TrellisError } from '../errors.js';
 import { Metrics } from '../observability/metrics.js';
 import { LiveStats } from '../observability/stats.js';
+import { TailHub } from '../observability/tail.js';
 import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { registerConnectorSinkRoutes } from '../protocols/http/connector-routes.js';
@@ -36,6 +37,7 @@ import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
 import { type LogSinks, registerLogSinkRoutes } from '../protocols/http/log-sink-routes.js';
 import { registerStatsRoutes } from '../protocols/http/stats-routes.js';
+import { registerTailRoutes } from '../protocols/http/tail-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { type Cond, isReady, ready } from '../resources/conditions.js';
 import { type ConnectionState, connectedCondition } from '../resources/connector-spec.js';
@@ -109,11 +111,15 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const transformSender = new Sender({ connections: 16, maxResponseBytes: cfg.maxBodyBytes });
   const transformer = new Transformer(transformSender, { evalTimeoutMs: 1000, maxDepth: 500 });
   let recorder: EventTypeRecorder | undefined;
+  const tails = new TailHub();
   const ingress = new Ingress(
     store.events,
     {
       notify: (sub, seq, ev) => dispatcher.notify(sub, seq, ev),
-      stored: cfg.eventTypeAutoCreate ? (st, evs) => recorder?.stored(st, evs) : undefined,
+      stored: (st, evs, seqs) => {
+        if (cfg.eventTypeAutoCreate) recorder?.stored(st, evs);
+        tails.publish(st.key, evs, seqs);
+      },
     },
     lag,
     {
@@ -243,6 +249,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     store.events.findEvent(stream, id, source),
   );
   registerHistoryRoutes(app, store.events, store.resources);
+  registerTailRoutes(app, tails, store.resources);
   registerStatsRoutes(app, {
     stats: liveStats,
     metrics,
@@ -499,6 +506,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await supervisor.close();
         for (const c of connectors.values()) await c.close();
         await jobs.close();
+        tails.closeAll();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
         const force = setTimeout(() => app.server.closeAllConnections(), 2000);
