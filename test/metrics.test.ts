@@ -154,6 +154,13 @@ describe('metrics', () => {
     expect(wide.stdout).toMatch(/^refuses\s.*\s0\s+1\s+1\s+0\s*$/m);
     expect(wide.stdout).toMatch(/^stuck\s.*\s0\s+1\s+0\s+1\s*$/m);
 
+    // trellis top: rates over one interval, lag, the last failure.
+    const top = await run(['top', '--once', '--interval', '0.2'], { env: { TRELLIS_SERVER: s.url } });
+    expect(top.code, top.stderr).toBe(0);
+    expect(top.stdout).toMatch(/^default\/default\s+Broker\s+[\d.]+\s+[\d.]+\s+1\s+1\s*$/m);
+    expect(top.stdout).toMatch(/^Trigger default\/stuck\s+0\.0\s+0\.0\s+0\s+0\s+1\s+\d+s\s+no answer: /m);
+    expect(top.stdout).toMatch(/^Trigger default\/refuses\s.*400: bad order 42\s*$/m);
+
     // A deleted Trigger's series go.
     const del = await fetch(`${s.url}/apis/eventing.knative.dev/v1/namespaces/default/triggers/refuses`, {
       method: 'DELETE',

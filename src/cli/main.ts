@@ -21,6 +21,7 @@ import { formatDescribe, formatObject, formatTable } from './format.js';
 import { registerRun } from './run.js';
 import { runServe } from './serve.js';
 import { registerTail } from './tail.js';
+import { registerTop } from './top.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 
@@ -134,6 +135,7 @@ Examples:
 
   registerExport(program, serverOption, fail);
   registerTail(program, serverOption, fail);
+  registerTop(program, serverOption, fail);
 
   program
     .command('import')
