@@ -211,6 +211,14 @@ export function runServe(program: Command): void {
         .env('TRELLIS_LOG_LEVEL')
         .default('info'),
     )
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'json (one object per line) or pretty; default: pretty on a terminal',
+      )
+        .choices(['json', 'pretty'])
+        .env('TRELLIS_LOG_FORMAT'),
+    )
     .addHelpText(
       'after',
       `
@@ -247,6 +255,7 @@ Examples:
         files: Array.isArray(files) ? (files as string[]) : typeof files === 'string' ? files.split(',') : [],
         quickstart: opts['quickstart'] === true || opts['quickstart'] === 'true',
         logLevel: opts['logLevel'] as string,
+        logFormat: opts['logFormat'] as 'json' | 'pretty' | undefined,
         adminToken: adminToken(opts['adminTokenFile'] as string | undefined),
         allowedHosts: String(opts['allowedHosts'] ?? '')
           .split(',')

@@ -53,6 +53,14 @@ function partitionKey(e: CloudEvent): string {
   const v = e.attrs['partitionkey'];
   return v === undefined ? '' : String(v);
 }
+/**
+ * A delivery's id in logs, `SUBSCRIPTION:SEQ#ATTEMPT`: the part before `#` is the same for every attempt,
+ * so the log lines of one delivery can be found together.
+ */
+function deliveryId(route: SubscriptionRoute, item: { seq: number; attempt: number }): string {
+  return `${route.id}:${item.seq}#${item.attempt}`;
+}
+
 /** What a failed attempt's answer (or error) began with, as text for people: at most 256 bytes. */
 function failureText(data: Buffer): string {
   return data.subarray(0, 256).toString('utf8');
@@ -403,6 +411,7 @@ class SubscriptionWorker {
           this.d.logger.warn(
             {
               subscription: this.label(),
+              delivery: deliveryId(this.route, item),
               id: item.event.attrs['id'],
               code: outcome.info.code,
             },
@@ -417,7 +426,7 @@ class SubscriptionWorker {
     } catch (err) {
       // A store write failed: keep the delivery and try again shortly (at least once).
       this.d.logger.error(
-        { err, subscription: this.label(), seq: item.seq },
+        { err, subscription: this.label(), delivery: deliveryId(this.route, item) },
         'delivery bookkeeping failed; retrying',
       );
       this.wakeAt(Date.now() + 1000, item.seq, item.attempt, item.lastError, item.event);
@@ -439,7 +448,12 @@ class SubscriptionWorker {
     this.d.stats.dropped++;
     this.d.observer.outcome?.(this.route, 'dropped');
     this.d.logger.warn(
-      { subscription: this.label(), id: item.event.attrs['id'], target },
+      {
+        subscription: this.label(),
+        delivery: deliveryId(this.route, item),
+        id: item.event.attrs['id'],
+        target,
+      },
       'event dropped: knativebrokerttl reached 0 on its way back into this server (an event loop?)',
     );
     this.done(item);
@@ -461,7 +475,7 @@ class SubscriptionWorker {
         : this.d.state.terminate(this.route.id, item.seq);
     settle.catch((err: unknown) => {
       this.d.logger.error(
-        { err, subscription: this.label(), seq: item.seq },
+        { err, subscription: this.label(), delivery: deliveryId(this.route, item) },
         'recording a finished delivery failed; it will be delivered again after a restart',
       );
     });
@@ -480,7 +494,7 @@ class SubscriptionWorker {
     }
     this.d.state.retry(this.route.id, item.seq, attempt, due, true).catch((err: unknown) => {
       this.d.logger.error(
-        { err, subscription: this.label(), seq: item.seq },
+        { err, subscription: this.label(), delivery: deliveryId(this.route, item) },
         'recording a retry failed; the retry goes ahead',
       );
     });
@@ -527,6 +541,7 @@ class SubscriptionWorker {
     this.d.logger.error(
       {
         subscription: this.label(),
+        delivery: deliveryId(this.route, item),
         id: item.event.attrs['id'],
         deadLetterSink: policy.deadLetterUri,
       },
@@ -559,7 +574,11 @@ class SubscriptionWorker {
     } catch (err) {
       // Knative discards a response body that is not a CloudEvent: the delivery itself succeeded.
       this.d.logger.debug(
-        { subscription: this.label(), reason: (err as Error).message },
+        {
+          subscription: this.label(),
+          delivery: deliveryId(this.route, item),
+          reason: (err as Error).message,
+        },
         'response is not a CloudEvent; ignored',
       );
       return 'done';
@@ -567,7 +586,7 @@ class SubscriptionWorker {
     if (reply.length !== 1) {
       // A reply is one event (Knative's contract); a batch would let one delivery multiply events.
       this.d.logger.warn(
-        { subscription: this.label(), events: reply.length },
+        { subscription: this.label(), delivery: deliveryId(this.route, item), events: reply.length },
         'reply ignored: a reply must be one event, not a batch',
       );
       return 'done';
@@ -577,7 +596,7 @@ class SubscriptionWorker {
     for (const r of reply) {
       if (ttl <= 0) {
         this.d.logger.warn(
-          { subscription: this.label(), id: r.attrs['id'] },
+          { subscription: this.label(), delivery: deliveryId(this.route, item), id: r.attrs['id'] },
           'reply dropped: knativebrokerttl reached 0 (event loop?)',
         );
         continue;
@@ -588,7 +607,7 @@ class SubscriptionWorker {
     const target = this.route.reply;
     if (target.kind === 'drop') {
       this.d.logger.debug(
-        { subscription: this.label() },
+        { subscription: this.label(), delivery: deliveryId(this.route, item) },
         'reply dropped: the subscription has no reply destination',
       );
       return 'done';

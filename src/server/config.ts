@@ -48,6 +48,8 @@ export interface ServerConfig {
   quickstart: boolean;
   /** pino log level: trace, debug, info, warn, error, silent. */
   logLevel: string;
+  /** `json` (one object per line) or `pretty` (for people); default: pretty on a terminal. Env TRELLIS_LOG_FORMAT. */
+  logFormat?: 'json' | 'pretty' | undefined;
   /** When set, every admin API request needs `Authorization: Bearer <token>`. Env TRELLIS_ADMIN_TOKEN. */
   adminToken?: string | undefined;
   /** Host names the admin API answers to besides loopback, the bound address and the public URL's. */

@@ -60,6 +60,18 @@ import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
 import { RouteTable } from './wiring.js';
 
+/**
+ * pino: JSON lines, or pino-pretty's lines for people (on a terminal unless `--log-format json`), written
+ * synchronously so that nothing is lost when the process exits.
+ */
+async function makeLogger(cfg: ServerConfig) {
+  const opts = { level: cfg.logLevel, base: { name: 'trellis' } };
+  const pretty = cfg.logFormat === 'pretty' || (cfg.logFormat === undefined && process.stdout.isTTY === true);
+  if (!pretty) return pino(opts);
+  const { default: prettyStream } = await import('pino-pretty');
+  return pino(opts, prettyStream({ colorize: process.stdout.isTTY === true, sync: true, ignore: 'name' }));
+}
+
 /** This package's version, for `trellis_build_info`. */
 const VERSION = (
   JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -97,7 +109,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const cfg: ServerConfig = { ...DEFAULT_CONFIG, ...partial };
   if (cfg.maxBodyBytes < 64 * 1024)
     throw new Error('maxBodyBytes must be at least 65536 (the CloudEvents HTTP binding asks for 64 KiB)');
-  const logger = pino({ level: cfg.logLevel, base: { name: 'trellis' } });
+  const logger = await makeLogger(cfg);
   checkProtectedMode(cfg, logger);
   const store = await openStore(cfg, logger);
   await store.ready();
@@ -155,7 +167,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   ingress.observer = observers(liveStats, metrics);
   dispatcher.observer = ingress.observer;
 
-  const ingest = ingressHandler(ingress, cfg.maxBodyBytes);
+  const ingest = ingressHandler(ingress, cfg.maxBodyBytes, logger);
   const app = Fastify({
     logger: false,
     bodyLimit: cfg.maxBodyBytes,

@@ -4,10 +4,13 @@
  * for other methods go through Fastify.
  * @module
  */
+
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { decodeHttp } from '../../cloudevents/http.js';
 import type { Ingress } from '../../dataplane/ingress.js';
+import type { Logger } from '../../dataplane/routes.js';
 import { TrellisError } from '../../errors.js';
 import { ADDRESS_PREFIXES } from '../../resources/addressing.js';
 import { sendError, toTrellisError } from './errors.js';
@@ -24,7 +27,9 @@ const INGRESS_PATH = /^\/([^/?]+)\/([^/?]+)(?:\/([^/?]+))?\/?(?:\?.*)?$/;
 export function ingressHandler(
   ingress: Ingress,
   maxBodyBytes: number,
+  logger?: Logger,
 ): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const ids = requestIds();
   /** Reports an answered request to the observer; a stream that does not exist is not named (no label per path). */
   const seen = (key: string, started: number, events: number, code: number, bytes: number) => {
     const route = ingress.streams.get(key);
@@ -37,13 +42,21 @@ export function ingressHandler(
       seconds: (performance.now() - started) / 1000,
     });
   };
-  const fail = (res: ServerResponse, err: unknown): number => {
+  const fail = (res: ServerResponse, err: unknown, key: string, requestId: string): number => {
     const te = toTrellisError(err);
-    const body = JSON.stringify(te.toJSON());
+    const body = JSON.stringify({ ...te.toJSON(), requestId });
     const headers: Record<string, string> = {
       'content-type': 'application/json; charset=utf-8',
       'content-length': String(Buffer.byteLength(body)),
+      'x-request-id': requestId,
     };
+    // A refusal is the sender's business (debug); the server failing to store is the operator's (warn).
+    // Never the event's data.
+    if (logger !== undefined) {
+      const line = { requestId, path: `/${key}`, status: te.status, code: te.code };
+      if (te.status >= 500) logger.warn({ ...line, err: te.message }, 'ingress refused a request');
+      else logger.debug({ ...line, reason: te.message }, 'ingress refused a request');
+    }
     if (te.status === 503 || te.status === 429)
       headers['retry-after'] = String(te.details['retryAfter'] ?? 1);
     res.writeHead(te.status, headers).end(body);
@@ -59,9 +72,10 @@ export function ingressHandler(
     // is (a '%' in it simply names nothing).
     const key = m[3] === undefined ? `${m[1]!}/${m[2]!}` : `${m[1]!}/${m[2]!}/${m[3]}`;
     const started = performance.now();
+    const rid = ids(req.headers['x-request-id']);
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > maxBodyBytes) {
-      seen(key, started, 1, fail(res, tooLarge(maxBodyBytes)), declared);
+      seen(key, started, 1, fail(res, tooLarge(maxBodyBytes), key, rid), declared);
       req.resume();
       return true;
     }
@@ -74,7 +88,7 @@ export function ingressHandler(
       if (size > maxBodyBytes) {
         aborted = true;
         res.setHeader('connection', 'close');
-        seen(key, started, 1, fail(res, tooLarge(maxBodyBytes)), size);
+        seen(key, started, 1, fail(res, tooLarge(maxBodyBytes), key, rid), size);
         return;
       }
       chunks.push(c);
@@ -89,19 +103,34 @@ export function ingressHandler(
       try {
         events = decodeHttp(req.rawHeaders, body).events;
       } catch (err) {
-        seen(key, started, 1, fail(res, err), size);
+        seen(key, started, 1, fail(res, err, key, rid), size);
         return;
       }
       ingress.accept(key, events).then(
         () => {
-          res.writeHead(202).end();
+          res.writeHead(202, { 'x-request-id': rid }).end();
           seen(key, started, events.length, 202, size);
         },
-        (err: unknown) => seen(key, started, events.length, fail(res, err), size),
+        (err: unknown) => seen(key, started, events.length, fail(res, err, key, rid), size),
       );
     });
     return true;
   };
+}
+
+/** A request id the sender may give (`X-Request-Id`) when it is short and plain. */
+const SENDER_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Request ids for ingress: the sender's `X-Request-Id` when it gives a plain one, else this process's
+ * own (a random prefix and a counter: unique, and cheap on the hot path). Sent back in `X-Request-Id`,
+ * in error bodies, and in log lines about the request.
+ */
+export function requestIds(): (given: string | string[] | undefined) => string {
+  const prefix = randomBytes(6).toString('base64url');
+  let n = 0;
+  return (given) =>
+    typeof given === 'string' && SENDER_ID.test(given) ? given : `${prefix}-${(n++).toString(36)}`;
 }
 
 function tooLarge(limit: number): TrellisError {
