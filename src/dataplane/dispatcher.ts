@@ -12,9 +12,10 @@ import type { DataPlaneObserver } from './observer.js';
 import { backoffMs } from './retry-policy.js';
 import type { Logger, SubscriptionRoute } from './routes.js';
 import { isRetryable, parseRetryAfter, type Sender, type SendResult } from './sender.js';
+import { eventTraceContext, type IngressTrace, type Tracer, type TraceSpan } from './tracing.js';
 
 /** Puts reply events back into a Broker; rejects when they were not stored. */
-export type Ingest = (broker: string, events: CloudEvent[]) => Promise<void>;
+export type Ingest = (broker: string, events: CloudEvent[], trace?: IngressTrace) => Promise<void>;
 
 export interface DispatcherOptions {
   /** Deliveries in flight per Trigger. */
@@ -61,6 +62,13 @@ function deliveryId(route: SubscriptionRoute, item: { seq: number; attempt: numb
   return `${route.id}:${item.seq}#${item.attempt}`;
 }
 
+/** The HTTP headers that carry a span's context to the next hop. */
+function traceHeaders(span: TraceSpan): Record<string, string> {
+  const h: Record<string, string> = { traceparent: span.context.traceparent! };
+  if (span.context.tracestate !== undefined) h['tracestate'] = span.context.tracestate;
+  return h;
+}
+
 /** What a failed attempt's answer (or error) began with, as text for people: at most 256 bytes. */
 function failureText(data: Buffer): string {
   return data.subarray(0, 256).toString('utf8');
@@ -81,6 +89,8 @@ export class Dispatcher {
   private stopping = false;
   /** Hears every attempt and outcome (metrics, live stats). */
   observer: DataPlaneObserver = {};
+  /** Set when tracing is on: a span per attempt, its context sent to the subscriber. */
+  tracer: Tracer | undefined;
 
   constructor(
     readonly log: EventLog,
@@ -335,6 +345,26 @@ class SubscriptionWorker {
     this.timers.add(t);
   }
 
+  /** A span for one attempt, under the trace the event's distributed-tracing extension started. */
+  private span(what: string, item: Item, url: string): TraceSpan {
+    const r = this.route;
+    return this.d.tracer!.start(
+      `${what} ${r.kind} ${r.namespace}/${r.name}`,
+      eventTraceContext(item.event.attrs),
+      'client',
+      {
+        'messaging.system': 'trellis',
+        'messaging.destination.name': r.stream,
+        'cloudevents.event_id': String(item.event.attrs['id']),
+        'cloudevents.event_type': String(item.event.attrs['type']),
+        'cloudevents.event_source': String(item.event.attrs['source']),
+        'trellis.subscription': `${r.kind} ${r.namespace}/${r.name}`,
+        'trellis.attempt': item.attempt + 1,
+        'url.full': url,
+      },
+    );
+  }
+
   /** Brings a delivery back when its retry is due, re-reading the event from the store unless it is given. */
   private wakeAt(
     dueAt: number,
@@ -374,16 +404,23 @@ class SubscriptionWorker {
           return;
         }
         const started = performance.now();
+        const span =
+          this.d.tracer === undefined ? undefined : this.span('deliver', item, this.route.subscriberUri);
         const res = await this.d.sender.send(
           this.route.id,
           this.route.subscriberUri,
           out,
           policy.timeoutMs,
           out === item.event ? TTL : undefined,
+          span === undefined ? undefined : traceHeaders(span),
         );
         const seconds = (performance.now() - started) / 1000;
         const code = res.kind === 'response' ? res.status : undefined;
-        const outcome = await this.handleResponse(item, res);
+        const outcome = await this.handleResponse(item, res, span);
+        if (span !== undefined) {
+          if (code !== undefined) span.set('http.response.status_code', code);
+          span.end(outcome === 'done' ? undefined : outcome.info.data.subarray(0, 256).toString('utf8'));
+        }
         const obs = this.d.observer;
         if (outcome === 'done') {
           this.d.stats.delivered++;
@@ -517,14 +554,22 @@ class SubscriptionWorker {
       this.loopEnded(item, policy.deadLetterUri!);
       return;
     }
+    const span =
+      this.d.tracer === undefined ? undefined : this.span('dead-letter', item, policy.deadLetterUri!);
     const res = await this.d.sender.send(
       this.route.id,
       policy.deadLetterUri!,
       out,
       policy.timeoutMs,
       out === ev ? TTL : undefined,
+      span === undefined ? undefined : traceHeaders(span),
     );
-    if (res.kind === 'response' && res.status >= 200 && res.status < 300) {
+    const ok = res.kind === 'response' && res.status >= 200 && res.status < 300;
+    if (span !== undefined) {
+      if (res.kind === 'response') span.set('http.response.status_code', res.status);
+      span.end(ok ? undefined : res.kind === 'error' ? res.error : `answered ${res.status}`);
+    }
+    if (ok) {
       this.d.stats.deadLettered++;
       this.d.observer.outcome?.(this.route, 'dead_lettered');
       this.done(item);
@@ -554,6 +599,7 @@ class SubscriptionWorker {
   private async handleResponse(
     item: Item,
     res: SendResult,
+    span?: TraceSpan,
   ): Promise<'done' | { retry: boolean; info: FailureInfo; retryAfterMs?: number | undefined }> {
     if (res.kind === 'error') return { retry: true, info: { data: Buffer.from(res.error) } };
     if (res.status < 200 || res.status >= 300) {
@@ -614,7 +660,11 @@ class SubscriptionWorker {
     }
     if (target.kind === 'ingest') {
       try {
-        await this.d.ingest(target.stream, events);
+        await this.d.ingest(
+          target.stream,
+          events,
+          span === undefined ? undefined : { span, start: span.context },
+        );
         this.d.stats.replies += events.length;
         this.d.observer.replies?.(this.route, events.length);
         return 'done';
@@ -636,6 +686,7 @@ class SubscriptionWorker {
       events[0]!,
       this.route.policy.timeoutMs,
       target.self ? undefined : TTL,
+      span === undefined ? undefined : traceHeaders(span),
     );
     if (r.kind === 'response' && r.status >= 200 && r.status < 300) {
       this.d.stats.replies++;

@@ -9,6 +9,7 @@ import type { EventLog } from '../store/types.js';
 import { LagCounter } from './lag.js';
 import type { DataPlaneObserver } from './observer.js';
 import type { StreamRoute } from './routes.js';
+import type { IngressTrace, Tracer } from './tracing.js';
 
 /** Knative's default loop guard. */
 export const DEFAULT_TTL = 255;
@@ -69,6 +70,8 @@ export class Ingress {
   accepted = 0;
   /** Hears every request answered and every append (metrics, live stats). */
   observer: DataPlaneObserver = {};
+  /** Set when tracing is on: spans for the filter and the append, under the request's. */
+  tracer: Tracer | undefined;
 
   constructor(
     private readonly log: EventLog,
@@ -104,7 +107,7 @@ export class Ingress {
    * Stores events for a Broker; resolves once they and their deliveries are durable.
    * Throws TrellisError (404, 400 for TTL, 503 when the store fails).
    */
-  async accept(key: string, events: CloudEvent[]): Promise<void> {
+  async accept(key: string, events: CloudEvent[], trace?: IngressTrace): Promise<void> {
     if (!this.accepting)
       throw new TrellisError(
         'TRELLIS_ERR_SHUTTING_DOWN',
@@ -129,23 +132,52 @@ export class Ingress {
     }
     const arrival = new Date().toISOString();
     const check = broker.check;
-    const items = events.map((e) => {
-      if (check !== undefined) check(e);
-      if (broker.source === true) return { stream: key, event: e, deliveries: broker.index.match(e) };
-      const ttl = ttlOf(e.attrs['knativebrokerttl']);
-      // The decoded event belongs to this request: the Broker's attributes are set in place.
-      e.attrs['knativebrokerttl'] = ttl;
-      e.attrs['knativearrivaltime'] = arrival;
-      const event = e;
-      const deliveries = broker.index.match(event);
-      return { stream: key, event, deliveries };
-    });
+    const tracer = trace === undefined ? undefined : this.tracer;
+    const filterSpan = tracer?.start('filter', trace!.span, 'internal');
+    let items: { stream: string; event: CloudEvent; deliveries: string[] }[];
+    try {
+      items = events.map((e) => {
+        // The distributed-tracing extension carries where the transmission started: kept when the event
+        // has it, else added (the CloudEvents extension allows a middleware to).
+        if (
+          trace !== undefined &&
+          e.attrs['traceparent'] === undefined &&
+          trace.start.traceparent !== undefined
+        ) {
+          e.attrs['traceparent'] = trace.start.traceparent;
+          if (trace.start.tracestate !== undefined) e.attrs['tracestate'] = trace.start.tracestate;
+        }
+        if (check !== undefined) check(e);
+        if (broker.source === true) return { stream: key, event: e, deliveries: broker.index.match(e) };
+        const ttl = ttlOf(e.attrs['knativebrokerttl']);
+        // The decoded event belongs to this request: the Broker's attributes are set in place.
+        e.attrs['knativebrokerttl'] = ttl;
+        e.attrs['knativearrivaltime'] = arrival;
+        const event = e;
+        const deliveries = broker.index.match(event);
+        return { stream: key, event, deliveries };
+      });
+    } catch (err) {
+      filterSpan?.end((err as Error).message);
+      throw err;
+    }
+    if (filterSpan !== undefined) {
+      let n = 0;
+      for (const it of items) n += it.deliveries.length;
+      filterSpan.set('trellis.deliveries', n);
+      filterSpan.end();
+    }
     let seqs: number[];
     const started = performance.now();
+    const appendSpan = tracer?.start('store append', trace!.span, 'internal', {
+      'messaging.batch.message_count': items.length,
+    });
     try {
       seqs = await this.log.append(items);
       this.observer.append?.(items.length, (performance.now() - started) / 1000);
+      appendSpan?.end();
     } catch (err) {
+      appendSpan?.end((err as Error).message);
       throw new TrellisError(
         'TRELLIS_ERR_STORE_UNAVAILABLE',
         `the store could not make the events durable: ${(err as Error).message}; nothing was accepted, retry later`,

@@ -49,8 +49,16 @@ export class Sender {
    * connections of `pool` (a subscription id). `timeoutMs` bounds the whole exchange, from sending to the
    * last byte of the answer.
    */
-  send(pool: string, url: string, event: CloudEvent, timeoutMs: number, omit?: string): Promise<SendResult> {
-    const msg = encodeBinary(event, omit, PREFER_REPLY);
+  send(
+    pool: string,
+    url: string,
+    event: CloudEvent,
+    timeoutMs: number,
+    omit?: string,
+    /** More headers (a trace context). */
+    extra?: Record<string, string>,
+  ): Promise<SendResult> {
+    const msg = encodeBinary(event, omit, extra === undefined ? PREFER_REPLY : { ...PREFER_REPLY, ...extra });
     const headers = msg.headers;
     const target = this.target(url);
     const max = this.opts.maxResponseBytes;

@@ -29,6 +29,7 @@ import { type ErrorCode, TrellisError } from '../errors.js';
 import { Metrics } from '../observability/metrics.js';
 import { LiveStats } from '../observability/stats.js';
 import { TailHub } from '../observability/tail.js';
+import { startTracing } from '../observability/tracing.js';
 import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { registerConnectorSinkRoutes } from '../protocols/http/connector-routes.js';
@@ -142,7 +143,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     store.events,
     store.deliveries,
     sender,
-    (b, evs) => ingress.accept(b, evs),
+    (b, evs, trace) => ingress.accept(b, evs, trace),
     logger,
     {
       concurrency: cfg.concurrency,
@@ -166,6 +167,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         });
   ingress.observer = observers(liveStats, metrics);
   dispatcher.observer = ingress.observer;
+  // Tracing only when an OTLP endpoint is configured: otherwise nothing is loaded.
+  const tracing = await startTracing(VERSION);
+  ingress.tracer = tracing?.tracer;
+  dispatcher.tracer = tracing?.tracer;
+  if (tracing !== undefined) logger.info({}, 'tracing: spans are exported over OTLP/HTTP');
 
   const ingest = ingressHandler(ingress, cfg.maxBodyBytes, logger);
   const app = Fastify({
@@ -457,6 +463,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     await supervisor.close();
     for (const c of connectors.values()) await c.close();
     await app.close();
+    await tracing?.shutdown().catch(() => undefined);
     await store.close();
     throw err;
   }
@@ -525,6 +532,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await app.close();
         clearTimeout(force);
         await dispatcher.stop(cfg.shutdownGraceMs);
+        await tracing
+          ?.shutdown()
+          .catch((err: unknown) => logger.warn({ err }, 'exporting the last spans failed'));
         await recorder?.flush().catch(() => undefined);
         await sender.close().catch(() => undefined);
         await transformSender.close().catch(() => undefined);

@@ -8,9 +8,16 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
+import type { CloudEvent } from '../../cloudevents/event.js';
 import { decodeHttp } from '../../cloudevents/http.js';
 import type { Ingress } from '../../dataplane/ingress.js';
 import type { Logger } from '../../dataplane/routes.js';
+import {
+  eventTraceContext,
+  type IngressTrace,
+  type TraceContext,
+  type Tracer,
+} from '../../dataplane/tracing.js';
 import { TrellisError } from '../../errors.js';
 import { ADDRESS_PREFIXES } from '../../resources/addressing.js';
 import { sendError, toTrellisError } from './errors.js';
@@ -106,16 +113,59 @@ export function ingressHandler(
         seen(key, started, 1, fail(res, err, key, rid), size);
         return;
       }
-      ingress.accept(key, events).then(
+      const trace =
+        ingress.tracer === undefined ? undefined : startTrace(ingress.tracer, req, key, rid, events);
+      ingress.accept(key, events, trace).then(
         () => {
           res.writeHead(202, { 'x-request-id': rid }).end();
           seen(key, started, events.length, 202, size);
+          trace?.span.set('http.response.status_code', 202);
+          trace?.span.end();
         },
-        (err: unknown) => seen(key, started, events.length, fail(res, err, key, rid), size),
+        (err: unknown) => {
+          const code = fail(res, err, key, rid);
+          seen(key, started, events.length, code, size);
+          trace?.span.set('http.response.status_code', code);
+          trace?.span.end(code >= 500 ? (err as Error).message : undefined);
+        },
       );
     });
     return true;
   };
+}
+
+/** A W3C `traceparent` (version 00): checked before it is copied into an event. */
+const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/**
+ * The span of an ingress request, under the sender's HTTP `traceparent` (else the first event's
+ * distributed-tracing extension); events without the extension get the sender's context (else this
+ * span's) as where their transmission started.
+ */
+function startTrace(
+  tracer: Tracer,
+  req: IncomingMessage,
+  key: string,
+  requestId: string,
+  events: readonly CloudEvent[],
+): IngressTrace {
+  const tp = req.headers['traceparent'];
+  const ts = req.headers['tracestate'];
+  const http: TraceContext | undefined =
+    typeof tp === 'string' && TRACEPARENT.test(tp)
+      ? { traceparent: tp, tracestate: typeof ts === 'string' && ts.length <= 512 ? ts : undefined }
+      : undefined;
+  const one = events.length === 1 ? events[0]!.attrs : undefined;
+  const span = tracer.start(`ingress ${key}`, http ?? eventTraceContext(events[0]?.attrs ?? {}), 'server', {
+    'messaging.system': 'trellis',
+    'messaging.destination.name': key,
+    'messaging.batch.message_count': events.length,
+    'cloudevents.event_id': one === undefined ? undefined : String(one['id']),
+    'cloudevents.event_type': one === undefined ? undefined : String(one['type']),
+    'cloudevents.event_source': one === undefined ? undefined : String(one['source']),
+    'http.request.id': requestId,
+  });
+  return { span, start: http ?? span.context };
 }
 
 /** A request id the sender may give (`X-Request-Id`) when it is short and plain. */
