@@ -193,6 +193,24 @@ export function runStoreConformance(
       await expect(s.events.append([{ stream: 'ns/b', event: ev('1'), deliveries: [] }])).rejects.toThrow();
     });
 
+    it('keeps dead letters through compaction; removes events by sequence number', async () => {
+      const { s } = await fresh();
+      const [dl1, dl2] = await s.events.append([
+        { stream: 'deadletters/ns/b', event: ev('d1'), deliveries: [] },
+        { stream: 'deadletters/ns/b', event: ev('d2'), deliveries: [] },
+      ]);
+      await s.events.append([{ stream: 'ns/b', event: ev('plain'), deliveries: [] }]);
+      await s.compact(0);
+      expect((await s.events.read('ns/b', 0, 10)).length).toBe(0);
+      expect((await s.events.read('deadletters/ns/b', 0, 10)).map((r) => r.event.attrs['id'])).toEqual([
+        'd1',
+        'd2',
+      ]);
+      expect(await s.events.remove('deadletters/ns/b', [dl1!, 999_999])).toBe(1);
+      expect((await s.events.read('deadletters/ns/b', 0, 10)).map((r) => r.seq)).toEqual([dl2]);
+      expect(await s.events.remove('nothing/here', [1])).toBe(0);
+    });
+
     it('drops a subscription and compacts delivered events', async () => {
       const { s } = await fresh();
       const [a, b] = await s.events.append([

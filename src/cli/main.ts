@@ -13,6 +13,7 @@ import { TrellisError } from '../errors.js';
 import { findKind, KINDS, kindOfDocument } from '../resources/kinds.js';
 import { parseDocuments } from '../resources/registry.js';
 import { isObject } from '../resources/validation.js';
+import { registerDeadLetters } from './deadletters.js';
 import { runDisplay } from './display.js';
 import { attributesFromFlags } from './event-flags.js';
 import { registerExplain } from './explain.js';
@@ -136,6 +137,7 @@ Examples:
   registerExport(program, serverOption, fail);
   registerTail(program, serverOption, fail);
   registerTop(program, serverOption, fail);
+  registerDeadLetters(program, serverOption, fail);
 
   program
     .command('import')

@@ -11,14 +11,19 @@ import { findKind } from '../resources/kinds.js';
 
 const TAILED = new Set(['Broker', 'Channel', 'InMemoryChannel']);
 
-/** `default/orders` (a Broker), `orders` (a Broker in `namespace`), `imc/default/orders`. */
-export function tailTarget(arg: string, namespace: string) {
+/**
+ * `default/orders` (a Broker), `orders` (a Broker in `namespace`), `imc/default/orders`: the resource a
+ * command acts on, of one of the `kinds` (tail follows Brokers and Channels; dead letters are kept by flows too).
+ */
+export function tailTarget(arg: string, namespace: string, kinds: ReadonlySet<string> = TAILED) {
   const parts = arg.split('/');
   if (parts.length > 3 || parts.some((p) => p === ''))
     throw new InvalidArgumentError(`'${arg}': give NAME, NAMESPACE/NAME or KIND/NAMESPACE/NAME`);
   const kind = findKind(parts.length === 3 ? parts[0]! : 'broker');
-  if (kind === undefined || !TAILED.has(kind.kind))
-    throw new InvalidArgumentError(`'${parts[0]}': tail follows a broker, channel or inmemorychannel`);
+  if (kind === undefined || !kinds.has(kind.kind))
+    throw new InvalidArgumentError(
+      `'${parts[0]}': give one of ${[...kinds].map((k) => k.toLowerCase()).join(', ')}`,
+    );
   const [ns, name] = parts.length === 1 ? [namespace, parts[0]!] : parts.slice(-2);
   return { kind, ns: ns!, name: name! };
 }

@@ -48,6 +48,29 @@ export type TailMessage =
   | { type: 'event'; seq: number; event: Record<string, unknown> }
   | { type: 'dropped'; dropped: number };
 
+/** A kept dead letter, as the admin API shows it. */
+export interface DeadLetter {
+  seq: number;
+  subscription: { id: string; kind?: string; namespace?: string; name?: string };
+  failedAt?: string;
+  attempts?: number;
+  errorDest?: string;
+  errorCode?: number;
+  errorData?: string;
+  event: Record<string, unknown>;
+}
+
+/** A delivery waiting for its next attempt. */
+export interface PendingRetry {
+  subscription: { kind: string; namespace: string; name: string };
+  seq: number;
+  eventId: string;
+  type: string;
+  failedAttempts: number;
+  nextAttemptAt: string;
+  lastAnswer?: { code?: number; answer: string; at: string };
+}
+
 /** What `GET /apis/stats` answers. */
 export interface Stats {
   subscriptions: {
@@ -229,6 +252,50 @@ export class AdminClient {
       if (signal?.aborted) return;
       throw err;
     }
+  }
+
+  /** A page of the dead letters a Broker, Channel or flow keeps, oldest first (`next`: the `after` of the next page). */
+  async deadLetters(
+    k: KindPath,
+    ns: string,
+    name: string,
+    q: { filter?: string | undefined; after?: number; limit?: number } = {},
+  ): Promise<{ items: DeadLetter[]; next: number | null }> {
+    const qs = new URLSearchParams();
+    if (q.filter) qs.set('filter', q.filter);
+    if (q.after !== undefined) qs.set('after', String(q.after));
+    if (q.limit !== undefined) qs.set('limit', String(q.limit));
+    const path = `${this.base(k, ns)}/${encodeURIComponent(name)}/deadletters${qs.size ? `?${qs}` : ''}`;
+    return (await this.call('GET', path)).json as { items: DeadLetter[]; next: number | null };
+  }
+
+  async deadLetter(k: KindPath, ns: string, name: string, seq: number): Promise<DeadLetter> {
+    return (await this.call('GET', `${this.base(k, ns)}/${encodeURIComponent(name)}/deadletters/${seq}`))
+      .json as DeadLetter;
+  }
+
+  /** Redrives (`to` a URL, else to their subscriptions) or purges the dead letters a selection names. */
+  async deadLetterAction(
+    action: 'redrive' | 'purge',
+    k: KindPath,
+    ns: string,
+    name: string,
+    sel: { seqs?: number[]; filter?: string; all?: boolean; to?: string },
+  ): Promise<{
+    redriven?: number;
+    purged?: number;
+    seqs: number[];
+    failed?: { seq: number; reason: string }[];
+  }> {
+    const path = `${this.base(k, ns)}/${encodeURIComponent(name)}/deadletters/${action}`;
+    return (await this.call('POST', path, JSON.stringify(sel), 'application/json')).json as {
+      seqs: number[];
+    };
+  }
+
+  /** Deliveries waiting for their next attempt, with the last answer (`GET /apis/retries`). */
+  async retries(): Promise<{ items: PendingRetry[] }> {
+    return (await this.call('GET', '/apis/retries')).json as { items: PendingRetry[] };
   }
 
   /** Live counts per subscription and stream, from this server's start, with lag (`GET /apis/stats`). */

@@ -6,7 +6,12 @@
  */
 import type { CloudEvent } from '../cloudevents/event.js';
 import { decodeHttp, flattenHeaders } from '../cloudevents/http.js';
-import type { DeliveryState, EventLog, PendingDelivery } from '../store/types.js';
+import {
+  DEAD_LETTER_PREFIX,
+  type DeliveryState,
+  type EventLog,
+  type PendingDelivery,
+} from '../store/types.js';
 import { LagCounter } from './lag.js';
 import type { DataPlaneObserver } from './observer.js';
 import { backoffMs } from './retry-policy.js';
@@ -62,6 +67,17 @@ function deliveryId(route: SubscriptionRoute, item: { seq: number; attempt: numb
   return `${route.id}:${item.seq}#${item.attempt}`;
 }
 
+/** Extensions a kept dead letter carries besides Knative's: its subscription, when, after how many attempts. */
+export const DL_SUBSCRIPTION = 'trellissubscription';
+export const DL_FAILED_AT = 'trellisfailedat';
+export const DL_ATTEMPTS = 'trellisattempts';
+
+/** The dead-letter store of a stream: a flow's steps share their flow's (`sequences/ns/name#1` → `…/name`). */
+export function deadLetterStream(stream: string): string {
+  const hash = stream.indexOf('#');
+  return DEAD_LETTER_PREFIX + (hash < 0 ? stream : stream.slice(0, hash));
+}
+
 /** The HTTP headers that carry a span's context to the next hop. */
 function traceHeaders(span: TraceSpan): Record<string, string> {
   const h: Record<string, string> = { traceparent: span.context.traceparent! };
@@ -91,6 +107,25 @@ export class Dispatcher {
   observer: DataPlaneObserver = {};
   /** Set when tracing is on: a span per attempt, its context sent to the subscriber. */
   tracer: Tracer | undefined;
+  /** The last failed answer of deliveries waiting for a retry here, by `subscription:seq` (bounded). */
+  private readonly lastAnswers = new Map<string, { code?: number | undefined; answer: string; at: string }>();
+
+  /** Remembers why a delivery's attempt failed, for `GET /apis/retries`; forgets the oldest beyond 10,000. */
+  noteFailure(subscription: string, seq: number, code: number | undefined, answer: string): void {
+    const key = `${subscription}:${seq}`;
+    this.lastAnswers.delete(key);
+    this.lastAnswers.set(key, { code, answer, at: new Date().toISOString() });
+    if (this.lastAnswers.size > 10_000) this.lastAnswers.delete(this.lastAnswers.keys().next().value!);
+  }
+
+  forgetFailure(subscription: string, seq: number): void {
+    if (this.lastAnswers.size > 0) this.lastAnswers.delete(`${subscription}:${seq}`);
+  }
+
+  /** The last failed answer of a delivery waiting for a retry in this process. */
+  lastAnswer(subscription: string, seq: number) {
+    return this.lastAnswers.get(`${subscription}:${seq}`);
+  }
 
   constructor(
     readonly log: EventLog,
@@ -434,12 +469,21 @@ class SubscriptionWorker {
         item.lastError = outcome.info;
         if (outcome.retry && item.attempt < policy.retry) {
           obs.outcome?.(this.route, 'retried');
+          this.d.noteFailure(this.route.id, item.seq, code, failureText(outcome.info.data));
           const n = item.attempt + 1;
           let wait = backoffMs(policy, n);
           if (outcome.retryAfterMs !== undefined && policy.retryAfterMaxMs !== undefined) {
             wait = Math.max(wait, Math.min(outcome.retryAfterMs, policy.retryAfterMaxMs));
           }
           await this.retryLater(item, n, wait);
+          return;
+        }
+        // Kept in the dead-letter store first (a failure to store it retries the delivery, at least once).
+        const kept = this.route.keepDeadLetters === true && (await this.keep(item));
+        if (policy.deadLetterUri === undefined && kept) {
+          this.d.stats.deadLettered++;
+          obs.outcome?.(this.route, 'dead_lettered');
+          this.done(item);
           return;
         }
         if (policy.deadLetterUri === undefined) {
@@ -506,6 +550,7 @@ class SubscriptionWorker {
       if (this.holders.get(key) === item.seq) this.holders.delete(key);
     }
     this.d.lag.sub(this.route.stream, 1);
+    this.d.forgetFailure(this.route.id, item.seq);
     const settle =
       how === 'ack'
         ? this.d.state.ack(this.route.id, item.seq)
@@ -540,15 +585,42 @@ class SubscriptionWorker {
     if (!this.stopped) this.wakeAt(due, item.seq, attempt, item.lastError, event);
   }
 
-  private async deadLetter(item: Item): Promise<void> {
-    const { policy } = this.route;
+  /** Knative's error extensions for an event that failed for good: where, the status code, the answer. */
+  private errorExtensions(item: Item): Record<string, string> {
     const ext: Record<string, string> = { knativeerrordest: this.route.subscriberUri };
     const info = item.lastError;
     if (info?.code !== undefined) ext['knativeerrorcode'] = String(info.code);
     const data = info?.data ?? Buffer.from('the delivery failed before a restart; the response was not kept');
     if (data.length > 0)
       ext['knativeerrordata'] = data.subarray(0, this.d.opts.errorDataBytes).toString('base64');
-    const ev: CloudEvent = { ...item.event, attrs: { ...item.event.attrs, ...ext } };
+    return ext;
+  }
+
+  /**
+   * Stores an event that failed for good in the dead-letter store of its stream, with Knative's error
+   * extensions and which subscription it was for (to redrive it there); true once durable.
+   */
+  private async keep(item: Item): Promise<boolean> {
+    const attrs = {
+      ...item.event.attrs,
+      ...this.errorExtensions(item),
+      [DL_SUBSCRIPTION]: this.route.id,
+      [DL_FAILED_AT]: new Date().toISOString(),
+      [DL_ATTEMPTS]: item.attempt + 1,
+    };
+    await this.d.log.append([
+      { stream: deadLetterStream(this.route.stream), event: { ...item.event, attrs }, deliveries: [] },
+    ]);
+    this.d.logger.info(
+      { subscription: this.label(), delivery: deliveryId(this.route, item), id: item.event.attrs['id'] },
+      'delivery failed for good: the event is kept in the dead-letter store',
+    );
+    return true;
+  }
+
+  private async deadLetter(item: Item): Promise<void> {
+    const { policy } = this.route;
+    const ev: CloudEvent = { ...item.event, attrs: { ...item.event.attrs, ...this.errorExtensions(item) } };
     const out = this.outgoing(ev, this.route.deadLetterIsSelf === true);
     if (out === undefined) {
       this.loopEnded(item, policy.deadLetterUri!);
@@ -579,6 +651,21 @@ class SubscriptionWorker {
     if (dlsTry <= policy.retry) {
       this.d.observer.outcome?.(this.route, 'retried');
       await this.retryLater(item, item.attempt + 1, backoffMs(policy, dlsTry));
+      return;
+    }
+    if (this.route.keepDeadLetters === true) {
+      // It is in the dead-letter store already.
+      this.d.stats.deadLettered++;
+      this.d.observer.outcome?.(this.route, 'dead_lettered');
+      this.d.logger.warn(
+        {
+          subscription: this.label(),
+          delivery: deliveryId(this.route, item),
+          deadLetterSink: policy.deadLetterUri,
+        },
+        'the dead-letter sink failed too; the event is in the dead-letter store',
+      );
+      this.done(item);
       return;
     }
     this.d.stats.dropped++;

@@ -48,6 +48,8 @@ export interface SubscriptionRoute {
   deadLetterIsSelf?: boolean;
   /** Events with the same partition key are delivered one at a time, in order. */
   ordered?: boolean;
+  /** Events that fail for good are kept in the dead-letter store (`deadletters/` + the stream's address). */
+  keepDeadLetters?: boolean;
   /** Which events of the stream it takes; undefined: every one. */
   predicate?: Predicate | undefined;
   /** Set when the filter requires an exact attribute value: the subscription is found by lookup. */

@@ -5,7 +5,7 @@
 import type { ResourceObject, StreamRetention } from '../store/types.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
 import type { ReconcileContext } from './context.js';
-import { type DeliverySpec, validateDelivery } from './delivery-spec.js';
+import { type DeliverySpec, validateDeadLettersAnnotation, validateDelivery } from './delivery-spec.js';
 import { parseDuration } from './duration.js';
 import { validateValidationAnnotation } from './eventtype.js';
 import { invalid, objectAt } from './validation.js';
@@ -42,6 +42,7 @@ export function retentionOf(annotations: Record<string, string> | undefined): St
 /** Checks the Trellis annotations a Broker (or Channel) may carry. */
 export function validateBrokerAnnotations(annotations: Record<string, string> | undefined): void {
   validateValidationAnnotation(annotations);
+  validateDeadLettersAnnotation(annotations);
   const age = annotations?.[RETENTION_ANNOTATION];
   if (age !== undefined) {
     const ms = parseDuration(age);

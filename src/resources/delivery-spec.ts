@@ -139,4 +139,25 @@ export function validateOrderAnnotation(annotations: Record<string, string> | un
   const v = annotations?.[ORDER_ANNOTATION];
   if (v !== undefined && v !== 'ordered' && v !== 'unordered')
     invalid(`metadata.annotations.${ORDER_ANNOTATION}`, `must be 'ordered' or 'unordered', got '${v}'`);
+  validateDeadLettersAnnotation(annotations);
+}
+
+/**
+ * `keep` on a Trigger, Subscription, Sequence or Parallel (or on a Broker or Channel, for all of its):
+ * events that fail for good are kept in Trellis's dead-letter store, beside any deadLetterSink.
+ */
+export const DEAD_LETTERS_ANNOTATION = 'trellis.dev/dead-letters';
+
+export function validateDeadLettersAnnotation(annotations: Record<string, string> | undefined): void {
+  const v = annotations?.[DEAD_LETTERS_ANNOTATION];
+  if (v !== undefined && v !== 'keep' && v !== 'none')
+    invalid(`metadata.annotations.${DEAD_LETTERS_ANNOTATION}`, `must be 'keep' or 'none', got '${v}'`);
+}
+
+/** Whether a subscription keeps its dead letters: its own annotation, else its Broker's or Channel's. */
+export function keepsDeadLetters(
+  own: Record<string, string> | undefined,
+  owner?: Record<string, string> | undefined,
+): boolean {
+  return (own?.[DEAD_LETTERS_ANNOTATION] ?? owner?.[DEAD_LETTERS_ANNOTATION]) === 'keep';
 }

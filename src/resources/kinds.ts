@@ -15,7 +15,7 @@ import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from '
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
 import { reconcileContainerSource, validateContainerSourceSpec } from './containersource.js';
 import type { ReconcileContext } from './context.js';
-import { validateOrderAnnotation } from './delivery-spec.js';
+import { validateDeadLettersAnnotation, validateOrderAnnotation } from './delivery-spec.js';
 import { reconcileEventTransform, validateEventTransformSpec } from './eventtransform.js';
 import { reconcileEventType, validateEventTypeSpec } from './eventtype.js';
 import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
@@ -177,6 +177,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'sequence',
     shortNames: [],
     validateSpec: validateSequenceSpec,
+    validateAnnotations: validateDeadLettersAnnotation,
     reconcile: reconcileSequence,
     addressable: true,
   },
@@ -188,6 +189,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'parallel',
     shortNames: [],
     validateSpec: validateParallelSpec,
+    validateAnnotations: validateDeadLettersAnnotation,
     reconcile: reconcileParallel,
     addressable: true,
   },

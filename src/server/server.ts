@@ -33,6 +33,7 @@ import { startTracing } from '../observability/tracing.js';
 import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { registerConnectorSinkRoutes } from '../protocols/http/connector-routes.js';
+import { registerDeadLetterRoutes } from '../protocols/http/deadletter-routes.js';
 import { sendError } from '../protocols/http/errors.js';
 import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
 import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
@@ -56,7 +57,7 @@ import { JobRunner } from '../sources/jobs.js';
 import { ScheduledSources } from '../sources/scheduler.js';
 import { containerSourceWorkload, knativeServiceWorkload, ProcessSupervisor } from '../sources/supervisor.js';
 import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
-import type { ResourceObject, Store, StreamRetention } from '../store/types.js';
+import { DEAD_LETTER_PREFIX, type ResourceObject, type Store, type StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
 import { RouteTable } from './wiring.js';
@@ -268,6 +269,25 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   );
   registerHistoryRoutes(app, store.events, store.resources);
   registerTailRoutes(app, tails, store.resources);
+  registerDeadLetterRoutes(app, {
+    log: store.events,
+    resources: store.resources,
+    logger,
+    routes: () => table.subscriptions(),
+    // A redriven event is a new delivery for its one subscription, stored before it is sent.
+    redeliver: async (route, event) => {
+      const [seq] = await store.events.append([{ stream: route.stream, event, deliveries: [route.id] }]);
+      lag.add(route.stream, 1);
+      dispatcher.notify(route.id, seq!, event);
+    },
+    send: async (url, event) => {
+      const r = await sender.send('redrive', url, event, cfg.deliveryTimeoutMs, 'knativebrokerttl');
+      if (r.kind === 'error') throw new Error(`${url}: ${r.error}`);
+      return r.status;
+    },
+    peek: (sub, after, limit) => store.deliveries.peek(sub, after, limit),
+    lastAnswer: (sub, seq) => dispatcher.lastAnswer(sub, seq),
+  });
   registerStatsRoutes(app, {
     stats: liveStats,
     metrics,
@@ -581,8 +601,21 @@ async function applyRetention(
       continue;
     }
     try {
-      if (r === 'gone') await store.dropStream?.(stream);
-      else await store.configureStream?.(stream, r);
+      if (r === 'gone') {
+        await store.dropStream?.(stream);
+        // Its dead letters go with it: nothing could redrive them.
+        const dl = DEAD_LETTER_PREFIX + stream;
+        for (let page = await store.events.read(dl, 0, 1000); page.length > 0; ) {
+          if (
+            (await store.events.remove(
+              dl,
+              page.map((x) => x.seq),
+            )) === 0
+          )
+            break;
+          page = await store.events.read(dl, 0, 1000);
+        }
+      } else await store.configureStream?.(stream, r);
     } catch (err) {
       logger.error({ err, stream }, 'applying the retention of a stream failed');
     }

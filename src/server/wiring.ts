@@ -19,7 +19,7 @@ import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attribute
 import { compileFilters } from '../filter/dialect.js';
 import { streamKey } from '../resources/addressing.js';
 import { MAX_LAG_ANNOTATION, retentionOf } from '../resources/broker.js';
-import { type DeliverySpec, ORDER_ANNOTATION } from '../resources/delivery-spec.js';
+import { type DeliverySpec, keepsDeadLetters, ORDER_ANNOTATION } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
 import type { EventTransformSpec } from '../resources/eventtransform.js';
 import {
@@ -413,6 +413,7 @@ export class RouteTable {
       subscriberUri,
       policy,
       ordered: t.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
+      keepDeadLetters: keepsDeadLetters(t.metadata.annotations, bobj.metadata.annotations),
       ...this.selfFlags(subscriberUri, policy),
     };
   }
@@ -446,6 +447,7 @@ export class RouteTable {
         reply: p.reply,
         subscriberUri: p.uri,
         policy,
+        keepDeadLetters: keepsDeadLetters(o.metadata.annotations),
         ...this.selfFlags(p.uri, policy),
       });
     }
@@ -552,6 +554,7 @@ export class RouteTable {
       subscriberUri,
       policy,
       ordered: o.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
+      keepDeadLetters: keepsDeadLetters(o.metadata.annotations, channel.metadata.annotations),
       ...this.selfFlags(subscriberUri, policy),
     };
   }

@@ -46,7 +46,18 @@ export interface EventLog {
    * replay; only events still in the store, pending or kept by the retention, are there).
    */
   read(stream: string, afterSeq: number, max: number): Promise<{ seq: number; event: CloudEvent }[]>;
+  /**
+   * Removes stored events of a stream by sequence number (dead letters purged or redriven); resolves
+   * with how many were there. Durable on resolve.
+   */
+  remove(stream: string, seqs: readonly number[]): Promise<number>;
 }
+
+/**
+ * Streams whose key starts with this hold dead letters (`deadletters/NS/BROKER`): compaction and the
+ * retention never remove their events; only {@link EventLog.remove} does.
+ */
+export const DEAD_LETTER_PREFIX = 'deadletters/';
 
 /**
  * Per-subscription delivery progress, as leases: a worker fetches pending deliveries (each is then

@@ -40,6 +40,7 @@ import {
   type AppendItem,
   type Backlog,
   ConflictError,
+  DEAD_LETTER_PREFIX,
   type DeliveryState,
   type EventLog,
   type PendingDelivery,
@@ -239,6 +240,7 @@ class NatsStore implements Store {
       getEvent: (stream, seq) => this.getEvent(stream, seq),
       findEvent: (stream, id, source) => this.findEvent(stream, id, source),
       read: (stream, afterSeq, max) => this.read(stream, afterSeq, max),
+      remove: (stream, seqs) => this.removeEvents(stream, seqs),
     };
     this.deliveries = {
       retriesRefetched: true,
@@ -667,6 +669,15 @@ class NatsStore implements Store {
     return out;
   }
 
+  private async removeEvents(stream: string, seqs: readonly number[]): Promise<number> {
+    const name = this.evStream(stream);
+    if (!(await this.exists(name))) return 0;
+    let n = 0;
+    for (const seq of seqs)
+      if (await this.jsm.streams.deleteMessage(name, seq, false).catch(() => false)) n++;
+    return n;
+  }
+
   private async findEvent(stream: string, id: string, source?: string) {
     let found: ReturnType<typeof decodeEvent> | undefined;
     const name = this.evStream(stream);
@@ -993,8 +1004,9 @@ class NatsStore implements Store {
     for await (const name of this.jsm.streams.names()) {
       if (!name.startsWith(head)) continue;
       const stream = untoken(name.slice(head.length));
-      // A stream with its own maximum age is trimmed by JetStream itself.
-      if (this.retentions.get(stream)?.maxAgeMs !== undefined) continue;
+      // A stream with its own maximum age is trimmed by JetStream itself; dead letters stay until removed.
+      if (this.retentions.get(stream)?.maxAgeMs !== undefined || stream.startsWith(DEAD_LETTER_PREFIX))
+        continue;
       const info = await this.jsm.streams.info(name).catch(() => undefined);
       if (info === undefined || info.state.messages === 0) continue;
       let limit = Math.min(info.state.last_seq + 1, oldest.get(stream) ?? Number.MAX_SAFE_INTEGER);

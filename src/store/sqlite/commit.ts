@@ -25,12 +25,13 @@ export type WireOp =
       resourceVersion: number,
     ]
   | [op: 'd', kind: string, namespace: string, name: string]
-  | [op: 's', sub: string];
+  | [op: 's', sub: string]
+  | [op: 'e', stream: string, seq: number];
 
 /** Which ops answer with a result: appends (the sequence number), compaction, resource put and delete. */
 export function resultCount(op: WireOp): number {
   const k = op[0];
-  return k === 'a' || k === 'x' || k === 'p' || k === 'd' ? 1 : 0;
+  return k === 'a' || k === 'x' || k === 'p' || k === 'd' || k === 'e' ? 1 : 0;
 }
 
 /**
@@ -47,8 +48,9 @@ export function makeCommit(db: Database.Database): (ops: WireOp[], now: number) 
   const minPending = db.prepare('SELECT MIN(seq) AS m FROM deliveries');
   // Delivered events (below every pending delivery) older than the retention, oldest first, a bounded number.
   const compact = db.prepare(
-    'DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ? AND created < ? ORDER BY seq LIMIT ?)',
+    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ? AND created < ? AND substr(stream, 1, 12) != 'deadletters/' ORDER BY seq LIMIT ?)",
   );
+  const removeEvent = db.prepare('DELETE FROM events WHERE stream = ? AND seq = ?');
   const getRes = db.prepare('SELECT body FROM resources WHERE kind = ? AND namespace = ? AND name = ?');
   const putRes = db.prepare(
     'INSERT INTO resources (kind, namespace, name, body) VALUES (?, ?, ?, ?) ' +
@@ -69,6 +71,8 @@ export function makeCommit(db: Database.Database): (ops: WireOp[], now: number) 
         seqs.push(seq);
       } else if (op[0] === 'c') {
         deleteDelivery.run(op[1], op[2]);
+      } else if (op[0] === 'e') {
+        seqs.push(removeEvent.run(op[1], op[2]).changes);
       } else if (op[0] === 'x') {
         const m = (minPending.get() as { m: number | null }).m;
         seqs.push(compact.run(m ?? Number.MAX_SAFE_INTEGER, op[1], op[2]).changes);

@@ -134,6 +134,10 @@ class SqliteStore implements Store {
         const row = this.st.getEvent.get(seq, stream) as { attrs: string; data: Buffer | null } | undefined;
         return row ? rowToEvent(row.attrs, row.data) : undefined;
       },
+      remove: async (stream, seqs) => {
+        const done = await Promise.all(seqs.map((seq) => this.write(['e', stream, seq])));
+        return done.reduce<number>((n, r) => n + Number(r ?? 0), 0);
+      },
     };
     // Leases: rows up to a subscription's cursor have been handed out; after a release (or a restart)
     // the cursor starts again at 0 and every pending row is fetched again.
