@@ -41,6 +41,7 @@ import { type LogSinks, registerLogSinkRoutes } from '../protocols/http/log-sink
 import { registerStatsRoutes } from '../protocols/http/stats-routes.js';
 import { registerTailRoutes } from '../protocols/http/tail-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
+import { registerUiRoutes } from '../protocols/http/ui-routes.js';
 import { type Cond, isReady, ready } from '../resources/conditions.js';
 import { type ConnectionState, connectedCondition } from '../resources/connector-spec.js';
 import { type ContainerSourceSpec, deployedCondition, processOf } from '../resources/containersource.js';
@@ -269,6 +270,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   );
   registerHistoryRoutes(app, store.events, store.resources);
   registerTailRoutes(app, tails, store.resources);
+  registerUiRoutes(app);
   registerDeadLetterRoutes(app, {
     log: store.events,
     resources: store.resources,
