@@ -303,7 +303,7 @@ if (!only || only === 'metrics') {
         o.ingress({ stream: 'default/b', kind: 'Broker', events: 1, code: 202, bytes: 1100, seconds: 0.003 });
         o.append(1, 0.002);
         o.attempt(route, 202, 0.004);
-        o.outcome(route, 'delivered');
+        o.outcome(route, 'delivered', i, 'e');
       }
       return Number(process.hrtime.bigint() - t0) / n;
     };

@@ -148,6 +148,25 @@ describe('metrics', () => {
     expect(byName.get('flaky')).toMatchObject({ delivered: 1, failedAttempts: 1 });
     expect(stats.streams).toEqual([{ kind: 'Broker', stream: 'default/default', accepted: 1, rejected: 1 }]);
 
+    // What became of one event's deliveries, for its detail.
+    const deliveries = (await (
+      await fetch(`${s.url}/apis/deliveries?event=e-1&stream=default/default`)
+    ).json()) as {
+      items: { name: string; what: string; code?: number; answer?: string }[];
+    };
+    const of = (name: string) =>
+      deliveries.items.filter((x) => x.name === name).map((x) => [x.what, x.code ?? null]);
+    expect(of('flaky')).toEqual([
+      ['failed', 503],
+      ['delivered', null],
+    ]);
+    expect(of('refuses')).toEqual([
+      ['failed', 400],
+      ['dead_lettered', null],
+    ]);
+    expect(deliveries.items.find((x) => x.name === 'refuses')!.answer).toBe('bad order 42');
+    expect((await fetch(`${s.url}/apis/deliveries`)).status).toBe(400);
+
     // The CLI's wide table: DELIVERED FAILED DEAD-LETTERED LAG, then the message.
     const wide = await run(['get', 'triggers', '-o', 'wide'], { env: { TRELLIS_SERVER: s.url } });
     expect(wide.stdout).toMatch(/DELIVERED\s+FAILED\s+DEAD-LETTERED\s+LAG\s+MESSAGE/);

@@ -459,16 +459,23 @@ class SubscriptionWorker {
         const obs = this.d.observer;
         if (outcome === 'done') {
           this.d.stats.delivered++;
-          obs.attempt?.(this.route, code, seconds);
-          obs.outcome?.(this.route, 'delivered');
+          obs.attempt?.(this.route, code, seconds, undefined, item.seq, String(item.event.attrs['id']));
+          obs.outcome?.(this.route, 'delivered', item.seq, String(item.event.attrs['id']));
           this.done(item, 'ack');
           return;
         }
         this.d.stats.failedAttempts++;
-        obs.attempt?.(this.route, code, seconds, failureText(outcome.info.data));
+        obs.attempt?.(
+          this.route,
+          code,
+          seconds,
+          failureText(outcome.info.data),
+          item.seq,
+          String(item.event.attrs['id']),
+        );
         item.lastError = outcome.info;
         if (outcome.retry && item.attempt < policy.retry) {
-          obs.outcome?.(this.route, 'retried');
+          obs.outcome?.(this.route, 'retried', item.seq, String(item.event.attrs['id']));
           this.d.noteFailure(this.route.id, item.seq, code, failureText(outcome.info.data));
           const n = item.attempt + 1;
           let wait = backoffMs(policy, n);
@@ -482,13 +489,13 @@ class SubscriptionWorker {
         const kept = this.route.keepDeadLetters === true && (await this.keep(item));
         if (policy.deadLetterUri === undefined && kept) {
           this.d.stats.deadLettered++;
-          obs.outcome?.(this.route, 'dead_lettered');
+          obs.outcome?.(this.route, 'dead_lettered', item.seq, String(item.event.attrs['id']));
           this.done(item);
           return;
         }
         if (policy.deadLetterUri === undefined) {
           this.d.stats.dropped++;
-          obs.outcome?.(this.route, 'dropped');
+          obs.outcome?.(this.route, 'dropped', item.seq, String(item.event.attrs['id']));
           this.d.logger.warn(
             {
               subscription: this.label(),
@@ -527,7 +534,7 @@ class SubscriptionWorker {
 
   private loopEnded(item: Item, target: string): void {
     this.d.stats.dropped++;
-    this.d.observer.outcome?.(this.route, 'dropped');
+    this.d.observer.outcome?.(this.route, 'dropped', item.seq, String(item.event.attrs['id']));
     this.d.logger.warn(
       {
         subscription: this.label(),
@@ -643,20 +650,20 @@ class SubscriptionWorker {
     }
     if (ok) {
       this.d.stats.deadLettered++;
-      this.d.observer.outcome?.(this.route, 'dead_lettered');
+      this.d.observer.outcome?.(this.route, 'dead_lettered', item.seq, String(item.event.attrs['id']));
       this.done(item);
       return;
     }
     const dlsTry = item.attempt - policy.retry; // 1 for the first dead-letter attempt
     if (dlsTry <= policy.retry) {
-      this.d.observer.outcome?.(this.route, 'retried');
+      this.d.observer.outcome?.(this.route, 'retried', item.seq, String(item.event.attrs['id']));
       await this.retryLater(item, item.attempt + 1, backoffMs(policy, dlsTry));
       return;
     }
     if (this.route.keepDeadLetters === true) {
       // It is in the dead-letter store already.
       this.d.stats.deadLettered++;
-      this.d.observer.outcome?.(this.route, 'dead_lettered');
+      this.d.observer.outcome?.(this.route, 'dead_lettered', item.seq, String(item.event.attrs['id']));
       this.d.logger.warn(
         {
           subscription: this.label(),
@@ -669,7 +676,7 @@ class SubscriptionWorker {
       return;
     }
     this.d.stats.dropped++;
-    this.d.observer.outcome?.(this.route, 'dropped');
+    this.d.observer.outcome?.(this.route, 'dropped', item.seq, String(item.event.attrs['id']));
     this.d.logger.error(
       {
         subscription: this.label(),

@@ -35,8 +35,16 @@ export interface DataPlaneObserver {
    * (undefined: no answer — refused connection, timeout), the time it took, and on failure the first
    * bytes of the answer or the error.
    */
-  attempt?(route: SubscriptionRoute, code: number | undefined, seconds: number, failure?: string): void;
-  outcome?(route: SubscriptionRoute, outcome: DeliveryOutcome): void;
+  attempt?(
+    route: SubscriptionRoute,
+    code: number | undefined,
+    seconds: number,
+    failure: string | undefined,
+    seq: number,
+    eventId: string,
+  ): void;
+  /** How the delivery of event `seq` (its `id`) ended, or that it will be retried. */
+  outcome?(route: SubscriptionRoute, outcome: DeliveryOutcome, seq: number, eventId: string): void;
   /** Reply events a subscriber answered with, passed on. */
   replies?(route: SubscriptionRoute, n: number): void;
 }
@@ -58,11 +66,11 @@ export function observers(...list: (DataPlaneObserver | undefined)[]): DataPlane
     append: (n, s) => {
       for (const f of append) f(n, s);
     },
-    attempt: (r, c, s, why) => {
-      for (const f of attempt) f(r, c, s, why);
+    attempt: (r, c, s, why, seq, id) => {
+      for (const f of attempt) f(r, c, s, why, seq, id);
     },
-    outcome: (r, o) => {
-      for (const f of outcome) f(r, o);
+    outcome: (r, o, seq, id) => {
+      for (const f of outcome) f(r, o, seq, id);
     },
     replies: (r, n) => {
       for (const f of replies) f(r, n);

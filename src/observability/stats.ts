@@ -39,6 +39,23 @@ export interface StreamStats {
 
 /** Failures kept per subscription. */
 const RECENT = 10;
+/** Delivery records kept for event details (failed attempts and endings), across subscriptions. */
+const RECENT_DELIVERIES = 10_000;
+
+/** One thing that happened to one delivery. */
+export interface DeliveryRecord {
+  time: number;
+  stream: string;
+  seq: number;
+  eventId: string;
+  kind: string;
+  namespace: string;
+  name: string;
+  /** `failed`: an attempt failed (another may follow); the others say how the delivery ended. */
+  what: 'failed' | 'delivered' | 'dead_lettered' | 'dropped';
+  code?: number | undefined;
+  answer?: string | undefined;
+}
 
 export class LiveStats implements DataPlaneObserver {
   private readonly subs = new Map<string, SubscriptionStats>();
@@ -82,15 +99,24 @@ export class LiveStats implements DataPlaneObserver {
     else s.rejected += o.events;
   }
 
-  attempt(r: SubscriptionRoute, code: number | undefined, _seconds: number, failure?: string): void {
+  attempt(
+    r: SubscriptionRoute,
+    code: number | undefined,
+    _seconds: number,
+    failure: string | undefined,
+    seq: number,
+    eventId: string,
+  ): void {
     if (failure === undefined) return;
+    this.record(r, seq, eventId, 'failed', code, failure);
     const s = this.of(r);
     s.failedAttempts++;
     s.recentFailures.unshift({ time: new Date().toISOString(), code, answer: failure });
     if (s.recentFailures.length > RECENT) s.recentFailures.length = RECENT;
   }
 
-  outcome(r: SubscriptionRoute, outcome: DeliveryOutcome): void {
+  outcome(r: SubscriptionRoute, outcome: DeliveryOutcome, seq: number, eventId: string): void {
+    if (outcome !== 'retried') this.record(r, seq, eventId, outcome);
     const s = this.of(r);
     if (outcome === 'delivered') s.delivered++;
     else if (outcome === 'retried') s.retried++;
@@ -100,6 +126,44 @@ export class LiveStats implements DataPlaneObserver {
 
   replies(r: SubscriptionRoute, n: number): void {
     this.of(r).replies += n;
+  }
+
+  /** The last {@link RECENT_DELIVERIES} things that happened to deliveries: failed attempts and how they ended. */
+  private readonly ring: (DeliveryRecord | undefined)[] = new Array(RECENT_DELIVERIES);
+  private next = 0;
+
+  private record(
+    r: SubscriptionRoute,
+    seq: number,
+    eventId: string,
+    what: DeliveryRecord['what'],
+    code?: number,
+    answer?: string,
+  ): void {
+    this.ring[this.next] = {
+      time: Date.now(),
+      stream: r.stream,
+      seq,
+      eventId,
+      kind: r.kind,
+      namespace: r.namespace,
+      name: r.name,
+      what,
+      code,
+      answer,
+    };
+    this.next = (this.next + 1) % RECENT_DELIVERIES;
+  }
+
+  /** What happened to the deliveries of an event (by id, optionally its stream), among the recent ones, oldest first. */
+  deliveriesOf(eventId: string, stream?: string): DeliveryRecord[] {
+    const out: DeliveryRecord[] = [];
+    for (let i = 0; i < RECENT_DELIVERIES; i++) {
+      const x = this.ring[(this.next + i) % RECENT_DELIVERIES];
+      if (x !== undefined && x.eventId === eventId && (stream === undefined || x.stream === stream))
+        out.push(x);
+    }
+    return out;
   }
 
   /** Every subscription's counts (those that saw a delivery since the start). */

@@ -399,7 +399,7 @@ async function tailView(): Promise<void> {
           }
           const e = JSON.parse(data) as Record<string, unknown>;
           const li = el('li', {}, `${String(e['time'] ?? e['knativearrivaltime'] ?? '')}  ${String(e['type'])}  ${String(e['source'])}  ${String(e['id'])}`);
-          li.onclick = () => void showEvent(e, detail);
+          li.onclick = () => void showEvent(e, detail, streamOf(kind!, ns!, name!));
           events.prepend(li);
           while (events.children.length > 200) events.lastElementChild!.remove();
         }
@@ -412,17 +412,30 @@ async function tailView(): Promise<void> {
 }
 
 /** An event's attributes and data, and what became of its deliveries: retries pending, dead letters. */
-async function showEvent(e: Record<string, unknown>, out: HTMLElement): Promise<void> {
+async function showEvent(e: Record<string, unknown>, out: HTMLElement, stream: string): Promise<void> {
   const id = String(e['id']);
+  const done = (
+    await json<{ items: { time: string; kind: string; name: string; what: string; code?: number; answer?: string }[] }>(
+      `/apis/deliveries?event=${encodeURIComponent(id)}&stream=${encodeURIComponent(stream)}`,
+    )
+  ).items;
   const retries = (await json<{ items: { subscription: { kind: string; name: string }; eventId: string; failedAttempts: number; nextAttemptAt: string; lastAnswer?: { code?: number; answer: string } }[] }>('/apis/retries')).items.filter((r) => r.eventId === id);
-  const lines = [JSON.stringify(e, null, 2), '', 'Deliveries waiting for a retry:'];
+  const lines = [JSON.stringify(e, null, 2), '', 'Deliveries:'];
+  if (done.length === 0) lines.push('  none finished or failed yet (or not by this server process)');
+  for (const d of done)
+    lines.push(
+      `  ${d.time}  ${d.kind} ${d.name}: ${d.what === 'failed' ? `attempt failed, ${d.code ?? 'no answer'}: ${short(d.answer)}` : d.what.replace('_', '-')}`,
+    );
+  lines.push('', 'Waiting for a retry:');
   if (retries.length === 0) lines.push('  none');
   for (const r of retries)
     lines.push(`  ${r.subscription.kind} ${r.subscription.name}: ${r.failedAttempts} failed, next at ${r.nextAttemptAt}${r.lastAnswer ? `, last answer ${r.lastAnswer.code ?? 'none'}: ${short(r.lastAnswer.answer)}` : ''}`);
-  const st = current.subscriptions.filter((s) => s.recentFailures.length > 0);
-  if (st.length > 0) lines.push('', 'Recent failures of the subscriptions (any event):');
-  for (const s of st) lines.push(`  ${s.kind} ${s.name}: ${s.recentFailures[0]!.code ?? 'no answer'}: ${short(s.recentFailures[0]!.answer)}`);
   out.textContent = lines.join('\n');
+}
+
+/** A Broker's or Channel's stream key, as the server names it (`ns/broker`, `channels/ns/name`). */
+function streamOf(kind: string, ns: string, name: string): string {
+  return kind === 'Broker' ? `${ns}/${name}` : `${kind.toLowerCase()}s/${ns}/${name}`;
 }
 
 // ---------------------------------------------------------------------------------------------------

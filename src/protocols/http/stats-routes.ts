@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { SubscriptionRoute } from '../../dataplane/routes.js';
+import { TrellisError } from '../../errors.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { LiveStats } from '../../observability/stats.js';
 import type { Backlog } from '../../store/types.js';
@@ -31,6 +32,23 @@ export function registerStatsRoutes(app: FastifyInstance, src: StatsSources): vo
     } catch (err) {
       return sendError(reply, err);
     }
+  });
+
+  // What happened to an event's deliveries (failed attempts, how each ended), among this process's recent
+  // 10,000 such records: an event's detail in the dashboard.
+  app.get<{ Querystring: { event?: string; stream?: string } }>('/apis/deliveries', async (req, reply) => {
+    const id = req.query.event;
+    if (id === undefined || id === '' || id.length > 512)
+      return sendError(
+        reply,
+        new TrellisError('TRELLIS_ERR_BAD_REQUEST', 'event: the id of the event (1 to 512 characters)', {
+          field: 'event',
+        }),
+      );
+    const items = src.stats
+      .deliveriesOf(id, req.query.stream)
+      .map((r) => ({ ...r, time: new Date(r.time).toISOString() }));
+    return { kind: 'DeliveryList', items };
   });
 
   app.get('/apis/stats', async (_req, reply) => {
