@@ -55,6 +55,13 @@ describe.skipIf(!have)('dashboard (/ui) in Chromium', () => {
       });
     expect((await t('orders', 'order.created', ok.url)).status).toBe(201);
     expect((await t('billing', 'order.paid', failing.url, { delivery: { retry: 0 } })).status).toBe(201);
+    const seq = {
+      apiVersion: 'flows.knative.dev/v1',
+      kind: 'Sequence',
+      metadata: { name: 'pipeline', namespace: 'default' },
+      spec: { steps: [{ uri: ok.url }] },
+    };
+    expect((await apply('/apis/flows.knative.dev/v1/namespaces/default/sequences', seq)).status).toBe(201);
     // Traffic while the page is open: orders that go through, payments that fail.
     pump = setInterval(() => {
       n++;
@@ -85,6 +92,9 @@ describe.skipIf(!have)('dashboard (/ui) in Chromium', () => {
     const topo = page.getByTestId('topology');
     await expect.poll(() => topo.textContent(), { timeout: 20_000 }).toContain('Trigger orders');
     expect(await topo.textContent()).toContain('Broker default');
+    // Channels, Subscriptions, Sequences and Parallels are nodes too; a flow's steps are its edges.
+    expect(await topo.textContent()).toContain('Sequence pipeline');
+    expect(await topo.textContent()).toContain('step 0');
     // The rates come from two samples 2 s apart: wait until the orders edge shows events per second.
     await expect
       .poll(

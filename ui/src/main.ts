@@ -255,6 +255,28 @@ async function topology(): Promise<void> {
     const to = target(phys?.subscriberUri);
     if (to) edges.push({ from: id, to, label: `${st.rate.toFixed(1)}/s`, error: st.failRate > 0 });
   }
+  // A flow's steps and branches go to their subscribers (a step's reply goes on to the next step).
+  for (const f of [...seqs, ...pars]) {
+    const ns = f.metadata.namespace;
+    const from = idOf(f.kind, ns, f.metadata.name);
+    const parts: { label: string; uri?: string; stats: string }[] =
+      f.kind === 'Sequence'
+        ? ((f.status?.['subscriptionStatuses'] ?? []) as { subscriberUri?: string }[]).map((x, i) => ({
+            label: `step ${i}`,
+            uri: x.subscriberUri,
+            stats: `${f.metadata.name} step ${i}`,
+          }))
+        : (
+            (f.status?.['branchStatuses'] ?? []) as { subscriptionStatus?: { subscriberUri?: string } }[]
+          ).map((x, i) => ({ label: `branch ${i}`, uri: x.subscriptionStatus?.subscriberUri, stats: `${f.metadata.name} branch ${i}` }));
+    for (const p of parts) {
+      const to = target(p.uri);
+      if (!to) continue;
+      const r = rates.get(`${f.kind}/${ns}/${p.stats}`);
+      const failed = current.subscriptions.find((x) => x.kind === f.kind && x.namespace === ns && x.name === p.stats)?.failedAttempts ?? 0;
+      edges.push({ from, to, label: `${p.label} · ${(r?.delivered ?? 0).toFixed(1)}/s${failed ? ` · ${failed} failed` : ''}`, error: (r?.failed ?? 0) > 0 });
+    }
+  }
   for (const f of [...seqs, ...pars]) {
     const st = statsOf(f.kind, f.metadata.namespace, f.metadata.name);
     if (st.delivered > 0 || st.failedAttempts > 0)
