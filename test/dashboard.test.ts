@@ -94,7 +94,7 @@ describe.skipIf(!have)('dashboard (/ui) in Chromium', () => {
     expect(await topo.textContent()).toContain('Broker default');
     // Channels, Subscriptions, Sequences and Parallels are nodes too; a flow's steps are its edges.
     expect(await topo.textContent()).toContain('Sequence pipeline');
-    expect(await topo.textContent()).toContain('step 0');
+    expect(await topo.textContent()).toContain('step 0 of pipeline');
     // The rates come from two samples 2 s apart: wait until the orders edge shows events per second.
     await expect
       .poll(

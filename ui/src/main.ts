@@ -272,9 +272,18 @@ async function topology(): Promise<void> {
     for (const p of parts) {
       const to = target(p.uri);
       if (!to) continue;
+      // Each step or branch is a node beside the Triggers and Subscriptions, between its flow and its subscriber.
+      const step = add({ id: `${from}#${p.label}`, label: `${p.label} of ${f.metadata.name}`, sub: `${f.kind} · ${ns}`, col: 2 });
       const r = rates.get(`${f.kind}/${ns}/${p.stats}`);
-      const failed = current.subscriptions.find((x) => x.kind === f.kind && x.namespace === ns && x.name === p.stats)?.failedAttempts ?? 0;
-      edges.push({ from, to, label: `${p.label} · ${(r?.delivered ?? 0).toFixed(1)}/s${failed ? ` · ${failed} failed` : ''}`, error: (r?.failed ?? 0) > 0 });
+      const failed =
+        current.subscriptions.find((x) => x.kind === f.kind && x.namespace === ns && x.name === p.stats)?.failedAttempts ?? 0;
+      edges.push({ from, to: step });
+      edges.push({
+        from: step,
+        to,
+        label: `${(r?.delivered ?? 0).toFixed(1)}/s${failed ? ` · ${failed} failed` : ''}`,
+        error: (r?.failed ?? 0) > 0,
+      });
     }
   }
   for (const f of [...seqs, ...pars]) {
