@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { run, serve } from './helpers/process.js';
-import { ceHeaders } from './helpers/server.js';
+import { ceHeaders, testServer } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
 const DL = '/apis/eventing.knative.dev/v1/namespaces/default/brokers/b/deadletters';
@@ -126,6 +126,52 @@ describe('dead letters', () => {
       await t.exited();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('a Sequence step and a Channel Subscription keep theirs too, under their flow and Channel', async () => {
+    await using s = await testServer();
+    const keep = { 'trellis.dev/dead-letters': 'keep' };
+    const docs = [
+      {
+        apiVersion: 'flows.knative.dev/v1',
+        kind: 'Sequence',
+        metadata: { name: 'pipe', namespace: 'default', annotations: keep },
+        spec: { steps: [{ uri: 'http://127.0.0.1:9/', delivery: { retry: 0 } }] },
+      },
+      {
+        apiVersion: 'messaging.knative.dev/v1',
+        kind: 'InMemoryChannel',
+        metadata: { name: 'ch', namespace: 'default' },
+        spec: {},
+      },
+      {
+        apiVersion: 'messaging.knative.dev/v1',
+        kind: 'Subscription',
+        metadata: { name: 'sub', namespace: 'default', annotations: keep },
+        spec: {
+          channel: { apiVersion: 'messaging.knative.dev/v1', kind: 'InMemoryChannel', name: 'ch' },
+          subscriber: { uri: 'http://127.0.0.1:9/' },
+          delivery: { retry: 0 },
+        },
+      },
+    ];
+    for (const d of docs) expect((await s.apply(d)).status).toBe(201);
+    expect((await s.post('/sequences/default/pipe', ceHeaders('q-1'), '{}')).status).toBe(202);
+    expect((await s.post('/inmemorychannels/default/ch', ceHeaders('c-1'), '{}')).status).toBe(202);
+    const kept = async (path: string) =>
+      ((await (await fetch(`${s.url}${path}/deadletters`)).json()) as Listed).items.map((x) => [
+        x.event['id'],
+        x.subscription.kind,
+        x.subscription.name,
+      ]);
+    await expect
+      .poll(() => kept('/apis/flows.knative.dev/v1/namespaces/default/sequences/pipe'), { timeout: 15_000 })
+      .toEqual([['q-1', 'Sequence', 'pipe step 0']]);
+    await expect
+      .poll(() => kept('/apis/messaging.knative.dev/v1/namespaces/default/inmemorychannels/ch'), {
+        timeout: 15_000,
+      })
+      .toEqual([['c-1', 'Subscription', 'sub']]);
   });
 
   it('lists pending retries with the last answer; refuses unclear selections; a gone Trigger needs --to', {
