@@ -2,8 +2,10 @@
  * A small client for the Trellis admin API and Broker ingress, used by the CLI.
  * @module
  */
+
 import type { CloudEvent } from '../cloudevents/event.js';
 import { encodeBinary } from '../cloudevents/http.js';
+import type { StreamStats, SubscriptionStats } from '../observability/stats.js';
 
 /** An error answered by the server: its code, message and HTTP status. */
 export class ApiError extends Error {
@@ -71,23 +73,10 @@ export interface PendingRetry {
   lastAnswer?: { code?: number; answer: string; at: string };
 }
 
-/** What `GET /apis/stats` answers. */
+/** What `GET /apis/stats` answers: each subscription's live counts with its lag, and each stream's. */
 export interface Stats {
-  subscriptions: {
-    kind: string;
-    namespace: string;
-    name: string;
-    delivered: number;
-    failedAttempts: number;
-    retried: number;
-    deadLettered: number;
-    dropped: number;
-    replies: number;
-    lag: number;
-    oldestPendingSeconds: number;
-    recentFailures: { time: string; code?: number; answer: string }[];
-  }[];
-  streams: { kind: string; stream: string; accepted: number; rejected: number }[];
+  subscriptions: (SubscriptionStats & { lag: number; oldestPendingSeconds: number })[];
+  streams: StreamStats[];
 }
 
 export class AdminClient {
@@ -114,29 +103,15 @@ export class AdminClient {
         },
       });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-      throw new ApiError(
-        0,
-        'TRELLIS_ERR_UNREACHABLE',
-        `cannot reach the Trellis server at ${this.server} (${cause}); is 'trellis serve' running? Set --server or TRELLIS_SERVER`,
-        {},
-      );
+      throw unreachable(this.server, err, "; is 'trellis serve' running? Set --server or TRELLIS_SERVER");
     }
+    if (res.status >= 400) throw await answered(res);
     const text = await res.text();
     let json: unknown;
     try {
       json = text === '' ? undefined : JSON.parse(text);
     } catch {
       json = text;
-    }
-    if (res.status >= 400) {
-      const b = (json ?? {}) as Record<string, unknown>;
-      throw new ApiError(
-        res.status,
-        String(b['code'] ?? `HTTP_${res.status}`),
-        String(b['message'] ?? text),
-        b,
-      );
     }
     return { status: res.status, json, headers: res.headers };
   }
@@ -201,27 +176,9 @@ export class AdminClient {
       });
     } catch (err) {
       if (signal?.aborted) return;
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-      throw new ApiError(
-        0,
-        'TRELLIS_ERR_UNREACHABLE',
-        `cannot reach the Trellis server at ${this.server} (${cause})`,
-        {},
-      );
+      throw unreachable(this.server, err);
     }
-    if (res.status >= 400) {
-      const text = await res.text();
-      let b: Record<string, unknown> = {};
-      try {
-        b = JSON.parse(text) as Record<string, unknown>;
-      } catch {}
-      throw new ApiError(
-        res.status,
-        String(b['code'] ?? `HTTP_${res.status}`),
-        String(b['message'] ?? text),
-        b,
-      );
-    }
+    if (res.status >= 400) throw await answered(res);
     const decoder = new TextDecoder();
     let buf = '';
     try {
@@ -376,30 +333,33 @@ export class AdminClient {
         },
       );
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-      throw new ApiError(
-        0,
-        'TRELLIS_ERR_UNREACHABLE',
-        `cannot reach the Trellis server at ${this.server} (${cause})`,
-        {},
-      );
+      throw unreachable(this.server, err);
     }
-    if (res.status >= 400) {
-      const text = await res.text();
-      let b: Record<string, unknown> = {};
-      try {
-        b = JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        b = { message: text };
-      }
-      throw new ApiError(
-        res.status,
-        String(b['code'] ?? `HTTP_${res.status}`),
-        String(b['message'] ?? text),
-        b,
-      );
-    }
+    if (res.status >= 400) throw await answered(res);
   }
+}
+
+/** The error for a server that could not be reached (the cause: a refused connection, a DNS failure). */
+function unreachable(server: string, err: unknown, hint = ''): ApiError {
+  const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+  return new ApiError(
+    0,
+    'TRELLIS_ERR_UNREACHABLE',
+    `cannot reach the Trellis server at ${server} (${cause})${hint}`,
+    {},
+  );
+}
+
+/** The error a 4xx/5xx answer carries (its JSON `code` and `message`, else its text). */
+async function answered(res: Response): Promise<ApiError> {
+  const text = await res.text();
+  let b: Record<string, unknown> = {};
+  try {
+    b = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    b = { message: text };
+  }
+  return new ApiError(res.status, String(b['code'] ?? `HTTP_${res.status}`), String(b['message'] ?? text), b);
 }
 
 /** The texts of `Warning: 299 - "text"` headers (several are joined with commas by fetch). */

@@ -96,21 +96,26 @@ export function validateContainer(path: string, v: unknown): ProcessSpec {
   return out;
 }
 
-/** Validates a ContainerSource spec: `template.spec.containers` (one), `sink`, `ceOverrides`. */
-export function validateContainerSourceSpec(spec: unknown, namespace: string): Record<string, unknown> {
-  const o = objectAt('spec', spec, ['template', 'sink', 'ceOverrides'])!;
-  const t = objectAt('spec.template', o['template'], ['metadata', 'spec'])!;
+/**
+ * The one container of a pod template (`spec.template.spec.containers[0]`), checked: Trellis runs one
+ * process per resource; `what` names the resource in the message.
+ */
+export function onlyContainer(t: Record<string, unknown>, what: string, podLike: string): unknown {
   const ps = t['spec'];
-  if (!isObject(ps)) invalid('spec.template.spec', `must be a pod spec, got ${describe(ps)}`);
+  if (!isObject(ps)) invalid('spec.template.spec', `must be a ${podLike}, got ${describe(ps)}`);
   const containers = ps['containers'];
   if (!Array.isArray(containers) || containers.length === 0)
     invalid('spec.template.spec.containers', 'must list the container to run');
   if (containers.length > 1)
-    invalid(
-      'spec.template.spec.containers',
-      'Trellis runs one process per ContainerSource: list one container',
-    );
-  validateContainer('spec.template.spec.containers[0]', containers[0]);
+    invalid('spec.template.spec.containers', `Trellis runs one process per ${what}: list one container`);
+  return containers[0];
+}
+
+/** Validates a ContainerSource spec: `template.spec.containers` (one), `sink`, `ceOverrides`. */
+export function validateContainerSourceSpec(spec: unknown, namespace: string): Record<string, unknown> {
+  const o = objectAt('spec', spec, ['template', 'sink', 'ceOverrides'])!;
+  const t = objectAt('spec.template', o['template'], ['metadata', 'spec'])!;
+  validateContainer('spec.template.spec.containers[0]', onlyContainer(t, 'ContainerSource', 'pod spec'));
   // The template is kept as written (pod fields Trellis does not use included), so export gives it back.
   const out: ContainerSourceSpec = {
     template: t as ContainerSourceSpec['template'],

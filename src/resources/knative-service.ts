@@ -10,7 +10,7 @@
  */
 import type { ResourceObject } from '../store/types.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
-import { type ProcessSpec, type ProcessState, validateContainer } from './containersource.js';
+import { onlyContainer, type ProcessSpec, type ProcessState, validateContainer } from './containersource.js';
 import { describe, invalid, isObject, objectAt } from './validation.js';
 
 export interface KnativeServiceSpec {
@@ -28,17 +28,7 @@ export interface ServiceProcess extends ProcessSpec {
 export function validateKnativeServiceSpec(spec: unknown): Record<string, unknown> {
   const o = objectAt('spec', spec, ['template', 'traffic'])!;
   const t = objectAt('spec.template', o['template'], ['metadata', 'spec'])!;
-  const ps = t['spec'];
-  if (!isObject(ps)) invalid('spec.template.spec', `must be a revision spec, got ${describe(ps)}`);
-  const containers = ps['containers'];
-  if (!Array.isArray(containers) || containers.length === 0)
-    invalid('spec.template.spec.containers', 'must list the container to run');
-  if (containers.length > 1)
-    invalid(
-      'spec.template.spec.containers',
-      'Trellis runs one process per Service: list one container (sidecars are not run)',
-    );
-  readContainer(containers[0]);
+  readContainer(onlyContainer(t, 'Service (sidecars are not run)', 'revision spec'));
   if (t['metadata'] !== undefined && t['metadata'] !== null && !isObject(t['metadata']))
     invalid('spec.template.metadata', `must be an object, got ${describe(t['metadata'])}`);
   const out: KnativeServiceSpec = { template: t as KnativeServiceSpec['template'] };

@@ -23,6 +23,7 @@ import { streamKey } from '../../resources/addressing.js';
 import { isObject } from '../../resources/validation.js';
 import type { EventLog, PendingDelivery, ResourceStore } from '../../store/types.js';
 import { sendError } from './errors.js';
+import { pageQuery } from './history-routes.js';
 import { tailFilter } from './tail-routes.js';
 
 const KEPT = [
@@ -197,18 +198,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, deps: DeadLetterD
       async (req, reply) => {
         try {
           const filter = tailFilter(req.query.filter);
-          const after = Number(req.query.after ?? 0);
-          const limit = Number(req.query.limit ?? 100);
-          if (!Number.isSafeInteger(after) || after < 0)
-            throw new TrellisError(
-              'TRELLIS_ERR_BAD_REQUEST',
-              `after: a sequence number >= 0, got '${req.query.after}'`,
-            );
-          if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE)
-            throw new TrellisError(
-              'TRELLIS_ERR_BAD_REQUEST',
-              `limit: a whole number from 1 to ${MAX_PAGE}, got '${req.query.limit}'`,
-            );
+          const { after, limit } = pageQuery(req.query, 100, MAX_PAGE);
           const stream = await store(req.params);
           const routes = routesById();
           const items: ReturnType<typeof view>[] = [];

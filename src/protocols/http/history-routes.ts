@@ -30,6 +30,24 @@ const HISTORIES = [
 /** Events per page at most (`limit`). */
 const MAX_PAGE = 5000;
 
+/** A page's `after` (a sequence number) and `limit` from a query, or the 400 naming the parameter. */
+export function pageQuery(
+  q: { after?: string | undefined; limit?: string | undefined },
+  defaultLimit: number,
+  maxLimit: number,
+): { after: number; limit: number } {
+  const after = Number(q.after ?? 0);
+  const limit = Number(q.limit ?? defaultLimit);
+  if (!Number.isSafeInteger(after) || after < 0)
+    throw new TrellisError('TRELLIS_ERR_BAD_REQUEST', `after: a sequence number >= 0, got '${q.after}'`);
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > maxLimit)
+    throw new TrellisError(
+      'TRELLIS_ERR_BAD_REQUEST',
+      `limit: a whole number from 1 to ${maxLimit}, got '${q.limit}'`,
+    );
+  return { after, limit };
+}
+
 export function registerHistoryRoutes(app: FastifyInstance, log: EventLog, resources: ResourceStore): void {
   for (const h of HISTORIES) {
     const path = `/apis/${h.group}/v1/namespaces/:ns/${h.plural}/:name/history`;
@@ -43,18 +61,7 @@ export function registerHistoryRoutes(app: FastifyInstance, log: EventLog, resou
       path,
       async (req, reply) => {
         try {
-          const after = Number(req.query.after ?? 0);
-          const limit = Number(req.query.limit ?? 1000);
-          if (!Number.isSafeInteger(after) || after < 0)
-            throw new TrellisError(
-              'TRELLIS_ERR_BAD_REQUEST',
-              `after: a sequence number >= 0, got '${req.query.after}'`,
-            );
-          if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE)
-            throw new TrellisError(
-              'TRELLIS_ERR_BAD_REQUEST',
-              `limit: a whole number from 1 to ${MAX_PAGE}, got '${req.query.limit}'`,
-            );
+          const { after, limit } = pageQuery(req.query, 1000, MAX_PAGE);
           const rows = await log.read(await stream(req.params.ns, req.params.name), after, limit);
           return {
             items: rows.map((r) => ({ seq: r.seq, event: eventToJson(r.event) })),
