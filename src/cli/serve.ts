@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { parseNetworks } from '../dataplane/destinations.js';
 import { parseDuration } from '../resources/duration.js';
 import { DEFAULT_CONFIG, type NatsAuth } from '../server/config.js';
 
@@ -20,6 +21,25 @@ function duration(name: string) {
     if (ms === undefined)
       throw new InvalidArgumentError(`${name} must be an ISO-8601 duration such as PT30S`);
     return ms;
+  };
+}
+
+/** A comma-separated list of CIDR networks (`none`: the empty list), checked as the server will read it. */
+function networks(flag: string) {
+  return (v: string) => {
+    const list =
+      v.trim() === 'none'
+        ? []
+        : v
+            .split(',')
+            .map((x) => x.trim())
+            .filter((x) => x !== '');
+    try {
+      parseNetworks(list, flag);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+    return list;
   };
 }
 
@@ -80,6 +100,28 @@ export function runServe(program: Command): void {
     )
     .addOption(
       new Option('--no-metrics', 'keep no Prometheus metrics and serve no /metrics (TRELLIS_METRICS=false)'),
+    )
+    .addOption(
+      new Option(
+        '--deny-networks <cidrs>',
+        "networks deliveries never connect to, comma-separated ('none': no network); default link-local and cloud metadata",
+      )
+        .env('TRELLIS_DENY_NETWORKS')
+        .argParser(networks('--deny-networks')),
+    )
+    .addOption(
+      new Option(
+        '--allow-networks <cidrs>',
+        'the only networks deliveries connect to (loopback aside), comma-separated',
+      )
+        .env('TRELLIS_ALLOW_NETWORKS')
+        .argParser(networks('--allow-networks')),
+    )
+    .addOption(
+      new Option(
+        '--deny-loopback',
+        'deliveries never connect to loopback addresses (the server itself aside)',
+      ).env('TRELLIS_DENY_LOOPBACK'),
     )
     .addOption(
       new Option(
@@ -242,6 +284,9 @@ Examples:
         natsAckWaitMs: Math.max(1000, opts['natsAckWait'] as number),
         allowCommands: opts['allowCommands'] === true || opts['allowCommands'] === 'true',
         metrics: opts['metrics'] !== false && process.env['TRELLIS_METRICS'] !== 'false',
+        denyNetworks: opts['denyNetworks'] as string[] | undefined,
+        allowNetworks: opts['allowNetworks'] as string[] | undefined,
+        denyLoopback: opts['denyLoopback'] === true || opts['denyLoopback'] === 'true',
         natsReplicas: opts['natsReplicas'] as number,
         nats: natsAuth(opts),
         publicUrl: opts['publicUrl'] as string | undefined,

@@ -7,6 +7,7 @@
 import { Agent, type Dispatcher, util } from 'undici';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { encodeBinary } from '../cloudevents/http.js';
+import type { DestinationRules } from './destinations.js';
 
 const PREFER_REPLY = { prefer: 'reply' };
 
@@ -20,6 +21,8 @@ export interface SenderOptions {
   connections: number;
   /** Largest response body read, in bytes; a longer one is cut (and not taken as a reply). */
   maxResponseBytes: number;
+  /** Which addresses may be connected to (after DNS); the server's own URLs always may. */
+  rules?: DestinationRules | undefined;
 }
 
 /** An HTTP sender with connection pools per subscription. */
@@ -27,21 +30,31 @@ export class Sender {
   private readonly agents = new Map<string, Agent>();
   constructor(private readonly opts: SenderOptions) {}
 
-  private agent(pool: string): Agent {
-    let a = this.agents.get(pool);
+  /** A subscription's pool; connections to the server itself go through their own, unchecked one. */
+  private agent(pool: string, self: boolean): Agent {
+    const key = self ? `${pool}\u0000self` : pool;
+    let a = this.agents.get(key);
     if (a === undefined) {
-      a = new Agent({ connections: this.opts.connections, keepAliveTimeout: 30_000, pipelining: 1 });
-      this.agents.set(pool, a);
+      const rules = self ? undefined : this.opts.rules;
+      a = new Agent({
+        connections: this.opts.connections,
+        keepAliveTimeout: 30_000,
+        pipelining: 1,
+        ...(rules !== undefined ? { connect: { lookup: rules.lookup } } : {}),
+      });
+      this.agents.set(key, a);
     }
     return a;
   }
 
   /** Closes the connections of a subscription that is gone; requests in flight are aborted. */
   release(pool: string): void {
-    const a = this.agents.get(pool);
-    if (a === undefined) return;
-    this.agents.delete(pool);
-    void a.destroy().catch(() => undefined);
+    for (const key of [pool, `${pool}\u0000self`]) {
+      const a = this.agents.get(key);
+      if (a === undefined) continue;
+      this.agents.delete(key);
+      void a.destroy().catch(() => undefined);
+    }
   }
 
   /**
@@ -61,8 +74,14 @@ export class Sender {
     const msg = encodeBinary(event, omit, extra === undefined ? PREFER_REPLY : { ...PREFER_REPLY, ...extra });
     const headers = msg.headers;
     const target = this.target(url);
+    if (target.denied !== undefined)
+      return Promise.resolve({
+        kind: 'error',
+        error: `destination denied: ${target.denied}`,
+        timeout: false,
+      });
     const max = this.opts.maxResponseBytes;
-    const agent = this.agent(pool);
+    const agent = this.agent(pool, target.self);
     return new Promise((resolve) => {
       let status = 0;
       let abort: ((err: Error) => void) | undefined;
@@ -126,7 +145,11 @@ export class Sender {
             timedOut || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
           finish({
             kind: 'error',
-            error: timeout ? `timed out after ${timeoutMs} ms` : (e.code ?? e.message),
+            error: timeout
+              ? `timed out after ${timeoutMs} ms`
+              : e.code === 'EDESTINATIONDENIED'
+                ? e.message
+                : (e.code ?? e.message),
             timeout,
           });
         },
@@ -139,12 +162,23 @@ export class Sender {
     });
   }
 
-  private readonly targets = new Map<string, { origin: string; path: string }>();
-  private target(url: string): { origin: string; path: string } {
+  private readonly targets = new Map<
+    string,
+    { origin: string; path: string; self: boolean; denied?: string | undefined }
+  >();
+  private target(url: string): { origin: string; path: string; self: boolean; denied?: string | undefined } {
     let t = this.targets.get(url);
     if (t === undefined) {
       const u = new URL(url);
-      t = { origin: u.origin, path: `${u.pathname}${u.search}` };
+      const rules = this.opts.rules;
+      const self = rules?.isSelf(url) ?? false;
+      t = {
+        origin: u.origin,
+        path: `${u.pathname}${u.search}`,
+        self,
+        // An address written in the URL is checked here: connecting to it skips DNS, so the lookup does not.
+        denied: self || rules === undefined ? undefined : rules.denied(u.hostname),
+      };
       if (this.targets.size > 10_000) this.targets.clear();
       this.targets.set(url, t);
     }

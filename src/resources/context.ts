@@ -13,7 +13,11 @@ export interface ReconcileContext {
   /** The server's public base URL (addresses are built on it). */
   readonly publicUrl: string;
   /** Server settings a status depends on: whether it runs the programs resources name. */
-  readonly features: { allowCommands: boolean };
+  readonly features: {
+    allowCommands: boolean;
+    /** Why deliveries may not go to this URL (destination rules), or undefined. */
+    deniedDestination?: ((uri: string) => string | undefined) | undefined;
+  };
   /** Another resource, by kind, namespace and name; remembered as a dependency. */
   get(kind: string, namespace: string, name: string): ResourceObject | undefined;
   /** Every resource of a kind; remembered as a dependency on the whole kind. */

@@ -225,7 +225,16 @@ export class StatusReconciler {
       return this.get(t);
     };
     const publicUrl = this.publicUrl;
+    // A destination the destination rules refuse (an address in a denied network) does not resolve.
     const resolve = (d: Destination): Resolved => {
+      const r = resolveRef(d);
+      if (!('uri' in r)) return r;
+      const why = this.features.deniedDestination?.(r.uri);
+      return why === undefined
+        ? r
+        : { reason: 'DestinationDenied', message: `${r.uri}: deliveries there are refused: ${why}` };
+    };
+    const resolveRef = (d: Destination): Resolved => {
       if (d.ref === undefined) return { uri: d.uri! };
       const { kind, apiVersion, name, namespace: ns } = d.ref;
       let base: string | undefined;

@@ -58,6 +58,12 @@ export interface ServerConfig {
   insecureAdmin: boolean;
   /** Run the local processes ContainerSources name (off: they are not Ready). Env TRELLIS_ALLOW_COMMANDS. */
   allowCommands?: boolean;
+  /** Networks deliveries never connect to (CIDR); default link-local and cloud metadata. Env TRELLIS_DENY_NETWORKS. */
+  denyNetworks?: readonly string[] | undefined;
+  /** When set, the only networks deliveries connect to (loopback aside). Env TRELLIS_ALLOW_NETWORKS. */
+  allowNetworks?: readonly string[] | undefined;
+  /** Deliveries never connect to loopback (other than the server itself). Env TRELLIS_DENY_LOOPBACK. */
+  denyLoopback?: boolean;
   /** Keep Prometheus metrics and serve them at `/metrics` (default on). Env TRELLIS_METRICS. */
   metrics?: boolean;
   /** Register the types seen at Broker and Channel ingress as EventTypes. Env TRELLIS_EVENTTYPE_AUTO_CREATE. */

@@ -18,6 +18,7 @@ import { MqttConnectors } from '../connectors/mqtt.js';
 import { NatsConnectors } from '../connectors/nats.js';
 import { RedisConnectors } from '../connectors/redis.js';
 import type { ConnectorRunners } from '../connectors/runners.js';
+import { DEFAULT_DENIED_NETWORKS, DestinationRules } from '../dataplane/destinations.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
 import { Ingress } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
@@ -117,13 +118,24 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const store = await openStore(cfg, logger);
   await store.ready();
   const registry = new ResourceRegistry(store.resources);
+  // Which addresses deliveries may connect to; the server's own URLs (known once it listens) always.
+  let isSelfUrl: (url: string) => boolean = () => false;
+  const rules = new DestinationRules(
+    {
+      deny: cfg.denyNetworks ?? DEFAULT_DENIED_NETWORKS,
+      allow: cfg.allowNetworks ?? [],
+      denyLoopback: cfg.denyLoopback === true,
+    },
+    (u) => isSelfUrl(u),
+  );
   const sender = new Sender({
+    rules,
     connections: Math.max(16, cfg.concurrency),
     maxResponseBytes: cfg.maxBodyBytes,
   });
   let dispatcher: Dispatcher;
   const lag = new LagCounter();
-  const transformSender = new Sender({ connections: 16, maxResponseBytes: cfg.maxBodyBytes });
+  const transformSender = new Sender({ connections: 16, maxResponseBytes: cfg.maxBodyBytes, rules });
   const transformer = new Transformer(transformSender, { evalTimeoutMs: 1000, maxDepth: 500 });
   let recorder: EventTypeRecorder | undefined;
   const tails = new TailHub();
@@ -320,6 +332,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   });
 
   const isSelf = selfUrls(url, publicUrl, cfg.host);
+  isSelfUrl = isSelf;
   let pendingUpdate: Promise<void> = Promise.resolve();
   const table = new RouteTable({
     defaultTimeoutMs: cfg.deliveryTimeoutMs,
@@ -461,7 +474,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         .then(() => dispatcher.update(subscriptions, existing))
         .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
     },
-    { allowCommands: cfg.allowCommands === true },
+    { allowCommands: cfg.allowCommands === true, deniedDestination: (u) => rules.deniedUrl(u) },
   );
   try {
     for (const f of cfg.files) {
