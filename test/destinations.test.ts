@@ -93,6 +93,27 @@ describe('destination rules', () => {
     expect(sink.received.length).toBe(0);
   });
 
+  it('refuses credentials in a destination URI (they would be stored and printed in plain text)', async () => {
+    await using s = await testServer();
+    for (const [spec, field] of [
+      [{ broker: 'default', subscriber: { uri: 'http://user:secret@127.0.0.1:9/' } }, 'spec.subscriber.uri'],
+      [
+        {
+          broker: 'default',
+          subscriber: { uri: 'http://127.0.0.1:9/' },
+          delivery: { deadLetterSink: { uri: 'https://only-user@x.example/' } },
+        },
+        'spec.delivery.deadLetterSink.uri',
+      ],
+    ] as const) {
+      const r = await s.apply(trigger('creds', spec));
+      expect(r.status).toBe(400);
+      const body = (await r.json()) as { message: string };
+      expect(body.message).toContain(`${field}: must not carry credentials`);
+      expect(body.message).not.toContain('secret');
+    }
+  });
+
   it('--allow-networks lets deliveries reach only those networks (and loopback); bad networks are refused at start', async () => {
     await using sink = await startSink();
     await using s = await testServer({ allowNetworks: ['10.0.0.0/8'] });

@@ -60,6 +60,13 @@ export function validateDestination(path: string, v: unknown, namespace: string)
         invalid(`${path}.uri`, `'${uri}' is not an absolute URL such as http://127.0.0.1:8081/`);
       }
       if (u.protocol !== 'http:' && u.protocol !== 'https:') invalid(`${path}.uri`, 'must use http or https');
+      // A password in a URL would be stored in plain text and printed by every get and export.
+      if (u.username !== '' || u.password !== '')
+        invalid(
+          `${path}.uri`,
+          'must not carry credentials (user:password@): they would be stored and shown in plain text; ' +
+            'have the subscriber check a token or a signature instead (docs/security.md)',
+        );
     } else if (/^[a-z][a-z0-9+.-]*:/i.test(uri)) {
       invalid(`${path}.uri`, 'with a ref, uri must be a relative path appended to the ref address');
     }
