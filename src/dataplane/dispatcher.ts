@@ -380,6 +380,31 @@ class SubscriptionWorker {
     this.timers.add(t);
   }
 
+  /**
+   * One attempt to a URL on this subscription's connections: with the span's trace context, and signed
+   * when the subscription signs its deliveries (never unsigned when its secret could not be read).
+   */
+  private sendTo(
+    url: string,
+    event: CloudEvent,
+    omit: string | undefined,
+    item: Item,
+    span: TraceSpan | undefined,
+  ) {
+    const signing = this.route.signing;
+    if (signing !== undefined && 'error' in signing)
+      return Promise.resolve<SendResult>({ kind: 'error', error: signing.error, timeout: false });
+    return this.d.sender.send(
+      this.route.id,
+      url,
+      event,
+      this.route.policy.timeoutMs,
+      omit,
+      span === undefined ? undefined : traceHeaders(span),
+      signing === undefined ? undefined : { key: signing.key, id: `${this.route.id}:${item.seq}` },
+    );
+  }
+
   /** A span for one attempt, under the trace the event's distributed-tracing extension started. */
   private span(what: string, item: Item, url: string): TraceSpan {
     const r = this.route;
@@ -441,13 +466,12 @@ class SubscriptionWorker {
         const started = performance.now();
         const span =
           this.d.tracer === undefined ? undefined : this.span('deliver', item, this.route.subscriberUri);
-        const res = await this.d.sender.send(
-          this.route.id,
+        const res = await this.sendTo(
           this.route.subscriberUri,
           out,
-          policy.timeoutMs,
           out === item.event ? TTL : undefined,
-          span === undefined ? undefined : traceHeaders(span),
+          item,
+          span,
         );
         const seconds = (performance.now() - started) / 1000;
         const code = res.kind === 'response' ? res.status : undefined;
@@ -635,14 +659,7 @@ class SubscriptionWorker {
     }
     const span =
       this.d.tracer === undefined ? undefined : this.span('dead-letter', item, policy.deadLetterUri!);
-    const res = await this.d.sender.send(
-      this.route.id,
-      policy.deadLetterUri!,
-      out,
-      policy.timeoutMs,
-      out === ev ? TTL : undefined,
-      span === undefined ? undefined : traceHeaders(span),
-    );
+    const res = await this.sendTo(policy.deadLetterUri!, out, out === ev ? TTL : undefined, item, span);
     const ok = res.kind === 'response' && res.status >= 200 && res.status < 300;
     if (span !== undefined) {
       if (res.kind === 'response') span.set('http.response.status_code', res.status);
@@ -774,14 +791,7 @@ class SubscriptionWorker {
     }
     // To a reply destination, as Knative's channel dispatcher does: if it does not take the reply, the
     // delivery failed and is retried (the subscriber sees the event again).
-    const r = await this.d.sender.send(
-      this.route.id,
-      target.uri,
-      events[0]!,
-      this.route.policy.timeoutMs,
-      target.self ? undefined : TTL,
-      span === undefined ? undefined : traceHeaders(span),
-    );
+    const r = await this.sendTo(target.uri, events[0]!, target.self ? undefined : TTL, item, span);
     if (r.kind === 'response' && r.status >= 200 && r.status < 300) {
       this.d.stats.replies++;
       this.d.observer.replies?.(this.route, 1);

@@ -50,6 +50,11 @@ export interface SubscriptionRoute {
   ordered?: boolean;
   /** Events that fail for good are kept in the dead-letter store (`deadletters/` + the stream's address). */
   keepDeadLetters?: boolean;
+  /**
+   * Sign every delivery (Standard Webhooks) with this key; `error` when the secret named could not be
+   * read (deliveries then fail rather than go unsigned).
+   */
+  signing?: { key: Buffer } | { error: string } | undefined;
   /** Which events of the stream it takes; undefined: every one. */
   predicate?: Predicate | undefined;
   /** Set when the filter requires an exact attribute value: the subscription is found by lookup. */

@@ -146,8 +146,25 @@ export function validateOrderAnnotation(annotations: Record<string, string> | un
   const v = annotations?.[ORDER_ANNOTATION];
   if (v !== undefined && v !== 'ordered' && v !== 'unordered')
     invalid(`metadata.annotations.${ORDER_ANNOTATION}`, `must be 'ordered' or 'unordered', got '${v}'`);
-  validateDeadLettersAnnotation(annotations);
+  validateFlowAnnotations(annotations);
 }
+
+/** The delivery annotations a flow (Sequence, Parallel) reads: dead letters and signing. */
+export function validateFlowAnnotations(annotations: Record<string, string> | undefined): void {
+  validateDeadLettersAnnotation(annotations);
+  const v = annotations?.[SIGNING_ANNOTATION];
+  if (v !== undefined && !/^(env:[A-Za-z_][A-Za-z0-9_]{0,127}|file:\/[^\u0000]{1,4095})$/.test(v))
+    invalid(
+      `metadata.annotations.${SIGNING_ANNOTATION}`,
+      `must name where the secret is: env:VARIABLE (of the server) or file:/absolute/path, got '${v.slice(0, 80)}'`,
+    );
+}
+
+/**
+ * `env:NAME` or `file:/path`: every delivery of the Trigger, Subscription or flow is signed per Standard
+ * Webhooks with the secret there (the annotation names the secret; it never holds it).
+ */
+export const SIGNING_ANNOTATION = 'trellis.dev/webhook-secret';
 
 /**
  * `keep` on a Trigger, Subscription, Sequence or Parallel (or on a Broker or Channel, for all of its):

@@ -15,7 +15,7 @@ import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from '
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
 import { reconcileContainerSource, validateContainerSourceSpec } from './containersource.js';
 import type { ReconcileContext } from './context.js';
-import { validateDeadLettersAnnotation, validateOrderAnnotation } from './delivery-spec.js';
+import { validateFlowAnnotations, validateOrderAnnotation } from './delivery-spec.js';
 import { reconcileEventTransform, validateEventTransformSpec } from './eventtransform.js';
 import { reconcileEventType, validateEventTypeSpec } from './eventtype.js';
 import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
@@ -177,7 +177,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'sequence',
     shortNames: [],
     validateSpec: validateSequenceSpec,
-    validateAnnotations: validateDeadLettersAnnotation,
+    validateAnnotations: validateFlowAnnotations,
     reconcile: reconcileSequence,
     addressable: true,
   },
@@ -189,7 +189,7 @@ export const KINDS: readonly KindDef[] = [
     singular: 'parallel',
     shortNames: [],
     validateSpec: validateParallelSpec,
-    validateAnnotations: validateDeadLettersAnnotation,
+    validateAnnotations: validateFlowAnnotations,
     reconcile: reconcileParallel,
     addressable: true,
   },

@@ -3,6 +3,7 @@
  * effective retry policy (the Trigger's DeliverySpec, else its Broker's, else the server default).
  * @module
  */
+import { readFileSync, statSync } from 'node:fs';
 
 import type { RetryPolicy } from '../dataplane/retry-policy.js';
 import {
@@ -13,13 +14,19 @@ import {
   TriggerIndex,
   type TriggerRoute,
 } from '../dataplane/routes.js';
+import { signingKey } from '../dataplane/sender.js';
 import type { TransformRoute } from '../dataplane/transform.js';
 import { TrellisError } from '../errors.js';
 import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attributes.js';
 import { compileFilters } from '../filter/dialect.js';
 import { streamKey } from '../resources/addressing.js';
 import { MAX_LAG_ANNOTATION, retentionOf } from '../resources/broker.js';
-import { type DeliverySpec, keepsDeadLetters, ORDER_ANNOTATION } from '../resources/delivery-spec.js';
+import {
+  type DeliverySpec,
+  keepsDeadLetters,
+  ORDER_ANNOTATION,
+  SIGNING_ANNOTATION,
+} from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
 import type { EventTransformSpec } from '../resources/eventtransform.js';
 import {
@@ -370,6 +377,36 @@ export class RouteTable {
     return toRetryPolicy(DEFAULT_DELIVERY, undefined, defaultTimeoutMs);
   }
 
+  /** Signing keys read, by where they are (`file:` ones again when the file changes). */
+  private readonly keys = new Map<string, { mtime: number; key: Buffer }>();
+
+  /** The signing key a resource's `trellis.dev/webhook-secret` names, or why it cannot be read. */
+  private signing(annotations: Record<string, string> | undefined): SubscriptionRoute['signing'] {
+    const ref = annotations?.[SIGNING_ANNOTATION];
+    if (ref === undefined) return undefined;
+    try {
+      let secret: string | undefined;
+      if (ref.startsWith('env:')) secret = process.env[ref.slice(4)];
+      else {
+        const path = ref.slice(5);
+        const mtime = statSync(path).mtimeMs;
+        const known = this.keys.get(ref);
+        if (known !== undefined && known.mtime === mtime) return { key: known.key };
+        secret = readFileSync(path, 'utf8');
+        if (secret.trim() !== '') this.keys.set(ref, { mtime, key: signingKey(secret) });
+      }
+      if (secret === undefined || secret.trim() === '')
+        return {
+          error: `the signing secret at ${ref} is not set or empty: deliveries are not sent unsigned`,
+        };
+      return { key: signingKey(secret) };
+    } catch (err) {
+      return {
+        error: `the signing secret at ${ref} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}): deliveries are not sent unsigned`,
+      };
+    }
+  }
+
   private selfFlags(subscriberUri: string, policy: RetryPolicy) {
     const isSelf = this.opts.isSelf ?? (() => false);
     return {
@@ -414,6 +451,7 @@ export class RouteTable {
       policy,
       ordered: t.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
       keepDeadLetters: keepsDeadLetters(t.metadata.annotations, bobj.metadata.annotations),
+      signing: this.signing(t.metadata.annotations),
       ...this.selfFlags(subscriberUri, policy),
     };
   }
@@ -448,6 +486,7 @@ export class RouteTable {
         subscriberUri: p.uri,
         policy,
         keepDeadLetters: keepsDeadLetters(o.metadata.annotations),
+        signing: this.signing(o.metadata.annotations),
         ...this.selfFlags(p.uri, policy),
       });
     }
@@ -555,6 +594,7 @@ export class RouteTable {
       policy,
       ordered: o.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
       keepDeadLetters: keepsDeadLetters(o.metadata.annotations, channel.metadata.annotations),
+      signing: this.signing(o.metadata.annotations),
       ...this.selfFlags(subscriberUri, policy),
     };
   }
