@@ -37,6 +37,7 @@ export const ERRORS = {
   TRELLIS_ERR_BROKER_LAGGING: { status: 429, title: "The Broker's subscribers are too far behind" },
   TRELLIS_ERR_OVERLOADED: { status: 503, title: 'The store is too far behind' },
   TRELLIS_ERR_TOO_MANY_TAILS: { status: 429, title: 'Too many live tails are open' },
+  TRELLIS_ERR_RATE_LIMITED: { status: 429, title: 'More events than the rate limit allows' },
   TRELLIS_ERR_STORE_UNAVAILABLE: { status: 503, title: 'The store could not make the events durable' },
   TRELLIS_ERR_SHUTTING_DOWN: { status: 503, title: 'The server is shutting down' },
   TRELLIS_ERR_RESOURCE_INVALID: { status: 400, title: 'A resource field breaks a rule' },

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseNetworks } from '../dataplane/destinations.js';
 import { parseDuration } from '../resources/duration.js';
+import { parseRate } from '../resources/rate.js';
 import { DEFAULT_CONFIG, type NatsAuth } from '../server/config.js';
 
 function int(name: string) {
@@ -21,6 +22,17 @@ function duration(name: string) {
     if (ms === undefined)
       throw new InvalidArgumentError(`${name} must be an ISO-8601 duration such as PT30S`);
     return ms;
+  };
+}
+
+/** A rate as `100/s`, `6000/m` or `100/s,500`. */
+function rate(flag: string) {
+  return (v: string) => {
+    if (parseRate(v) === undefined)
+      throw new InvalidArgumentError(
+        `${flag}: events per second, minute or hour, optionally with a burst, such as 100/s, 6000/m or 100/s,500`,
+      );
+    return v;
   };
 }
 
@@ -100,6 +112,19 @@ export function runServe(program: Command): void {
     )
     .addOption(
       new Option('--no-metrics', 'keep no Prometheus metrics and serve no /metrics (TRELLIS_METRICS=false)'),
+    )
+    .addOption(
+      new Option(
+        '--rate-limit <rate>',
+        'events per second HTTP ingress takes per Broker, Channel or flow without its own (100/s, 6000/m, 100/s,500)',
+      )
+        .env('TRELLIS_RATE_LIMIT')
+        .argParser(rate('--rate-limit')),
+    )
+    .addOption(
+      new Option('--rate-limit-per-sender <rate>', 'the same, per sender address')
+        .env('TRELLIS_RATE_LIMIT_PER_SENDER')
+        .argParser(rate('--rate-limit-per-sender')),
     )
     .addOption(
       new Option(
@@ -287,6 +312,8 @@ Examples:
         denyNetworks: opts['denyNetworks'] as string[] | undefined,
         allowNetworks: opts['allowNetworks'] as string[] | undefined,
         denyLoopback: opts['denyLoopback'] === true || opts['denyLoopback'] === 'true',
+        rateLimit: opts['rateLimit'] as string | undefined,
+        rateLimitPerSender: opts['rateLimitPerSender'] as string | undefined,
         natsReplicas: opts['natsReplicas'] as number,
         nats: natsAuth(opts),
         publicUrl: opts['publicUrl'] as string | undefined,

@@ -5,7 +5,6 @@
 
 import type { CloudEvent } from '../cloudevents/event.js';
 import { encodeBinary } from '../cloudevents/http.js';
-import type { StreamStats, SubscriptionStats } from '../observability/stats.js';
 
 /** An error answered by the server: its code, message and HTTP status. */
 export class ApiError extends Error {
@@ -73,10 +72,26 @@ export interface PendingRetry {
   lastAnswer?: { code?: number; answer: string; at: string };
 }
 
-/** What `GET /apis/stats` answers: each subscription's live counts with its lag, and each stream's. */
+/**
+ * What `GET /apis/stats` answers: each subscription's live counts with its lag, and each stream's. (The
+ * client's own copy of the server's shape: the client depends on nothing of the server.)
+ */
 export interface Stats {
-  subscriptions: (SubscriptionStats & { lag: number; oldestPendingSeconds: number })[];
-  streams: StreamStats[];
+  subscriptions: {
+    kind: string;
+    namespace: string;
+    name: string;
+    delivered: number;
+    failedAttempts: number;
+    retried: number;
+    deadLettered: number;
+    dropped: number;
+    replies: number;
+    lag: number;
+    oldestPendingSeconds: number;
+    recentFailures: { time: string; code?: number; answer: string }[];
+  }[];
+  streams: { kind: string; stream: string; accepted: number; rejected: number }[];
 }
 
 export class AdminClient {

@@ -6,6 +6,7 @@
 import type { CloudEvent } from '../cloudevents/event.js';
 import type { Predicate } from '../filter/attributes.js';
 import type { StreamRetention } from '../store/types.js';
+import type { Rate } from './rate-limit.js';
 import type { RetryPolicy } from './retry-policy.js';
 
 /** An exact constraint every event of a Trigger must meet, used to find candidate Triggers by lookup. */
@@ -86,6 +87,9 @@ export interface StreamRoute {
   check?: ((e: CloudEvent) => void) | undefined;
   /** A source's stream (a PingSource's): its events get no Broker attributes (knativearrivaltime, TTL). */
   source?: boolean;
+  /** Events per second HTTP ingress takes for the stream (429 beyond), and per sender address. */
+  rateLimit?: Rate | undefined;
+  rateLimitPerSender?: Rate | undefined;
   /** How much of its history is kept, from its owner's annotations (the server's default when absent). */
   retention?: StreamRetention | undefined;
   /** The resource it belongs to, when events there are registered as EventTypes (Brokers, Channels). */

@@ -5,7 +5,12 @@
 import type { ResourceObject, StreamRetention } from '../store/types.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
 import type { ReconcileContext } from './context.js';
-import { type DeliverySpec, validateDeadLettersAnnotation, validateDelivery } from './delivery-spec.js';
+import {
+  type DeliverySpec,
+  validateDeadLettersAnnotation,
+  validateDelivery,
+  validateRateAnnotations,
+} from './delivery-spec.js';
 import { parseDuration } from './duration.js';
 import { validateValidationAnnotation } from './eventtype.js';
 import { invalid, objectAt } from './validation.js';
@@ -43,6 +48,7 @@ export function retentionOf(annotations: Record<string, string> | undefined): St
 export function validateBrokerAnnotations(annotations: Record<string, string> | undefined): void {
   validateValidationAnnotation(annotations);
   validateDeadLettersAnnotation(annotations);
+  validateRateAnnotations(annotations);
   const age = annotations?.[RETENTION_ANNOTATION];
   if (age !== undefined) {
     const ms = parseDuration(age);

@@ -5,6 +5,7 @@
  */
 import { ADDRESSABLE_API } from './addressing.js';
 import { parseDuration } from './duration.js';
+import { parseRate } from './rate.js';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN, invalid, objectAt, stringAt } from './validation.js';
 
 export interface KReference {
@@ -149,9 +150,27 @@ export function validateOrderAnnotation(annotations: Record<string, string> | un
   validateFlowAnnotations(annotations);
 }
 
-/** The delivery annotations a flow (Sequence, Parallel) reads: dead letters and signing. */
+/** `100/s`, `6000/m,200`: the events per second HTTP ingress takes for a Broker, Channel or flow. */
+export const RATE_LIMIT_ANNOTATION = 'trellis.dev/rate-limit';
+/** The same, for each sender (its network address until senders authenticate). */
+export const RATE_LIMIT_PER_SENDER_ANNOTATION = 'trellis.dev/rate-limit-per-sender';
+
+/** Checks the rate-limit annotations of something that takes events. */
+export function validateRateAnnotations(annotations: Record<string, string> | undefined): void {
+  for (const k of [RATE_LIMIT_ANNOTATION, RATE_LIMIT_PER_SENDER_ANNOTATION]) {
+    const v = annotations?.[k];
+    if (v !== undefined && parseRate(v) === undefined)
+      invalid(
+        `metadata.annotations.${k}`,
+        `must be events per second, minute or hour, optionally with a burst, such as 100/s, 6000/m or 100/s,500 (quoted in YAML), got '${v.slice(0, 40)}'`,
+      );
+  }
+}
+
+/** The delivery annotations a flow (Sequence, Parallel) reads: dead letters, signing, rate limits. */
 export function validateFlowAnnotations(annotations: Record<string, string> | undefined): void {
   validateDeadLettersAnnotation(annotations);
+  validateRateAnnotations(annotations);
   const v = annotations?.[SIGNING_ANNOTATION];
   if (v !== undefined && !/^(env:[A-Za-z_][A-Za-z0-9_]{0,127}|file:\/[^\u0000]{1,4095})$/.test(v))
     invalid(

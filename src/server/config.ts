@@ -64,6 +64,10 @@ export interface ServerConfig {
   allowNetworks?: readonly string[] | undefined;
   /** Deliveries never connect to loopback (other than the server itself). Env TRELLIS_DENY_LOOPBACK. */
   denyLoopback?: boolean;
+  /** Events per second HTTP ingress takes per Broker/Channel/flow without its own limit (`100/s`). Env TRELLIS_RATE_LIMIT. */
+  rateLimit?: string | undefined;
+  /** The same per sender address. Env TRELLIS_RATE_LIMIT_PER_SENDER. */
+  rateLimitPerSender?: string | undefined;
   /** Keep Prometheus metrics and serve them at `/metrics` (default on). Env TRELLIS_METRICS. */
   metrics?: boolean;
   /** Register the types seen at Broker and Channel ingress as EventTypes. Env TRELLIS_EVENTTYPE_AUTO_CREATE. */

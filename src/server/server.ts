@@ -52,6 +52,7 @@ import {
   type KnativeServiceSpec,
   serviceProcessOf,
 } from '../resources/knative-service.js';
+import { parseRate } from '../resources/rate.js';
 import { StatusReconciler } from '../resources/reconciler.js';
 import { parseDocuments, ResourceRegistry } from '../resources/registry.js';
 import { ApiServerSources } from '../sources/apiserver.js';
@@ -337,6 +338,8 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const table = new RouteTable({
     defaultTimeoutMs: cfg.deliveryTimeoutMs,
     defaultMaxLag: cfg.maxLag,
+    rateLimit: cfg.rateLimit === undefined ? undefined : parseRate(cfg.rateLimit),
+    rateLimitPerSender: cfg.rateLimitPerSender === undefined ? undefined : parseRate(cfg.rateLimitPerSender),
     isSelf,
     transforms: transformer.routes,
   });

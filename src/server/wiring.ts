@@ -25,6 +25,8 @@ import {
   type DeliverySpec,
   keepsDeadLetters,
   ORDER_ANNOTATION,
+  RATE_LIMIT_ANNOTATION,
+  RATE_LIMIT_PER_SENDER_ANNOTATION,
   SIGNING_ANNOTATION,
 } from '../resources/delivery-spec.js';
 import { parseDuration } from '../resources/duration.js';
@@ -39,6 +41,7 @@ import {
   VALIDATE_ANNOTATION,
 } from '../resources/eventtype.js';
 import type { ParallelSpec, SequenceSpec } from '../resources/flows.js';
+import { parseRate, type RateSpec } from '../resources/rate.js';
 import { isReady, type Snapshot } from '../resources/reconciler.js';
 import type { SubscriptionSpec } from '../resources/subscription.js';
 import { type TriggerSpec, triggerBroker } from '../resources/trigger.js';
@@ -70,6 +73,9 @@ function hasFields(d: DeliverySpec | undefined): d is DeliverySpec {
 export interface RouteTableOptions {
   defaultTimeoutMs: number;
   defaultMaxLag: number;
+  /** The server's rate limits for streams whose owner sets none (`--rate-limit`, `--rate-limit-per-sender`). */
+  rateLimit?: RateSpec | undefined;
+  rateLimitPerSender?: RateSpec | undefined;
   /** True for a URL served by this server (deliveries there carry knativebrokerttl). */
   isSelf?: (url: string) => boolean;
   /** Where EventTransforms go (the transformer's map); a new one when absent. */
@@ -317,6 +323,7 @@ export class RouteTable {
       kind: o.kind,
       ready: isReady(o),
       maxLag,
+      ...this.rates(o.metadata.annotations),
       retention: retentionOf(o.metadata.annotations),
       subscriptions: [],
       index: new TriggerIndex([]),
@@ -375,6 +382,18 @@ export class RouteTable {
     if (hasFields(od))
       return toRetryPolicy(od, owner.status?.['deadLetterSinkUri'] as string | undefined, defaultTimeoutMs);
     return toRetryPolicy(DEFAULT_DELIVERY, undefined, defaultTimeoutMs);
+  }
+
+  /** A stream's rate limits: its owner's annotations, else the server's flags. */
+  private rates(
+    a: Record<string, string> | undefined,
+  ): Pick<StreamRoute, 'rateLimit' | 'rateLimitPerSender'> {
+    const own = a?.[RATE_LIMIT_ANNOTATION];
+    const perSender = a?.[RATE_LIMIT_PER_SENDER_ANNOTATION];
+    return {
+      rateLimit: own !== undefined ? parseRate(own) : this.opts.rateLimit,
+      rateLimitPerSender: perSender !== undefined ? parseRate(perSender) : this.opts.rateLimitPerSender,
+    };
   }
 
   /** Signing keys read, by where they are (`file:` ones again when the file changes). */
@@ -465,6 +484,7 @@ export class RouteTable {
       kind: o.kind,
       ready,
       maxLag: Number(o.metadata.annotations?.[MAX_LAG_ANNOTATION] ?? this.opts.defaultMaxLag),
+      ...this.rates(o.metadata.annotations),
       subscriptions: [],
       index: new TriggerIndex([]),
     });

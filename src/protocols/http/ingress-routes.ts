@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import type { CloudEvent } from '../../cloudevents/event.js';
 import { decodeHttp } from '../../cloudevents/http.js';
 import type { Ingress } from '../../dataplane/ingress.js';
+import { TokenBuckets } from '../../dataplane/rate-limit.js';
 import type { Logger } from '../../dataplane/routes.js';
 import {
   eventTraceContext,
@@ -37,6 +38,32 @@ export function ingressHandler(
   logger?: Logger,
 ): (req: IncomingMessage, res: ServerResponse) => boolean {
   const ids = requestIds();
+  // Token buckets per stream, and per stream and sender address (bounded: the least recently used go).
+  const streamBuckets = new TokenBuckets();
+  const senderBuckets = new TokenBuckets(10_000);
+  const rateLimited = (key: string, sender: string, n: number): TrellisError | undefined => {
+    const route = ingress.streams.get(key);
+    if (route === undefined || (route.rateLimit === undefined && route.rateLimitPerSender === undefined))
+      return undefined;
+    const events = Math.max(1, n);
+    for (const [limit, bucket, bucketKey, who] of [
+      [route.rateLimitPerSender, senderBuckets, `${key}\u0000${sender}`, 'from one sender'],
+      [route.rateLimit, streamBuckets, key, ''],
+    ] as const) {
+      if (limit === undefined) continue;
+      const wait = bucket.take(bucketKey, limit, events);
+      if (wait === 0) continue;
+      const rate = `${Number(limit.perSecond.toFixed(3))} events/s${who ? ` ${who}` : ''}, bursts of ${limit.burst}`;
+      return new TrellisError(
+        'TRELLIS_ERR_RATE_LIMITED',
+        events > limit.burst
+          ? `/${key} takes at most ${rate}: a batch of ${events} never fits; send smaller batches`
+          : `/${key} takes at most ${rate}; nothing was stored, retry after ${wait} s`,
+        { retryAfter: wait },
+      );
+    }
+    return undefined;
+  };
   /** Reports an answered request to the observer; a stream that does not exist is not named (no label per path). */
   const seen = (key: string, started: number, events: number, code: number, bytes: number) => {
     const route = ingress.streams.get(key);
@@ -111,6 +138,11 @@ export function ingressHandler(
         events = decodeHttp(req.rawHeaders, body).events;
       } catch (err) {
         seen(key, started, 1, fail(res, err, key, rid), size);
+        return;
+      }
+      const limited = rateLimited(key, req.socket.remoteAddress ?? '', events.length);
+      if (limited !== undefined) {
+        seen(key, started, events.length, fail(res, limited, key, rid), size);
         return;
       }
       const trace =
