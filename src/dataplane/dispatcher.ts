@@ -401,7 +401,10 @@ class SubscriptionWorker {
       this.route.policy.timeoutMs,
       omit,
       span === undefined ? undefined : traceHeaders(span),
-      signing === undefined ? undefined : { key: signing.key, id: `${this.route.id}:${item.seq}` },
+      {
+        sign: signing === undefined ? undefined : { key: signing.key, id: `${this.route.id}:${item.seq}` },
+        ca: this.route.caCerts,
+      },
     );
   }
 

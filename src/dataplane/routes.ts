@@ -56,6 +56,8 @@ export interface SubscriptionRoute {
    * read (deliveries then fail rather than go unsigned).
    */
   signing?: { key: Buffer } | { error: string } | undefined;
+  /** PEM CA certificates its https destinations are trusted with, besides the system's (their CACerts). */
+  caCerts?: string | undefined;
   /** Which events of the stream it takes; undefined: every one. */
   predicate?: Predicate | undefined;
   /** Set when the filter requires an exact attribute value: the subscription is found by lookup. */

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
+import { rootCertificates } from 'node:tls';
 import { Agent, type Dispatcher, util } from 'undici';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { encodeBinary, encodeStructured } from '../cloudevents/http.js';
@@ -78,17 +79,24 @@ export class Sender {
   private readonly agents = new Map<string, Agent>();
   constructor(private readonly opts: SenderOptions) {}
 
-  /** A subscription's pool; connections to the server itself go through their own, unchecked one. */
-  private agent(pool: string, self: boolean): Agent {
-    const key = self ? `${pool}\u0000self` : pool;
+  /**
+   * A subscription's pool; connections to the server itself go through their own, unchecked one, and
+   * each set of extra CA certificates through its own.
+   */
+  private agent(pool: string, self: boolean, ca?: string): Agent {
+    const key = `${pool}\u0000${self ? 'self' : ''}\u0000${ca === undefined ? '' : createHash('sha256').update(ca).digest('hex')}`;
     let a = this.agents.get(key);
     if (a === undefined) {
       const rules = self ? undefined : this.opts.rules;
+      const connect = {
+        ...(rules !== undefined ? { lookup: rules.lookup } : {}),
+        ...(ca !== undefined ? { ca: [...rootCertificates, ca] } : {}),
+      };
       a = new Agent({
         connections: this.opts.connections,
         keepAliveTimeout: 30_000,
         pipelining: 1,
-        ...(rules !== undefined ? { connect: { lookup: rules.lookup } } : {}),
+        ...(Object.keys(connect).length > 0 ? { connect } : {}),
       });
       this.agents.set(key, a);
     }
@@ -97,9 +105,8 @@ export class Sender {
 
   /** Closes the connections of a subscription that is gone; requests in flight are aborted. */
   release(pool: string): void {
-    for (const key of [pool, `${pool}\u0000self`]) {
-      const a = this.agents.get(key);
-      if (a === undefined) continue;
+    for (const [key, a] of this.agents) {
+      if (!key.startsWith(`${pool}\u0000`)) continue;
       this.agents.delete(key);
       void a.destroy().catch(() => undefined);
     }
@@ -118,9 +125,13 @@ export class Sender {
     omit?: string,
     /** More headers (a trace context). */
     extra?: Record<string, string>,
-    /** Sign the delivery (Standard Webhooks): sent in structured mode, so the signature covers the attributes. */
-    sign?: WebhookSigning,
+    /**
+     * `sign`: sign the delivery (Standard Webhooks), sent in structured mode so that the signature covers
+     * the attributes; `ca`: PEM certificates trusted for https besides the system's (a destination's CACerts).
+     */
+    opts: { sign?: WebhookSigning | undefined; ca?: string | undefined } = {},
   ): Promise<SendResult> {
+    const sign = opts.sign;
     const more = extra === undefined ? PREFER_REPLY : { ...PREFER_REPLY, ...extra };
     const msg = sign === undefined ? encodeBinary(event, omit, more) : signed(event, omit, more, sign);
     const headers = msg.headers;
@@ -132,7 +143,7 @@ export class Sender {
         timeout: false,
       });
     const max = this.opts.maxResponseBytes;
-    const agent = this.agent(pool, target.self);
+    const agent = this.agent(pool, target.self, opts.ca);
     return new Promise((resolve) => {
       let status = 0;
       let abort: ((err: Error) => void) | undefined;

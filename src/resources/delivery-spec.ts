@@ -3,6 +3,7 @@
  * retry policy the dispatcher uses.
  * @module
  */
+import { X509Certificate } from 'node:crypto';
 import { ADDRESSABLE_API } from './addressing.js';
 import { parseDuration } from './duration.js';
 import { parseRate } from './rate.js';
@@ -18,6 +19,8 @@ export interface KReference {
 export interface Destination {
   ref?: KReference;
   uri?: string;
+  /** PEM certificates of the CAs that sign the destination's https certificate (beside the system's). */
+  CACerts?: string;
 }
 
 export interface DeliverySpec {
@@ -29,6 +32,33 @@ export interface DeliverySpec {
   /** Trellis extension: the longest wait between two attempts (Knative has no cap). */
   backoffMax?: string;
   deadLetterSink?: Destination;
+}
+
+const BEGIN = '-----BEGIN CERTIFICATE-----';
+const END = '-----END CERTIFICATE-----';
+
+/** Checks PEM CA certificates (at most 16, 64 KiB in all): each must parse as an X.509 certificate. */
+function validateCACerts(path: string, v: unknown): string {
+  if (typeof v !== 'string') invalid(path, 'must be PEM certificates as a string');
+  if (v.length > 65_536) invalid(path, 'is over 64 KiB');
+  const certs: string[] = [];
+  // Found by position, not by a pattern: linear in the input, whatever it holds.
+  for (let at = v.indexOf(BEGIN); at >= 0; at = v.indexOf(BEGIN, at)) {
+    const end = v.indexOf(END, at);
+    if (end < 0) invalid(path, `certificate ${certs.length + 1} has no ${END} line`);
+    certs.push(v.slice(at, end + END.length));
+    if (certs.length > 16) invalid(path, 'holds more than 16 certificates');
+    at = end + END.length;
+  }
+  if (certs.length === 0) invalid(path, `must hold PEM certificates (${BEGIN} ...)`);
+  for (const [i, pem] of certs.entries()) {
+    try {
+      new X509Certificate(pem);
+    } catch (err) {
+      invalid(path, `certificate ${i + 1} does not parse: ${(err as Error).message}`);
+    }
+  }
+  return certs.join('\n');
 }
 
 /** Validates a `{ref, uri}` destination; `namespace` is the default for `ref.namespace`. */
@@ -74,6 +104,8 @@ export function validateDestination(path: string, v: unknown, namespace: string)
     out.uri = uri;
   }
   if (out.ref === undefined && out.uri === undefined) invalid(path, 'needs a uri or a ref');
+  if (o['CACerts'] !== undefined && o['CACerts'] !== null && o['CACerts'] !== '')
+    out.CACerts = validateCACerts(`${path}.CACerts`, o['CACerts']);
   return out;
 }
 

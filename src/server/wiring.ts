@@ -471,6 +471,7 @@ export class RouteTable {
       ordered: t.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
       keepDeadLetters: keepsDeadLetters(t.metadata.annotations, bobj.metadata.annotations),
       signing: this.signing(t.metadata.annotations),
+      caCerts: caCertsOf(spec.subscriber, spec.delivery?.deadLetterSink),
       ...this.selfFlags(subscriberUri, policy),
     };
   }
@@ -615,6 +616,7 @@ export class RouteTable {
       ordered: o.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
       keepDeadLetters: keepsDeadLetters(o.metadata.annotations, channel.metadata.annotations),
       signing: this.signing(o.metadata.annotations),
+      caCerts: caCertsOf(spec.subscriber, spec.reply, spec.delivery?.deadLetterSink),
       ...this.selfFlags(subscriberUri, policy),
     };
   }
@@ -653,4 +655,10 @@ export function anchorOf(spec: TriggerSpec): Anchor | undefined {
   for (const k of DERIVED_ATTRIBUTES) delete exact[k];
   const attribute = 'type' in exact ? 'type' : 'source' in exact ? 'source' : Object.keys(exact)[0];
   return attribute === undefined ? undefined : { attribute, value: exact[attribute]! };
+}
+
+/** The CA certificates a subscription's destinations name (`CACerts`), as one PEM bundle. */
+function caCertsOf(...destinations: ({ CACerts?: string } | undefined)[]): string | undefined {
+  const pems = destinations.map((d) => d?.CACerts).filter((c): c is string => c !== undefined);
+  return pems.length === 0 ? undefined : pems.join('\n');
 }
