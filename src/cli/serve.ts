@@ -114,6 +114,12 @@ export function runServe(program: Command): void {
       new Option('--no-metrics', 'keep no Prometheus metrics and serve no /metrics (TRELLIS_METRICS=false)'),
     )
     .addOption(
+      new Option('--tls-cert <file>', 'PEM certificate (chain): serve https; read again when it changes').env(
+        'TRELLIS_TLS_CERT',
+      ),
+    )
+    .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert').env('TRELLIS_TLS_KEY'))
+    .addOption(
       new Option(
         '--rate-limit <rate>',
         'events per second HTTP ingress takes per Broker, Channel or flow without its own (100/s, 6000/m, 100/s,500)',
@@ -297,6 +303,8 @@ Examples:
     )
     .action(async (opts: Record<string, unknown>) => {
       const files = opts['filename'];
+      if ((opts['tlsCert'] === undefined) !== (opts['tlsKey'] === undefined))
+        throw new InvalidArgumentError('--tls-cert and --tls-key go together: give both, or neither');
       // Loaded here so that the other commands start without the server's dependencies.
       const { startServer } = await import('../server/server.js');
       const server = await startServer({
@@ -313,6 +321,8 @@ Examples:
         allowNetworks: opts['allowNetworks'] as string[] | undefined,
         denyLoopback: opts['denyLoopback'] === true || opts['denyLoopback'] === 'true',
         rateLimit: opts['rateLimit'] as string | undefined,
+        tlsCert: opts['tlsCert'] as string | undefined,
+        tlsKey: opts['tlsKey'] as string | undefined,
         rateLimitPerSender: opts['rateLimitPerSender'] as string | undefined,
         natsReplicas: opts['natsReplicas'] as number,
         nats: natsAuth(opts),

@@ -5,9 +5,9 @@
  * @module
  */
 
-import { createHash, createHmac } from 'node:crypto';
-import { rootCertificates } from 'node:tls';
-import { Agent, type Dispatcher, util } from 'undici';
+import { createHash, createHmac, X509Certificate } from 'node:crypto';
+import { rootCertificates, type TLSSocket } from 'node:tls';
+import { Agent, buildConnector, type Dispatcher, util } from 'undici';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { encodeBinary, encodeStructured } from '../cloudevents/http.js';
 import type { DestinationRules } from './destinations.js';
@@ -26,6 +26,8 @@ export interface SenderOptions {
   maxResponseBytes: number;
   /** Which addresses may be connected to (after DNS); the server's own URLs always may. */
   rules?: DestinationRules | undefined;
+  /** The server's own certificate, when it serves https: deliveries to itself trust it (and only it). */
+  selfCa?: string | undefined;
 }
 
 /** How a delivery is signed: the key, and the message id (the same for every attempt of a delivery). */
@@ -74,10 +76,41 @@ export function signingKey(secret: string): Buffer {
   return s.startsWith('whsec_') ? Buffer.from(s.slice(6), 'base64') : Buffer.from(s, 'utf8');
 }
 
+/**
+ * Connections to this server itself over https: its own certificate, pinned by fingerprint (the name in
+ * it may not be the address used, and its CA may be one only its clients know).
+ */
+function pinned(fingerprint: string): buildConnector.connector {
+  const base = buildConnector({ rejectUnauthorized: false });
+  return (options, callback) =>
+    base(options, (err, socket) => {
+      if (err !== null) return callback(err, null);
+      const got = (socket as TLSSocket).getPeerCertificate?.()?.fingerprint256;
+      if (options.protocol === 'https:' && got !== fingerprint) {
+        socket.destroy();
+        return callback(new Error("the server's own address answered with another certificate"), null);
+      }
+      return callback(null, socket);
+    });
+}
+
 /** An HTTP sender with connection pools per subscription. */
 export class Sender {
   private readonly agents = new Map<string, Agent>();
-  constructor(private readonly opts: SenderOptions) {}
+  private selfCa: string | undefined;
+  constructor(private readonly opts: SenderOptions) {
+    this.selfCa = opts.selfCa;
+  }
+
+  /** The server's certificate was renewed: deliveries to itself trust the new one. */
+  trustSelf(cert: string): void {
+    this.selfCa = cert;
+    for (const [key, a] of this.agents) {
+      if (!key.includes('\u0000self\u0000')) continue;
+      this.agents.delete(key);
+      void a.close().catch(() => undefined);
+    }
+  }
 
   /**
    * A subscription's pool; connections to the server itself go through their own, unchecked one, and
@@ -96,7 +129,11 @@ export class Sender {
         connections: this.opts.connections,
         keepAliveTimeout: 30_000,
         pipelining: 1,
-        ...(Object.keys(connect).length > 0 ? { connect } : {}),
+        ...(self && this.selfCa !== undefined
+          ? { connect: pinned(new X509Certificate(this.selfCa).fingerprint256) }
+          : Object.keys(connect).length > 0
+            ? { connect }
+            : {}),
       });
       this.agents.set(key, a);
     }

@@ -68,6 +68,9 @@ export interface ServerConfig {
   rateLimit?: string | undefined;
   /** The same per sender address. Env TRELLIS_RATE_LIMIT_PER_SENDER. */
   rateLimitPerSender?: string | undefined;
+  /** PEM certificate (chain) and key files: https for ingress and the admin API. Env TRELLIS_TLS_CERT, TRELLIS_TLS_KEY. */
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
   /** Keep Prometheus metrics and serve them at `/metrics` (default on). Env TRELLIS_METRICS. */
   metrics?: boolean;
   /** Register the types seen at Broker and Channel ingress as EventTypes. Env TRELLIS_EVENTTYPE_AUTO_CREATE. */

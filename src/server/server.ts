@@ -4,7 +4,8 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
-import { createServer, STATUS_CODES } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { hostname } from 'node:os';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -63,6 +64,7 @@ import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import { DEAD_LETTER_PREFIX, type ResourceObject, type Store, type StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
+import { TlsCertificate } from './tls.js';
 import { RouteTable } from './wiring.js';
 
 /**
@@ -119,6 +121,12 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const store = await openStore(cfg, logger);
   await store.ready();
   const registry = new ResourceRegistry(store.resources);
+  // TLS when a certificate is given: https for ingress and the admin API; read now, so a bad pair stops the start.
+  const tls =
+    cfg.tlsCert !== undefined && cfg.tlsKey !== undefined
+      ? new TlsCertificate(cfg.tlsCert, cfg.tlsKey)
+      : undefined;
+  const tlsFiles = tls?.files();
   // Which addresses deliveries may connect to; the server's own URLs (known once it listens) always.
   let isSelfUrl: (url: string) => boolean = () => false;
   const rules = new DestinationRules(
@@ -131,6 +139,8 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   );
   const sender = new Sender({
     rules,
+    // Deliveries to this server itself trust its own certificate.
+    selfCa: tlsFiles?.cert,
     connections: Math.max(16, cfg.concurrency),
     maxResponseBytes: cfg.maxBodyBytes,
   });
@@ -199,33 +209,51 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     rewriteUrl: (req) => (req.url?.startsWith('/api/') ? `/apis/core/${req.url.slice(5)}` : (req.url ?? '/')),
     // Broker ingress is served before Fastify's routing: it is the hot path.
     serverFactory: (handler) => {
-      const server = createServer(
-        {
-          // A request must arrive whole within these bounds (slow-loris senders are cut off).
-          headersTimeout: Math.min(cfg.requestTimeoutMs, 60_000),
-          requestTimeout: cfg.requestTimeoutMs,
-          connectionsCheckingInterval: Math.min(1000, cfg.requestTimeoutMs),
-        },
-        (req, res) => {
-          let mine: boolean;
-          try {
-            mine = ingest(req, res);
-          } catch (err) {
-            // A bug must cost one request, never the process.
-            logger.error({ err, url: req.url }, 'ingress failed on a request');
-            if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
-            res.end(
-              JSON.stringify({
-                code: 'TRELLIS_ERR_INTERNAL',
-                message: `internal error: ${(err as Error).message}`,
-              }),
-            );
-            return;
-          }
-          if (!mine) handler(req, res);
-        },
-      );
+      const options = {
+        // A request must arrive whole within these bounds (slow-loris senders are cut off).
+        headersTimeout: Math.min(cfg.requestTimeoutMs, 60_000),
+        requestTimeout: cfg.requestTimeoutMs,
+        connectionsCheckingInterval: Math.min(1000, cfg.requestTimeoutMs),
+      };
+      const serve = (req: IncomingMessage, res: ServerResponse) => {
+        let mine: boolean;
+        try {
+          mine = ingest(req, res);
+        } catch (err) {
+          // A bug must cost one request, never the process.
+          logger.error({ err, url: req.url }, 'ingress failed on a request');
+          if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(
+            JSON.stringify({
+              code: 'TRELLIS_ERR_INTERNAL',
+              message: `internal error: ${(err as Error).message}`,
+            }),
+          );
+          return;
+        }
+        if (!mine) handler(req, res);
+      };
+      const server =
+        tlsFiles === undefined
+          ? createServer(options, serve)
+          : createHttpsServer({ ...options, ...tlsFiles }, serve);
       server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket));
+      if (tls !== undefined) {
+        // A handshake that fails (a plain-HTTP client, an old TLS) costs the connection only.
+        server.on('tlsClientError', (_err, socket) => socket.destroy());
+        tls.watch(
+          (files) => {
+            (server as HttpsServer).setSecureContext(files);
+            sender.trustSelf(files.cert);
+            logger.info({ cert: cfg.tlsCert }, 'TLS certificate and key reloaded');
+          },
+          (err) =>
+            logger.warn(
+              { err: err.message },
+              'the TLS files changed and do not load; the previous pair is kept',
+            ),
+        );
+      }
       return server;
     },
   });
@@ -322,7 +350,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerTransformRoutes(app, transformer);
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
-  const url = address.replace('[::1]', 'localhost');
+  const url = address
+    .replace('[::1]', 'localhost')
+    .replace(/^https?:/, tls === undefined ? 'http:' : 'https:');
   const publicUrl = cfg.publicUrl ?? url;
   guard = adminGuard({
     host: cfg.host,
@@ -502,6 +532,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     for (const c of connectors.values()) await c.close();
     await app.close();
     await tracing?.shutdown().catch(() => undefined);
+    tls?.close();
     await store.close();
     throw err;
   }
@@ -564,6 +595,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         for (const c of connectors.values()) await c.close();
         await jobs.close();
         tails.closeAll();
+        tls?.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.
         const force = setTimeout(() => app.server.closeAllConnections(), 2000);

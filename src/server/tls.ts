@@ -1,0 +1,77 @@
+/**
+ * The server's TLS certificate and key (`--tls-cert`, `--tls-key`): read at start (a clear error when
+ * they cannot be), and read again when either file changes, so a renewed certificate is served without a
+ * restart. A pair that does not load is logged and the previous one kept.
+ * @module
+ */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { TrellisError } from '../errors.js';
+
+export interface TlsFiles {
+  cert: string;
+  key: string;
+}
+
+/** How often the files are looked at for a change. */
+const POLL_MS = 2000;
+
+export class TlsCertificate {
+  private watching = false;
+
+  constructor(
+    private readonly certPath: string,
+    private readonly keyPath: string,
+  ) {}
+
+  /** Reads and checks the pair; throws naming the file that does not load. */
+  files(): TlsFiles {
+    let cert: string;
+    let key: string;
+    try {
+      cert = readFileSync(this.certPath, 'utf8');
+      new X509Certificate(cert);
+    } catch (err) {
+      throw new TrellisError(
+        'TRELLIS_ERR_RESOURCE_INVALID',
+        `--tls-cert ${this.certPath}: ${(err as Error).message}`,
+      );
+    }
+    try {
+      key = readFileSync(this.keyPath, 'utf8');
+      createPrivateKey(key);
+    } catch (err) {
+      // The key's own text never goes into a message.
+      throw new TrellisError(
+        'TRELLIS_ERR_RESOURCE_INVALID',
+        `--tls-key ${this.keyPath}: ${(err as NodeJS.ErrnoException).code ?? 'not a private key'}`,
+      );
+    }
+    if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key)))
+      throw new TrellisError(
+        'TRELLIS_ERR_RESOURCE_INVALID',
+        `--tls-key ${this.keyPath} is not the key of --tls-cert ${this.certPath}`,
+      );
+    return { cert, key };
+  }
+
+  /** Calls `onChange` with the new pair when either file changes; `onError` when the new pair does not load. */
+  watch(onChange: (files: TlsFiles) => void, onError: (err: Error) => void): void {
+    this.watching = true;
+    const changed = () => {
+      try {
+        onChange(this.files());
+      } catch (err) {
+        onError(err as Error);
+      }
+    };
+    watchFile(this.certPath, { interval: POLL_MS }, changed);
+    watchFile(this.keyPath, { interval: POLL_MS }, changed);
+  }
+
+  close(): void {
+    if (!this.watching) return;
+    unwatchFile(this.certPath);
+    unwatchFile(this.keyPath);
+  }
+}
