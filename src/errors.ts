@@ -47,6 +47,12 @@ export const ERRORS = {
   TRELLIS_ERR_EVENT_NOT_FOUND: { status: 404, title: 'The Broker holds no such event' },
   TRELLIS_ERR_CONFLICT: { status: 409, title: 'The resource changed since it was read' },
   TRELLIS_ERR_UNAUTHORIZED: { status: 401, title: 'The admin API needs the admin token' },
+  TRELLIS_ERR_TOKEN_MISSING: { status: 401, title: 'Sending needs a bearer token' },
+  TRELLIS_ERR_TOKEN_INVALID: { status: 401, title: 'The bearer token is not a valid JWT' },
+  TRELLIS_ERR_TOKEN_EXPIRED: { status: 401, title: 'The bearer token has expired' },
+  TRELLIS_ERR_TOKEN_AUDIENCE: { status: 401, title: 'The bearer token is for another audience' },
+  TRELLIS_ERR_TOKEN_ISSUER: { status: 401, title: "The bearer token's issuer is not trusted" },
+  TRELLIS_ERR_TOKEN_SIGNATURE: { status: 401, title: "The bearer token's signature does not verify" },
   TRELLIS_ERR_ORIGIN_FORBIDDEN: {
     status: 403,
     title: 'A web page of another origin tried to use the admin API',

@@ -137,6 +137,27 @@ Examples:
   registerExport(program, serverOption, fail);
   registerTail(program, serverOption, fail);
   registerTop(program, serverOption, fail);
+
+  program
+    .command('token')
+    .description("Mint a token with this server's OIDC key (admin token required) and print it.")
+    .requiredOption('--audience <aud>', "the addressable's audience (its status.address.audience)")
+    .requiredOption('--subject <sub>', 'who the token says the sender is')
+    .option('--ttl <duration>', 'how long it is valid, ISO-8601 (default PT1H, at most PT24H)')
+    .addOption(serverOption())
+    .addHelpText(
+      'after',
+      '\nExample:\n  curl -H "Authorization: Bearer $(trellis token --audience eventing.knative.dev/broker/default/orders --subject shop)" ...',
+    )
+    .action(async (opts: { audience: string; subject: string; ttl?: string; server: string }) => {
+      try {
+        process.stdout.write(
+          `${await new AdminClient(opts.server).mintToken(opts.audience, opts.subject, opts.ttl)}\n`,
+        );
+      } catch (err) {
+        fail(err);
+      }
+    });
   registerDeadLetters(program, serverOption, fail);
 
   program

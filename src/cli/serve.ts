@@ -121,6 +121,32 @@ export function runServe(program: Command): void {
     .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert').env('TRELLIS_TLS_KEY'))
     .addOption(
       new Option(
+        '--authentication <mode>',
+        'oidc: senders need a bearer token for the addressable (none: open)',
+      )
+        .choices(['oidc', 'none'])
+        .env('TRELLIS_AUTHENTICATION')
+        .default('none'),
+    )
+    .addOption(
+      new Option(
+        '--oidc-issuer <url>',
+        'an issuer whose tokens are trusted (repeatable; with --oidc-jwks)',
+      ).argParser((v: string, prev: string[] = []) => [...prev, v]),
+    )
+    .addOption(
+      new Option(
+        '--oidc-jwks <url|file>',
+        "that issuer's keys: a JWKS URL or file (one per --oidc-issuer, in order)",
+      ).argParser((v: string, prev: string[] = []) => [...prev, v]),
+    )
+    .addOption(
+      new Option('--oidc-signing-key <file>', "Trellis's own signing key (JWK; made when missing)").env(
+        'TRELLIS_OIDC_SIGNING_KEY',
+      ),
+    )
+    .addOption(
+      new Option(
         '--rate-limit <rate>',
         'events per second HTTP ingress takes per Broker, Channel or flow without its own (100/s, 6000/m, 100/s,500)',
       )
@@ -305,6 +331,12 @@ Examples:
       const files = opts['filename'];
       if ((opts['tlsCert'] === undefined) !== (opts['tlsKey'] === undefined))
         throw new InvalidArgumentError('--tls-cert and --tls-key go together: give both, or neither');
+      const issuers = (opts['oidcIssuer'] as string[] | undefined) ?? [];
+      const jwks = (opts['oidcJwks'] as string[] | undefined) ?? [];
+      if (issuers.length !== jwks.length)
+        throw new InvalidArgumentError(
+          '--oidc-issuer and --oidc-jwks go in pairs: one --oidc-jwks for each issuer',
+        );
       // Loaded here so that the other commands start without the server's dependencies.
       const { startServer } = await import('../server/server.js');
       const server = await startServer({
@@ -322,6 +354,9 @@ Examples:
         denyLoopback: opts['denyLoopback'] === true || opts['denyLoopback'] === 'true',
         rateLimit: opts['rateLimit'] as string | undefined,
         tlsCert: opts['tlsCert'] as string | undefined,
+        authentication: opts['authentication'] as 'oidc' | 'none',
+        oidcIssuers: issuers.map((issuer, i) => ({ issuer, jwks: jwks[i]! })),
+        oidcSigningKey: opts['oidcSigningKey'] as string | undefined,
         tlsKey: opts['tlsKey'] as string | undefined,
         rateLimitPerSender: opts['rateLimitPerSender'] as string | undefined,
         natsReplicas: opts['natsReplicas'] as number,

@@ -265,6 +265,17 @@ export class AdminClient {
     };
   }
 
+  /** A token Trellis mints for `audience`, as `subject` (`POST /apis/tokens`). */
+  async mintToken(audience: string, subject: string, ttl?: string): Promise<string> {
+    const r = await this.call(
+      'POST',
+      '/apis/tokens',
+      JSON.stringify({ audience, subject, ...(ttl ? { ttl } : {}) }),
+      'application/json',
+    );
+    return (r.json as { token: string }).token;
+  }
+
   /** Deliveries waiting for their next attempt, with the last answer (`GET /apis/retries`). */
   async retries(): Promise<{ items: PendingRetry[] }> {
     return (await this.call('GET', '/apis/retries')).json as { items: PendingRetry[] };

@@ -107,6 +107,17 @@ export class Dispatcher {
   observer: DataPlaneObserver = {};
   /** Set when tracing is on: a span per attempt, its context sent to the subscriber. */
   tracer: Tracer | undefined;
+  /**
+   * Set when Trellis mints tokens: the audience a delivery of `route` to `url` needs a token for (its
+   * destination's `audience`; an addressable of this server when senders must authenticate), and the
+   * token for it, as the subscription's own identity.
+   */
+  tokens:
+    | {
+        audience(route: SubscriptionRoute, url: string): string | undefined;
+        token(audience: string, route: SubscriptionRoute): Promise<string>;
+      }
+    | undefined;
   /** The last failed answer of deliveries waiting for a retry here, by `subscription:seq` (bounded). */
   private readonly lastAnswers = new Map<string, { code?: number | undefined; answer: string; at: string }>();
 
@@ -394,18 +405,33 @@ class SubscriptionWorker {
     const signing = this.route.signing;
     if (signing !== undefined && 'error' in signing)
       return Promise.resolve<SendResult>({ kind: 'error', error: signing.error, timeout: false });
-    return this.d.sender.send(
-      this.route.id,
-      url,
-      event,
-      this.route.policy.timeoutMs,
-      omit,
-      span === undefined ? undefined : traceHeaders(span),
-      {
-        sign: signing === undefined ? undefined : { key: signing.key, id: `${this.route.id}:${item.seq}` },
-        ca: this.route.caCerts,
-      },
-    );
+    const audience = this.d.tokens?.audience(this.route, url);
+    if (audience !== undefined)
+      return this.d.tokens!.token(audience, this.route).then(
+        (token) => this.send(url, event, omit, item, span, { authorization: `Bearer ${token}` }),
+        (err: unknown): SendResult => ({
+          kind: 'error',
+          error: `minting a token failed: ${(err as Error).message}`,
+          timeout: false,
+        }),
+      );
+    return this.send(url, event, omit, item, span);
+  }
+
+  private send(
+    url: string,
+    event: CloudEvent,
+    omit: string | undefined,
+    item: Item,
+    span: TraceSpan | undefined,
+    auth?: Record<string, string>,
+  ): Promise<SendResult> {
+    const signing = this.route.signing as { key: Buffer } | undefined;
+    const headers = span === undefined ? auth : { ...traceHeaders(span), ...auth };
+    return this.d.sender.send(this.route.id, url, event, this.route.policy.timeoutMs, omit, headers, {
+      sign: signing === undefined ? undefined : { key: signing.key, id: `${this.route.id}:${item.seq}` },
+      ca: this.route.caCerts,
+    });
   }
 
   /** A span for one attempt, under the trace the event's distributed-tracing extension started. */

@@ -58,6 +58,20 @@ export interface IngressHooks {
   stored?(stream: StreamRoute, events: readonly CloudEvent[], seqs: readonly number[]): void;
 }
 
+/** Who sent: a token's subject and issuer. */
+export interface SenderIdentity {
+  sub: string;
+  iss: string;
+}
+
+/**
+ * Authentication of senders (`--authentication oidc`): the identity an `Authorization` header proves for
+ * an audience — at once when the token is known, else a promise —; throws (or rejects with) the 401.
+ */
+export interface Senders {
+  check(authorization: string | undefined, audience: string): SenderIdentity | Promise<SenderIdentity>;
+}
+
 export interface IngressLimits {
   /** Refuse events (503) while this many are waiting to be made durable. */
   maxPendingWrites: number;
@@ -70,6 +84,8 @@ export class Ingress {
   accepted = 0;
   /** Hears every request answered and every append (metrics, live stats). */
   observer: DataPlaneObserver = {};
+  /** Set when senders must authenticate (HTTP ingress checks their tokens). */
+  senders: Senders | undefined;
   /** Set when tracing is on: spans for the filter and the append, under the request's. */
   tracer: Tracer | undefined;
 

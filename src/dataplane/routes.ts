@@ -58,6 +58,8 @@ export interface SubscriptionRoute {
   signing?: { key: Buffer } | { error: string } | undefined;
   /** PEM CA certificates its https destinations are trusted with, besides the system's (their CACerts). */
   caCerts?: string | undefined;
+  /** The subscriber's OIDC audience, when its destination names one: deliveries carry a token for it. */
+  subscriberAudience?: string | undefined;
   /** Which events of the stream it takes; undefined: every one. */
   predicate?: Predicate | undefined;
   /** Set when the filter requires an exact attribute value: the subscription is found by lookup. */

@@ -78,3 +78,26 @@ export function streamKey(kind: string, namespace: string, name: string): string
 export function addressUrl(publicUrl: string, kind: string, namespace: string, name: string): string {
   return `${publicUrl.replace(/\/$/, '')}${addressPath(kind, namespace, name)}`;
 }
+
+/** The OIDC audience of an addressable, as Knative writes it: `group/kind/namespace/name`. */
+export function addressAudience(kind: string, namespace: string, name: string): string | undefined {
+  const api = ADDRESSABLE_API[kind];
+  return api === undefined ? undefined : `${api.split('/')[0]}/${kind.toLowerCase()}/${namespace}/${name}`;
+}
+
+const KIND_OF_PREFIX = new Map(Object.entries(ADDRESS_PREFIX).map(([kind, p]) => [p, kind]));
+
+/**
+ * The audience of the addressable an address path names (`/ns/broker`, `/channels/ns/name`), or
+ * undefined when the path names none.
+ */
+export function pathAudience(path: string): string | undefined {
+  const parts = path
+    .split('?')[0]!
+    .split('/')
+    .filter((x) => x !== '');
+  if (parts.length === 2) return addressAudience('Broker', parts[0]!, parts[1]!);
+  if (parts.length !== 3) return undefined;
+  const kind = KIND_OF_PREFIX.get(parts[0]!);
+  return kind === undefined || kind === 'Broker' ? undefined : addressAudience(kind, parts[1]!, parts[2]!);
+}

@@ -17,6 +17,8 @@ export interface ReconcileContext {
     allowCommands: boolean;
     /** Why deliveries may not go to this URL (destination rules), or undefined. */
     deniedDestination?: ((uri: string) => string | undefined) | undefined;
+    /** Senders authenticate (OIDC): addressables show their audience in `status.address.audience`. */
+    authentication?: boolean | undefined;
   };
   /** Another resource, by kind, namespace and name; remembered as a dependency. */
   get(kind: string, namespace: string, name: string): ResourceObject | undefined;

@@ -21,6 +21,8 @@ export interface Destination {
   uri?: string;
   /** PEM certificates of the CAs that sign the destination's https certificate (beside the system's). */
   CACerts?: string;
+  /** The OIDC audience of the destination: its deliveries carry a token Trellis mints for it. */
+  audience?: string;
 }
 
 export interface DeliverySpec {
@@ -106,6 +108,12 @@ export function validateDestination(path: string, v: unknown, namespace: string)
   if (out.ref === undefined && out.uri === undefined) invalid(path, 'needs a uri or a ref');
   if (o['CACerts'] !== undefined && o['CACerts'] !== null && o['CACerts'] !== '')
     out.CACerts = validateCACerts(`${path}.CACerts`, o['CACerts']);
+  const aud = stringAt(`${path}.audience`, o['audience'], true);
+  if (aud !== undefined && aud !== '') {
+    if (aud.length > 512 || /[\u0000-\u001f]/.test(aud))
+      invalid(`${path}.audience`, 'must be at most 512 printable characters');
+    out.audience = aud;
+  }
   return out;
 }
 

@@ -7,7 +7,7 @@
  * @module
  */
 import type { ResourceEvent, ResourceObject, ResourceStore } from '../store/types.js';
-import { addressUrl } from './addressing.js';
+import { addressAudience, addressUrl } from './addressing.js';
 import { type Cond, isReady } from './conditions.js';
 import type { ReconcileContext, Resolved } from './context.js';
 import type { Destination } from './delivery-spec.js';
@@ -182,6 +182,12 @@ export class StatusReconciler {
             }
             if (def.reconcile === undefined) continue;
             const status = def.reconcile(o, this.context(id));
+            // With authentication on, an addressable says which audience its senders' tokens must name.
+            const address = status['address'] as { url?: string; audience?: string } | undefined;
+            if (this.features.authentication === true && address?.url !== undefined) {
+              const audience = addressAudience(def.kind, o.metadata.namespace, o.metadata.name);
+              if (audience !== undefined) status['address'] = { ...address, audience };
+            }
             if (isReady(o) !== isReady({ ...o, status })) flipped.push(id);
             await writes.add(this.write(o, status, def.preservedStatus));
           }

@@ -71,6 +71,12 @@ export interface ServerConfig {
   /** PEM certificate (chain) and key files: https for ingress and the admin API. Env TRELLIS_TLS_CERT, TRELLIS_TLS_KEY. */
   tlsCert?: string | undefined;
   tlsKey?: string | undefined;
+  /** `oidc`: senders need a bearer token for the addressable's audience (Knative's authentication-oidc). Env TRELLIS_AUTHENTICATION. */
+  authentication?: 'oidc' | 'none' | undefined;
+  /** Issuers whose tokens are trusted besides Trellis's own, with where their keys are (JWKS URL or file). */
+  oidcIssuers?: readonly { issuer: string; jwks: string }[] | undefined;
+  /** Trellis's signing key (JWK file); default oidc-signing-key.json in the data directory. */
+  oidcSigningKey?: string | undefined;
   /** Keep Prometheus metrics and serve them at `/metrics` (default on). Env TRELLIS_METRICS. */
   metrics?: boolean;
   /** Register the types seen at Broker and Channel ingress as EventTypes. Env TRELLIS_EVENTTYPE_AUTO_CREATE. */

@@ -7,9 +7,11 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
+import { TokenVerifier, TrellisIssuer } from '../auth/oidc.js';
 import { formatEvent } from '../cloudevents/display.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { decodeHttp } from '../cloudevents/http.js';
@@ -21,7 +23,7 @@ import { RedisConnectors } from '../connectors/redis.js';
 import type { ConnectorRunners } from '../connectors/runners.js';
 import { DEFAULT_DENIED_NETWORKS, DestinationRules } from '../dataplane/destinations.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
-import { Ingress } from '../dataplane/ingress.js';
+import { Ingress, type Senders } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
 import { observers } from '../dataplane/observer.js';
 import type { StreamRoute } from '../dataplane/routes.js';
@@ -34,6 +36,7 @@ import { TailHub } from '../observability/tail.js';
 import { startTracing } from '../observability/tracing.js';
 import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
+import { registerAuthRoutes } from '../protocols/http/auth-routes.js';
 import { registerConnectorSinkRoutes } from '../protocols/http/connector-routes.js';
 import { registerDeadLetterRoutes } from '../protocols/http/deadletter-routes.js';
 import { sendError } from '../protocols/http/errors.js';
@@ -44,6 +47,12 @@ import { registerStatsRoutes } from '../protocols/http/stats-routes.js';
 import { registerTailRoutes } from '../protocols/http/tail-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { registerUiRoutes } from '../protocols/http/ui-routes.js';
+import {
+  CONNECTOR_SINK_PREFIXES,
+  INTEGRATION_SINK_PREFIX,
+  pathAudience,
+  TRANSFORM_PREFIX,
+} from '../resources/addressing.js';
 import { type Cond, isReady, ready } from '../resources/conditions.js';
 import { type ConnectionState, connectedCondition } from '../resources/connector-spec.js';
 import { type ContainerSourceSpec, deployedCondition, processOf } from '../resources/containersource.js';
@@ -78,6 +87,13 @@ async function makeLogger(cfg: ServerConfig) {
   const { default: prettyStream } = await import('pino-pretty');
   return pino(opts, prettyStream({ colorize: process.stdout.isTTY === true, sync: true, ignore: 'name' }));
 }
+
+/** Path prefixes of the addressables Fastify serves (the others go through the ingress handler). */
+const FASTIFY_ADDRESSABLES: ReadonlySet<string> = new Set([
+  ...CONNECTOR_SINK_PREFIXES,
+  INTEGRATION_SINK_PREFIX,
+  TRANSFORM_PREFIX,
+]);
 
 /** This package's version, for `trellis_build_info`. */
 const VERSION = (
@@ -312,6 +328,39 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerHistoryRoutes(app, store.events, store.resources);
   registerTailRoutes(app, tails, store.resources);
   registerUiRoutes(app);
+  // OIDC: Trellis's issuer (made once the server knows its public URL) and the verification of senders.
+  let issuer: TrellisIssuer | undefined;
+  let verifier: TokenVerifier | undefined;
+  registerAuthRoutes(app, () => issuer);
+  const authenticating = cfg.authentication === 'oidc';
+  const senders: Senders = {
+    check: (authorization, audience) => {
+      const token = /^Bearer +([^\s]{1,16384})$/i.exec(authorization ?? '')?.[1];
+      if (token === undefined)
+        throw new TrellisError(
+          'TRELLIS_ERR_TOKEN_MISSING',
+          `sending here needs Authorization: Bearer <token> with audience ${audience}`,
+        );
+      if (verifier === undefined)
+        throw new TrellisError('TRELLIS_ERR_SHUTTING_DOWN', 'the server is starting');
+      return verifier.cached(token, audience) ?? verifier.verify(token, audience);
+    },
+  };
+  if (authenticating) {
+    ingress.senders = senders;
+    // The addressables Fastify serves (sinks, EventTransforms) check the same way.
+    app.addHook('preHandler', async (req, reply) => {
+      if (req.method !== 'POST') return;
+      const path = req.url.split('?')[0]!;
+      const prefix = path.split('/')[1] ?? '';
+      if (!FASTIFY_ADDRESSABLES.has(prefix)) return;
+      try {
+        await senders.check(req.headers.authorization, pathAudience(path) ?? path);
+      } catch (err) {
+        return sendError(reply, err);
+      }
+    });
+  }
   registerDeadLetterRoutes(app, {
     log: store.events,
     resources: store.resources,
@@ -364,6 +413,26 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
 
   const isSelf = selfUrls(url, publicUrl, cfg.host);
   isSelfUrl = isSelf;
+  issuer = await TrellisIssuer.open(
+    cfg.oidcSigningKey ??
+      (cfg.dataDir === ':memory:' ? undefined : join(cfg.dataDir, 'oidc-signing-key.json')),
+    publicUrl,
+  );
+  verifier = new TokenVerifier(issuer, cfg.oidcIssuers ?? []);
+  // Trellis's own deliveries carry a token: for a destination that names an audience, and, when senders
+  // must authenticate, for this server's own addressables. Their subject is the subscription's identity.
+  dispatcher.tokens = {
+    audience: (route, target) => {
+      if (route.subscriberAudience !== undefined && target === route.subscriberUri)
+        return route.subscriberAudience;
+      return authenticating && isSelf(target) ? pathAudience(new URL(target).pathname) : undefined;
+    },
+    token: (audience, route) =>
+      issuer!.tokenFor(
+        audience,
+        `system:serviceaccount:${route.namespace}:trellis-${route.kind.toLowerCase()}-${route.name.split(' ')[0]}`,
+      ),
+  };
   let pendingUpdate: Promise<void> = Promise.resolve();
   const table = new RouteTable({
     defaultTimeoutMs: cfg.deliveryTimeoutMs,
@@ -507,7 +576,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         .then(() => dispatcher.update(subscriptions, existing))
         .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
     },
-    { allowCommands: cfg.allowCommands === true, deniedDestination: (u) => rules.deniedUrl(u) },
+    {
+      allowCommands: cfg.allowCommands === true,
+      deniedDestination: (u) => rules.deniedUrl(u),
+      authentication: authenticating,
+    },
   );
   try {
     for (const f of cfg.files) {

@@ -472,6 +472,7 @@ export class RouteTable {
       keepDeadLetters: keepsDeadLetters(t.metadata.annotations, bobj.metadata.annotations),
       signing: this.signing(t.metadata.annotations),
       caCerts: caCertsOf(spec.subscriber, spec.delivery?.deadLetterSink),
+      subscriberAudience: spec.subscriber.audience,
       ...this.selfFlags(subscriberUri, policy),
     };
   }
@@ -617,6 +618,7 @@ export class RouteTable {
       keepDeadLetters: keepsDeadLetters(o.metadata.annotations, channel.metadata.annotations),
       signing: this.signing(o.metadata.annotations),
       caCerts: caCertsOf(spec.subscriber, spec.reply, spec.delivery?.deadLetterSink),
+      subscriberAudience: spec.subscriber?.audience,
       ...this.selfFlags(subscriberUri, policy),
     };
   }

@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { CloudEvent } from '../../cloudevents/event.js';
 import { decodeHttp } from '../../cloudevents/http.js';
-import type { Ingress } from '../../dataplane/ingress.js';
+import type { Ingress, Senders } from '../../dataplane/ingress.js';
 import { TokenBuckets } from '../../dataplane/rate-limit.js';
 import type { Logger } from '../../dataplane/routes.js';
 import {
@@ -20,7 +20,7 @@ import {
   type Tracer,
 } from '../../dataplane/tracing.js';
 import { TrellisError } from '../../errors.js';
-import { ADDRESS_PREFIXES } from '../../resources/addressing.js';
+import { ADDRESS_PREFIXES, pathAudience } from '../../resources/addressing.js';
 import { sendError, toTrellisError } from './errors.js';
 
 const ALLOW = 'POST, OPTIONS';
@@ -130,8 +130,7 @@ export function ingressHandler(
     req.on('error', () => {
       aborted = true;
     });
-    req.on('end', () => {
-      if (aborted) return;
+    const received = () => {
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       let events: ReturnType<typeof decodeHttp>['events'];
       try {
@@ -161,6 +160,22 @@ export function ingressHandler(
           trace?.span.end(code >= 500 ? (err as Error).message : undefined);
         },
       );
+    };
+    req.on('end', () => {
+      if (aborted) return;
+      const senders = ingress.senders;
+      if (senders === undefined) return received();
+      // Authentication on: the sender's token for this addressable's audience (verified ones are
+      // cached, so most requests pass without cryptography).
+      let who: ReturnType<Senders['check']>;
+      try {
+        who = senders.check(req.headers.authorization, pathAudience(`/${key}`) ?? key);
+      } catch (err) {
+        seen(key, started, 1, fail(res, err, key, rid), size);
+        return;
+      }
+      if (!(who instanceof Promise)) return received();
+      who.then(received, (err: unknown) => seen(key, started, 1, fail(res, err, key, rid), size));
     });
     return true;
   };
