@@ -64,13 +64,13 @@ function peakRssMiB(pid) {
     return Number.NaN;
   }
 }
-async function cannon(url) {
+async function cannon(url, extraHeaders = {}) {
   const r = await autocannon({
     url,
     method: 'POST',
     connections: CONNECTIONS,
     duration: DURATION,
-    headers: ceHeaders('bench-1'),
+    headers: { ...ceHeaders('bench-1'), ...extraHeaders },
     body,
   });
   if (r.non2xx > 0 || r.errors > 0) throw new Error(`${url}: ${r.non2xx} non-2xx, ${r.errors} errors`);
@@ -357,6 +357,46 @@ if (!only || only === 'metrics') {
     '(floor: within 5%, or under 1 ms apart)',
   );
   await stop(sink);
+}
+
+// 3c. authentication: ingress into a Broker with --authentication oidc (a token Trellis minted, sent with
+// every request; verified tokens are cached) beside the same server without authentication.
+if (!only || only === 'auth') {
+  const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  console.log(
+    `authentication: ingress, ${CONNECTIONS} connections, ${ROUNDS} rounds of ${DURATION} s; OIDC on beside off`,
+  );
+  const rates = { on: [], off: [] };
+  const ratios = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const got = {};
+    for (const mode of i % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
+      const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+      const t = await trellis(dir, BROKER, mode === 'on' ? ['--authentication', 'oidc'] : []);
+      let headers = {};
+      if (mode === 'on') {
+        const r = await fetch(`${t.url}/apis/tokens`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ audience: 'eventing.knative.dev/broker/default/b', subject: 'bench' }),
+        });
+        headers = { authorization: `Bearer ${(await r.json()).token}` };
+      }
+      const r = await cannon(`${t.url}/default/b`, headers);
+      await stop(t);
+      rmSync(dir, { recursive: true, force: true });
+      got[mode] = r.requests.average;
+      rates[mode].push(r.requests.average);
+    }
+    ratios.push(got.on / got.off);
+    console.log(
+      `  round ${i + 1}: authentication on ${Math.round(got.on)} events/s, off ${Math.round(got.off)} events/s`,
+    );
+  }
+  row('ingress, authentication on (median)', median(rates.on), 'events/s');
+  row('ingress, authentication off (median)', median(rates.off), 'events/s');
+  row('ingress ratio authentication on/off (median of rounds)', median(ratios), '', '(floor 0.8)');
 }
 
 // 3b. flows: the same fixed-rate run through a Channel with two Subscriptions, and through a Sequence of
