@@ -53,6 +53,7 @@ export const ERRORS = {
   TRELLIS_ERR_TOKEN_AUDIENCE: { status: 401, title: 'The bearer token is for another audience' },
   TRELLIS_ERR_TOKEN_ISSUER: { status: 401, title: "The bearer token's issuer is not trusted" },
   TRELLIS_ERR_TOKEN_SIGNATURE: { status: 401, title: "The bearer token's signature does not verify" },
+  TRELLIS_ERR_FORBIDDEN: { status: 403, title: 'The sender may not send these events here' },
   TRELLIS_ERR_ORIGIN_FORBIDDEN: {
     status: 403,
     title: 'A web page of another origin tried to use the admin API',

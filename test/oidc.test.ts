@@ -137,6 +137,110 @@ describe('OIDC authentication of senders', () => {
     }
   });
 
+  it('EventPolicy: only the senders and events a policy allows; deny-all elsewhere; status lists the policies', {
+    timeout: 60_000,
+  }, async () => {
+    await using s = await testServer({ authentication: 'oidc', defaultAuthorizationMode: 'deny-all' });
+    const policy = (name: string, spec: Record<string, unknown>) => ({
+      apiVersion: 'eventing.knative.dev/v1alpha1',
+      kind: 'EventPolicy',
+      metadata: { name, namespace: 'default' },
+      spec,
+    });
+    const ref = (name: string) => ({ apiVersion: 'eventing.knative.dev/v1', kind: 'Broker', name });
+    for (const b of ['orders', 'audit', 'open']) expect((await s.apply(broker(b))).status).toBe(201);
+    expect(
+      (
+        await s.apply(
+          policy('shop-only', {
+            to: [{ ref: ref('orders') }],
+            from: [{ sub: 'shop' }, { sub: 'team-a-*' }],
+            filters: [{ prefix: { type: 'order.' } }],
+          }),
+        )
+      ).status,
+    ).toBe(201);
+    // The audit Broker takes what the Trigger 'forward' (on orders) delivers, as Trellis's identity for it.
+    expect(
+      (
+        await s.apply(
+          policy('from-forward', {
+            to: [{ ref: ref('audit') }],
+            from: [{ ref: { apiVersion: 'eventing.knative.dev/v1', kind: 'Trigger', name: 'forward' } }],
+          }),
+        )
+      ).status,
+    ).toBe(201);
+    expect(
+      (await s.apply(trigger('forward', { broker: 'orders', subscriber: { ref: ref('audit') } }))).status,
+    ).toBe(201);
+    const token = async (audience: string, subject: string) =>
+      (
+        (await (
+          await fetch(`${s.url}/apis/tokens`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ audience, subject }),
+          })
+        ).json()) as { token: string }
+      ).token;
+    const ORDERS = 'eventing.knative.dev/broker/default/orders';
+    const send = async (path: string, sub: string, audience: string, type: string) =>
+      s.post(
+        path,
+        { ...ceHeaders(`e-${Math.random()}`, type), authorization: `Bearer ${await token(audience, sub)}` },
+        '{}',
+      );
+    await expect
+      .poll(async () =>
+        (
+          (await (
+            await fetch(`${s.url}/apis/eventing.knative.dev/v1/namespaces/default/brokers/orders`)
+          ).json()) as { status: { policies?: { name: string }[] } }
+        ).status.policies?.map((p) => p.name),
+      )
+      .toEqual(['shop-only']);
+    expect((await send('/default/orders', 'shop', ORDERS, 'order.created')).status).toBe(202);
+    expect((await send('/default/orders', 'team-a-billing', ORDERS, 'order.paid')).status).toBe(202);
+    const wrongType = await send('/default/orders', 'shop', ORDERS, 'admin.reset');
+    expect(wrongType.status).toBe(403);
+    const stranger = await send('/default/orders', 'mallory', ORDERS, 'order.created');
+    expect(stranger.status).toBe(403);
+    const body = (await stranger.json()) as { code: string; message: string };
+    expect(body.code).toBe('TRELLIS_ERR_FORBIDDEN');
+    expect(body.message).not.toContain('shop');
+    // No policy, deny-all: nobody.
+    expect(
+      (await send('/default/open', 'shop', 'eventing.knative.dev/broker/default/open', 'order.created'))
+        .status,
+    ).toBe(403);
+    // The two accepted events went on to audit, delivered by the Trigger with its own token.
+    type Stats = { streams: { stream: string; accepted: number }[] };
+    await expect
+      .poll(
+        async () =>
+          ((await (await fetch(`${s.url}/apis/stats`)).json()) as Stats).streams.find(
+            (x) => x.stream === 'default/audit',
+          )?.accepted,
+      )
+      .toBe(2);
+    for (const [spec, msg] of [
+      [{ from: [{ sub: 'a*b' }] }, "spec.from[0].sub: may end with '*'"],
+      [
+        {
+          to: [{ ref: { apiVersion: 'eventing.knative.dev/v1', kind: 'Trigger', name: 'x' } }],
+          from: [{ sub: 'a' }],
+        },
+        "spec.to[0].ref.kind: 'Trigger' takes no events",
+      ],
+      [{ from: [{ sub: 'a', ref: ref('x') }] }, 'spec.from[0]: needs a ref or a sub (one of them)'],
+    ] as const) {
+      const r = await s.apply(policy('bad', spec as Record<string, unknown>));
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { message: string }).message).toContain(msg);
+    }
+  });
+
   it('sinks Fastify serves check tokens too; with authentication off nothing is asked and no audience is shown', async () => {
     await using on = await testServer({ authentication: 'oidc' });
     const sinkDoc = {

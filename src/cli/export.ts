@@ -41,6 +41,7 @@ const ORDER = [
   'MqttSource',
   'AmqpSource',
   'EventType',
+  'EventPolicy',
 ];
 
 /** A resource as a user would have written it: apiVersion, kind, metadata (name, namespace, labels, annotations), spec. */

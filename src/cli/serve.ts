@@ -130,6 +130,15 @@ export function runServe(program: Command): void {
     )
     .addOption(
       new Option(
+        '--default-authorization-mode <mode>',
+        'with --authentication oidc, what an addressable without EventPolicies takes',
+      )
+        .choices(['allow-all', 'allow-same-namespace', 'deny-all'])
+        .env('TRELLIS_DEFAULT_AUTHORIZATION_MODE')
+        .default('allow-all'),
+    )
+    .addOption(
+      new Option(
         '--oidc-issuer <url>',
         'an issuer whose tokens are trusted (repeatable; with --oidc-jwks)',
       ).argParser((v: string, prev: string[] = []) => [...prev, v]),
@@ -357,6 +366,10 @@ Examples:
         authentication: opts['authentication'] as 'oidc' | 'none',
         oidcIssuers: issuers.map((issuer, i) => ({ issuer, jwks: jwks[i]! })),
         oidcSigningKey: opts['oidcSigningKey'] as string | undefined,
+        defaultAuthorizationMode: opts['defaultAuthorizationMode'] as
+          | 'allow-all'
+          | 'allow-same-namespace'
+          | 'deny-all',
         tlsKey: opts['tlsKey'] as string | undefined,
         rateLimitPerSender: opts['rateLimitPerSender'] as string | undefined,
         natsReplicas: opts['natsReplicas'] as number,

@@ -70,6 +70,8 @@ export interface SenderIdentity {
  */
 export interface Senders {
   check(authorization: string | undefined, audience: string): SenderIdentity | Promise<SenderIdentity>;
+  /** Throws the 403 unless the sender may send these events to the stream (its EventPolicies). */
+  authorize(stream: string, sender: SenderIdentity, events: readonly CloudEvent[]): void;
 }
 
 export interface IngressLimits {

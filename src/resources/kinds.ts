@@ -16,6 +16,7 @@ import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } fr
 import { reconcileContainerSource, validateContainerSourceSpec } from './containersource.js';
 import type { ReconcileContext } from './context.js';
 import { validateFlowAnnotations, validateOrderAnnotation } from './delivery-spec.js';
+import { reconcileEventPolicy, validateEventPolicySpec } from './eventpolicy.js';
 import { reconcileEventTransform, validateEventTransformSpec } from './eventtransform.js';
 import { reconcileEventType, validateEventTypeSpec } from './eventtype.js';
 import { reconcileParallel, reconcileSequence, validateParallelSpec, validateSequenceSpec } from './flows.js';
@@ -422,6 +423,16 @@ export const KINDS: readonly KindDef[] = [
     validateAnnotations: validateServiceAnnotations,
     reconcile: (o) => reconcileService(o),
     phase: -1,
+  },
+  {
+    kind: 'EventPolicy',
+    group: 'eventing.knative.dev',
+    version: 'v1alpha1',
+    plural: 'eventpolicies',
+    singular: 'eventpolicy',
+    shortNames: ['ep'],
+    validateSpec: validateEventPolicySpec,
+    reconcile: (o) => reconcileEventPolicy(o),
   },
   {
     kind: 'KnativeService',

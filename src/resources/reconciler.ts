@@ -11,6 +11,7 @@ import { addressAudience, addressUrl } from './addressing.js';
 import { type Cond, isReady } from './conditions.js';
 import type { ReconcileContext, Resolved } from './context.js';
 import type { Destination } from './delivery-spec.js';
+import { type EventPolicySpec, policyApplies } from './eventpolicy.js';
 import { KINDS, type KindDef, kindOfDocument } from './kinds.js';
 import type { ResourceRegistry } from './registry.js';
 import { serviceAddress } from './service.js';
@@ -181,12 +182,25 @@ export class StatusReconciler {
               continue;
             }
             if (def.reconcile === undefined) continue;
-            const status = def.reconcile(o, this.context(id));
-            // With authentication on, an addressable says which audience its senders' tokens must name.
+            const ctx = this.context(id);
+            const status = def.reconcile(o, ctx);
+            // With authentication on, an addressable says which audience its senders' tokens must name,
+            // and which EventPolicies apply to it.
             const address = status['address'] as { url?: string; audience?: string } | undefined;
             if (this.features.authentication === true && address?.url !== undefined) {
               const audience = addressAudience(def.kind, o.metadata.namespace, o.metadata.name);
-              if (audience !== undefined) status['address'] = { ...address, audience };
+              if (audience !== undefined) {
+                status['address'] = { ...address, audience };
+                const applying = ctx
+                  .list('EventPolicy')
+                  .filter(
+                    (p) =>
+                      isReady(p) &&
+                      policyApplies(p.spec as unknown as EventPolicySpec, p.metadata.namespace, o),
+                  )
+                  .map((p) => ({ apiVersion: p.apiVersion, name: p.metadata.name }));
+                if (applying.length > 0) status['policies'] = applying;
+              }
             }
             if (isReady(o) !== isReady({ ...o, status })) flipped.push(id);
             await writes.add(this.write(o, status, def.preservedStatus));

@@ -75,6 +75,8 @@ export interface ServerConfig {
   authentication?: 'oidc' | 'none' | undefined;
   /** Issuers whose tokens are trusted besides Trellis's own, with where their keys are (JWKS URL or file). */
   oidcIssuers?: readonly { issuer: string; jwks: string }[] | undefined;
+  /** What an addressable without EventPolicies takes when senders authenticate (Knative's default-authorization-mode). */
+  defaultAuthorizationMode?: 'allow-all' | 'allow-same-namespace' | 'deny-all' | undefined;
   /** Trellis's signing key (JWK file); default oidc-signing-key.json in the data directory. */
   oidcSigningKey?: string | undefined;
   /** Keep Prometheus metrics and serve them at `/metrics` (default on). Env TRELLIS_METRICS. */

@@ -12,6 +12,7 @@ import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { TokenVerifier, TrellisIssuer } from '../auth/oidc.js';
+import { PolicyIndex } from '../auth/policies.js';
 import { formatEvent } from '../cloudevents/display.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { decodeHttp } from '../cloudevents/http.js';
@@ -345,7 +346,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         throw new TrellisError('TRELLIS_ERR_SHUTTING_DOWN', 'the server is starting');
       return verifier.cached(token, audience) ?? verifier.verify(token, audience);
     },
+    authorize: (stream, sender, events) => policies.authorize(stream, sender.sub, events),
   };
+  const policies = new PolicyIndex(cfg.defaultAuthorizationMode ?? 'allow-all');
   if (authenticating) {
     ingress.senders = senders;
     // The addressables Fastify serves (sinks, EventTransforms) check the same way.
@@ -355,7 +358,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       const prefix = path.split('/')[1] ?? '';
       if (!FASTIFY_ADDRESSABLES.has(prefix)) return;
       try {
-        await senders.check(req.headers.authorization, pathAudience(path) ?? path);
+        const sender = await senders.check(req.headers.authorization, pathAudience(path) ?? path);
+        const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+        senders.authorize(path.slice(1), sender, decodeHttp(req.raw.rawHeaders, body).events);
       } catch (err) {
         return sendError(reply, err);
       }
@@ -549,6 +554,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
           logSinks.set(`integrationsinks/${o.metadata.namespace}/${o.metadata.name}`, log);
       }
       apiSources.update(snap.resources.get('ApiServerSource')?.values() ?? []);
+      if (authenticating) policies.rebuild(snap.resources);
       supervisor.update([
         ...[...(snap.resources.get('ContainerSource')?.values() ?? [])].flatMap(containerSourceWorkload),
         ...[...(snap.resources.get('KnativeService')?.values() ?? [])].map(knativeServiceWorkload),

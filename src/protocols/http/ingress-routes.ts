@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { CloudEvent } from '../../cloudevents/event.js';
 import { decodeHttp } from '../../cloudevents/http.js';
-import type { Ingress, Senders } from '../../dataplane/ingress.js';
+import type { Ingress, SenderIdentity, Senders } from '../../dataplane/ingress.js';
 import { TokenBuckets } from '../../dataplane/rate-limit.js';
 import type { Logger } from '../../dataplane/routes.js';
 import {
@@ -130,7 +130,7 @@ export function ingressHandler(
     req.on('error', () => {
       aborted = true;
     });
-    const received = () => {
+    const received = (sender?: SenderIdentity) => {
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       let events: ReturnType<typeof decodeHttp>['events'];
       try {
@@ -138,6 +138,14 @@ export function ingressHandler(
       } catch (err) {
         seen(key, started, 1, fail(res, err, key, rid), size);
         return;
+      }
+      if (sender !== undefined) {
+        try {
+          ingress.senders!.authorize(key, sender, events);
+        } catch (err) {
+          seen(key, started, events.length, fail(res, err, key, rid), size);
+          return;
+        }
       }
       const limited = rateLimited(key, req.socket.remoteAddress ?? '', events.length);
       if (limited !== undefined) {
@@ -174,7 +182,7 @@ export function ingressHandler(
         seen(key, started, 1, fail(res, err, key, rid), size);
         return;
       }
-      if (!(who instanceof Promise)) return received();
+      if (!(who instanceof Promise)) return received(who);
       who.then(received, (err: unknown) => seen(key, started, 1, fail(res, err, key, rid), size));
     });
     return true;
