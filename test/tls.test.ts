@@ -98,6 +98,63 @@ describe('TLS', () => {
     }
   });
 
+  it('a sender may identify with a client certificate signed by --tls-client-ca (its CN is the subject)', {
+    timeout: 60_000,
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-mtls-'));
+    const server = makeCerts(dir, 'srv');
+    const client = makeCerts(dir, 'sensor', 'sensor-7');
+    writeFileSync(join(dir, 'tls.crt'), server.cert);
+    writeFileSync(join(dir, 'tls.key'), server.key);
+    writeFileSync(join(dir, 'ca.crt'), server.ca);
+    const withCert = new Agent({ connect: { ca: server.ca, cert: client.cert, key: client.key } });
+    const without = new Agent({ connect: { ca: server.ca } });
+    try {
+      await using s = await testServer({
+        tlsCert: join(dir, 'tls.crt'),
+        tlsKey: join(dir, 'tls.key'),
+        tlsClientCa: join(dir, 'ca.crt'),
+        authentication: 'oidc',
+        defaultAuthorizationMode: 'deny-all',
+      });
+      const json = { 'content-type': 'application/json' };
+      const admin = (path: string, body: unknown) =>
+        fetch(`${s.url}${path}`, {
+          method: 'POST',
+          headers: json,
+          body: JSON.stringify(body),
+          dispatcher: without,
+        } as RequestInit);
+      expect(
+        (await admin('/apis/eventing.knative.dev/v1/namespaces/default/brokers', broker('sensors'))).status,
+      ).toBe(201);
+      const policy = {
+        apiVersion: 'eventing.knative.dev/v1alpha1',
+        kind: 'EventPolicy',
+        metadata: { name: 'sensors', namespace: 'default' },
+        spec: { from: [{ sub: 'sensor-*' }] },
+      };
+      expect(
+        (await admin('/apis/eventing.knative.dev/v1alpha1/namespaces/default/eventpolicies', policy)).status,
+      ).toBe(201);
+      const send = (dispatcher: Agent) =>
+        fetch(`${s.url}/default/sensors`, {
+          method: 'POST',
+          headers: ceHeaders(`m-${Math.random()}`),
+          body: '{}',
+          dispatcher,
+        } as RequestInit);
+      await expect.poll(async () => (await send(withCert)).status).toBe(202);
+      const anonymous = await send(without);
+      expect(anonymous.status).toBe(401);
+      expect(((await anonymous.json()) as { code: string }).code).toBe('TRELLIS_ERR_TOKEN_MISSING');
+    } finally {
+      await withCert.close();
+      await without.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses to start with one of the two files, or a key that is not the certificate’s', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trellis-tls-'));
     try {

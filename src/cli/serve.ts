@@ -121,6 +121,12 @@ export function runServe(program: Command): void {
     .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert').env('TRELLIS_TLS_KEY'))
     .addOption(
       new Option(
+        '--tls-client-ca <file>',
+        "PEM CA: senders may identify with a client certificate it signed (its CN is the sender's subject)",
+      ).env('TRELLIS_TLS_CLIENT_CA'),
+    )
+    .addOption(
+      new Option(
         '--authentication <mode>',
         'oidc: senders need a bearer token for the addressable (none: open)',
       )
@@ -363,6 +369,7 @@ Examples:
         denyLoopback: opts['denyLoopback'] === true || opts['denyLoopback'] === 'true',
         rateLimit: opts['rateLimit'] as string | undefined,
         tlsCert: opts['tlsCert'] as string | undefined,
+        tlsClientCa: opts['tlsClientCa'] as string | undefined,
         authentication: opts['authentication'] as 'oidc' | 'none',
         oidcIssuers: issuers.map((issuer, i) => ({ issuer, jwks: jwks[i]! })),
         oidcSigningKey: opts['oidcSigningKey'] as string | undefined,

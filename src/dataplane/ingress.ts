@@ -69,7 +69,12 @@ export interface SenderIdentity {
  * an audience — at once when the token is known, else a promise —; throws (or rejects with) the 401.
  */
 export interface Senders {
-  check(authorization: string | undefined, audience: string): SenderIdentity | Promise<SenderIdentity>;
+  check(
+    authorization: string | undefined,
+    audience: string,
+    /** The connection (a client certificate may identify the sender). */
+    socket?: unknown,
+  ): SenderIdentity | Promise<SenderIdentity>;
   /** Throws the 403 unless the sender may send these events to the stream (its EventPolicies). */
   authorize(stream: string, sender: SenderIdentity, events: readonly CloudEvent[]): void;
 }

@@ -71,6 +71,8 @@ export interface ServerConfig {
   /** PEM certificate (chain) and key files: https for ingress and the admin API. Env TRELLIS_TLS_CERT, TRELLIS_TLS_KEY. */
   tlsCert?: string | undefined;
   tlsKey?: string | undefined;
+  /** PEM CA whose client certificates identify senders (mTLS; the certificate's CN is the subject). Env TRELLIS_TLS_CLIENT_CA. */
+  tlsClientCa?: string | undefined;
   /** `oidc`: senders need a bearer token for the addressable's audience (Knative's authentication-oidc). Env TRELLIS_AUTHENTICATION. */
   authentication?: 'oidc' | 'none' | undefined;
   /** Issuers whose tokens are trusted besides Trellis's own, with where their keys are (JWKS URL or file). */

@@ -9,6 +9,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { type Logger, pino } from 'pino';
 import { TokenVerifier, TrellisIssuer } from '../auth/oidc.js';
@@ -144,6 +145,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       ? new TlsCertificate(cfg.tlsCert, cfg.tlsKey)
       : undefined;
   const tlsFiles = tls?.files();
+  const clientCa = cfg.tlsClientCa === undefined ? undefined : readFileSync(cfg.tlsClientCa, 'utf8');
   // Which addresses deliveries may connect to; the server's own URLs (known once it listens) always.
   let isSelfUrl: (url: string) => boolean = () => false;
   const rules = new DestinationRules(
@@ -253,7 +255,18 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       const server =
         tlsFiles === undefined
           ? createServer(options, serve)
-          : createHttpsServer({ ...options, ...tlsFiles }, serve);
+          : createHttpsServer(
+              {
+                ...options,
+                ...tlsFiles,
+                // Senders may present a certificate signed by --tls-client-ca; others still connect
+                // (the admin API, senders with tokens), and the request decides.
+                ...(clientCa !== undefined
+                  ? { ca: clientCa, requestCert: true, rejectUnauthorized: false }
+                  : {}),
+              },
+              serve,
+            );
       server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket));
       if (tls !== undefined) {
         // A handshake that fails (a plain-HTTP client, an old TLS) costs the connection only.
@@ -335,8 +348,14 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   registerAuthRoutes(app, () => issuer);
   const authenticating = cfg.authentication === 'oidc';
   const senders: Senders = {
-    check: (authorization, audience) => {
+    check: (authorization, audience, socket) => {
       const token = /^Bearer +([^\s]{1,16384})$/i.exec(authorization ?? '')?.[1];
+      // Without a token, a client certificate signed by --tls-client-ca: its subject's CN is the sender.
+      if (token === undefined && clientCa !== undefined) {
+        const tlsSocket = socket as TLSSocket | undefined;
+        const cn = tlsSocket?.authorized === true ? tlsSocket.getPeerCertificate()?.subject?.CN : undefined;
+        if (typeof cn === 'string' && cn !== '') return { sub: cn, iss: 'tls-client-certificate' };
+      }
       if (token === undefined)
         throw new TrellisError(
           'TRELLIS_ERR_TOKEN_MISSING',
@@ -358,7 +377,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       const prefix = path.split('/')[1] ?? '';
       if (!FASTIFY_ADDRESSABLES.has(prefix)) return;
       try {
-        const sender = await senders.check(req.headers.authorization, pathAudience(path) ?? path);
+        const sender = await senders.check(
+          req.headers.authorization,
+          pathAudience(path) ?? path,
+          req.raw.socket,
+        );
         const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
         senders.authorize(path.slice(1), sender, decodeHttp(req.raw.rawHeaders, body).events);
       } catch (err) {

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** A CA and a certificate for 127.0.0.1 signed by it, made with openssl. */
-export function makeCerts(dir: string, name = 'srv') {
+export function makeCerts(dir: string, name = 'srv', cn = '127.0.0.1') {
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
   // One CA per directory: a second certificate (a renewal) is signed by the same one.
   if (!existsCa(dir))
@@ -33,7 +33,7 @@ export function makeCerts(dir: string, name = 'srv') {
     '-out',
     `${name}.csr`,
     '-subj',
-    '/CN=127.0.0.1',
+    `/CN=${cn}`,
   );
   writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
   ssl(

@@ -177,7 +177,7 @@ export function ingressHandler(
       // cached, so most requests pass without cryptography).
       let who: ReturnType<Senders['check']>;
       try {
-        who = senders.check(req.headers.authorization, pathAudience(`/${key}`) ?? key);
+        who = senders.check(req.headers.authorization, pathAudience(`/${key}`) ?? key, req.socket);
       } catch (err) {
         seen(key, started, 1, fail(res, err, key, rid), size);
         return;
