@@ -241,6 +241,28 @@ describe('OIDC authentication of senders', () => {
     }
   });
 
+  it('per-sender rate limits count each authenticated sender apart', async () => {
+    await using s = await testServer({ authentication: 'oidc', rateLimitPerSender: '2/s,2' });
+    expect((await s.apply(broker('default'))).status).toBe(201);
+    const token = async (subject: string) =>
+      (
+        (await (
+          await fetch(`${s.url}/apis/tokens`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ audience: 'eventing.knative.dev/broker/default/default', subject }),
+          })
+        ).json()) as { token: string }
+      ).token;
+    const [a, b] = [await token('sender-a'), await token('sender-b')];
+    const send = (t: string) =>
+      s.post('/default/default', { ...ceHeaders(`x-${Math.random()}`), authorization: `Bearer ${t}` }, '{}');
+    const codes = [];
+    for (const t of [a, a, a, b, b]) codes.push((await send(t)).status);
+    // One address, two identities: each has its own bucket.
+    expect(codes).toEqual([202, 202, 429, 202, 202]);
+  });
+
   it('sinks Fastify serves check tokens too; with authentication off nothing is asked and no audience is shown', async () => {
     await using on = await testServer({ authentication: 'oidc' });
     const sinkDoc = {

@@ -6,7 +6,7 @@
  * expiry), with verified tokens cached.
  * @module
  */
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
@@ -115,7 +115,7 @@ export class TokenVerifier {
         t.issuer,
         /^https?:\/\//.test(t.jwks)
           ? createRemoteJWKSet(new URL(t.jwks), { cacheMaxAge: 600_000, cooldownDuration: 30_000 })
-          : createLocalJWKSet(JSON.parse(readFileSync(t.jwks, 'utf8')) as JSONWebKeySet),
+          : fileKeys(t.jwks),
       );
   }
 
@@ -164,4 +164,27 @@ export class TokenVerifier {
       );
     }
   }
+}
+
+/** Keys from a JWKS file, read again when the file changes (looked at no more than every 5 s). */
+function fileKeys(file: string): JWTVerifyGetKey {
+  const load = () => createLocalJWKSet(JSON.parse(readFileSync(file, 'utf8')) as JSONWebKeySet);
+  let mtime = statSync(file).mtimeMs;
+  let keys = load();
+  let looked = Date.now();
+  return (header, token) => {
+    if (Date.now() - looked > 5000) {
+      looked = Date.now();
+      try {
+        const m = statSync(file).mtimeMs;
+        if (m !== mtime) {
+          keys = load();
+          mtime = m;
+        }
+      } catch {
+        // Unreadable for now (being replaced): the keys read last stay.
+      }
+    }
+    return keys(header, token);
+  };
 }

@@ -1,7 +1,7 @@
 /**
  * Rate limits at ingress, as Apache EventMesh's flow control: a token bucket per Broker, Channel or flow
  * (`trellis.dev/rate-limit`, `--rate-limit`) and per sender of each (`trellis.dev/rate-limit-per-sender`,
- * `--rate-limit-per-sender`; the sender is its network address until senders authenticate). A request
+ * `--rate-limit-per-sender`; the sender is its authenticated identity, else its network address). A request
  * takes one token per event; without enough, it is answered 429 with the seconds to wait in
  * Retry-After, and nothing is stored.
  * @module

@@ -147,7 +147,12 @@ export function ingressHandler(
           return;
         }
       }
-      const limited = rateLimited(key, req.socket.remoteAddress ?? '', events.length);
+      // Per sender: its authenticated subject, else its network address.
+      const limited = rateLimited(
+        key,
+        sender !== undefined ? `sub:${sender.iss}:${sender.sub}` : `ip:${req.socket.remoteAddress ?? ''}`,
+        events.length,
+      );
       if (limited !== undefined) {
         seen(key, started, events.length, fail(res, limited, key, rid), size);
         return;
