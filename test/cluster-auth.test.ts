@@ -1,12 +1,8 @@
-/**
- * Cluster mode against a NATS that wants credentials and TLS: user and password, a token, and a
- * server certificate checked against a CA file. Secrets never appear in the output.
- */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCerts } from './helpers/certs.js';
 import { natsServerAvailable, type PrivateNats, startPrivateNats } from './helpers/nats.js';
 import { run, serve } from './helpers/process.js';
 import { ceHeaders } from './helpers/server.js';
@@ -14,57 +10,6 @@ import { ceHeaders } from './helpers/server.js';
 const haveBinary = natsServerAvailable();
 const PASSWORD = 'pw-7f3a9c1e5b2d';
 const TOKEN = 'tok-91be44d0c2a7';
-
-/** A CA and a server certificate for 127.0.0.1 signed by it, made with openssl. */
-function makeCerts(dir: string): { ca: string; cert: string; key: string } {
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  ssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=trellis-test-ca',
-  );
-  ssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'server.key',
-    '-out',
-    'server.csr',
-    '-subj',
-    '/CN=127.0.0.1',
-  );
-  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  ssl(
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'server.pem',
-    '-days',
-    '1',
-    '-extfile',
-    'ext.cnf',
-  );
-  return { ca: join(dir, 'ca.pem'), cert: join(dir, 'server.pem'), key: join(dir, 'server.key') };
-}
 
 async function servesEvents(url: string): Promise<void> {
   const yaml = 'apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: auth}\n';
@@ -132,7 +77,7 @@ describe.runIf(haveBinary)('NATS credentials and TLS', () => {
   });
 
   it('TLS: the server certificate is checked against --nats-tls-ca, and refused without it', async () => {
-    const certs = makeCerts(dir);
+    const certs = makeCerts(dir).paths;
     const nats = await startPrivateNats(['--tls', '--tlscert', certs.cert, '--tlskey', certs.key]);
     try {
       const url = nats.url.replace('nats://', 'tls://');

@@ -22,7 +22,7 @@ describe('OIDC authentication of senders', () => {
       join(dir, 'jwks.json'),
       JSON.stringify({ keys: [{ ...(await exportJWK(ext.publicKey)), kid: 'ext-1', alg: 'ES256' }] }),
     );
-    const sign = (key: CryptoKey, claims: { aud: string; exp: number; iss?: string }) =>
+    const sign = (key: Parameters<SignJWT['sign']>[0], claims: { aud: string; exp: number; iss?: string }) =>
       new SignJWT({})
         .setProtectedHeader({ alg: 'ES256', kid: 'ext-1' })
         .setIssuer(claims.iss ?? EXTERNAL)

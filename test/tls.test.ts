@@ -35,9 +35,9 @@ describe('TLS', () => {
     try {
       await using s = await testServer({ tlsCert: certFile, tlsKey: keyFile });
       expect(s.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
-      const get = (path: string) => fetch(`${s.url}${path}`, { dispatcher } as RequestInit);
+      const get = (path: string) => fetch(`${s.url}${path}`, { dispatcher } as unknown as RequestInit);
       const post = (path: string, headers: Record<string, string>, body: string) =>
-        fetch(`${s.url}${path}`, { method: 'POST', headers, body, dispatcher } as RequestInit);
+        fetch(`${s.url}${path}`, { method: 'POST', headers, body, dispatcher } as unknown as RequestInit);
       expect((await get('/healthz')).status).toBe(200);
       const json = { 'content-type': 'application/json' };
       for (const [path, doc] of [
@@ -124,7 +124,7 @@ describe('TLS', () => {
           headers: json,
           body: JSON.stringify(body),
           dispatcher: without,
-        } as RequestInit);
+        } as unknown as RequestInit);
       expect(
         (await admin('/apis/eventing.knative.dev/v1/namespaces/default/brokers', broker('sensors'))).status,
       ).toBe(201);
@@ -143,7 +143,7 @@ describe('TLS', () => {
           headers: ceHeaders(`m-${Math.random()}`),
           body: '{}',
           dispatcher,
-        } as RequestInit);
+        } as unknown as RequestInit);
       await expect.poll(async () => (await send(withCert)).status).toBe(202);
       const anonymous = await send(without);
       expect(anonymous.status).toBe(401);

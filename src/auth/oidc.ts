@@ -6,7 +6,8 @@
  * expiry), with verified tokens cached.
  * @module
  */
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
@@ -42,7 +43,11 @@ export class TrellisIssuer {
   ) {}
 
   /** Loads the key from `file`, or makes one and writes it there (0600); without a file, a key for this run. */
-  static async open(file: string | undefined, issuer: string): Promise<TrellisIssuer> {
+  static async open(
+    file: string | undefined,
+    issuer: string,
+    onUnsaved?: (err: Error) => void,
+  ): Promise<TrellisIssuer> {
     let jwk: JWK;
     if (file !== undefined && existsSync(file)) jwk = JSON.parse(readFileSync(file, 'utf8')) as JWK;
     else {
@@ -54,8 +59,14 @@ export class TrellisIssuer {
         kid: `trellis-${Date.now().toString(36)}`,
       };
       if (file !== undefined) {
-        writeFileSync(file, JSON.stringify(jwk), { mode: 0o600 });
-        chmodSync(file, 0o600);
+        try {
+          mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+          writeFileSync(file, JSON.stringify(jwk), { mode: 0o600 });
+          chmodSync(file, 0o600);
+        } catch (err) {
+          // Not kept: tokens minted now do not survive a restart. The caller decides whether that matters.
+          onUnsaved?.(err as Error);
+        }
       }
     }
     const privateKey = await importJWK(jwk, ALG);

@@ -445,6 +445,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     cfg.oidcSigningKey ??
       (cfg.dataDir === ':memory:' ? undefined : join(cfg.dataDir, 'oidc-signing-key.json')),
     publicUrl,
+    (err) =>
+      logger.warn(
+        { err: err.message },
+        'the OIDC signing key could not be saved: tokens Trellis mints now end with this process',
+      ),
   );
   verifier = new TokenVerifier(issuer, cfg.oidcIssuers ?? []);
   // Trellis's own deliveries carry a token: for a destination that names an audience, and, when senders

@@ -35,7 +35,7 @@ export function makeCerts(dir: string, name = 'srv', cn = '127.0.0.1') {
     '-subj',
     `/CN=${cn}`,
   );
-  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
   ssl(
     'x509',
     '-req',
@@ -54,7 +54,13 @@ export function makeCerts(dir: string, name = 'srv', cn = '127.0.0.1') {
     'ext.cnf',
   );
   const read = (f: string) => readFileSync(join(dir, f), 'utf8');
-  return { ca: read('ca.pem'), key: read(`${name}.key`), cert: read(`${name}.pem`) };
+  return {
+    ca: read('ca.pem'),
+    key: read(`${name}.key`),
+    cert: read(`${name}.pem`),
+    /** The same, as files. */
+    paths: { ca: join(dir, 'ca.pem'), key: join(dir, `${name}.key`), cert: join(dir, `${name}.pem`) },
+  };
 }
 
 function existsCa(dir: string): boolean {
