@@ -273,7 +273,11 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         server.on('tlsClientError', (_err, socket) => socket.destroy());
         tls.watch(
           (files) => {
-            (server as HttpsServer).setSecureContext(files);
+            // The client CA stays: a renewal replaces the server's own pair only.
+            (server as HttpsServer).setSecureContext({
+              ...files,
+              ...(clientCa !== undefined ? { ca: clientCa } : {}),
+            });
             sender.trustSelf(files.cert);
             logger.info({ cert: cfg.tlsCert }, 'TLS certificate and key reloaded');
           },
