@@ -263,6 +263,59 @@ describe('OIDC authentication of senders', () => {
     expect(codes).toEqual([202, 202, 429, 202, 202]);
   });
 
+  it('a program Trellis runs gets a token file for its K_SINK, as its own identity', {
+    timeout: 60_000,
+  }, async () => {
+    await using s = await testServer({
+      authentication: 'oidc',
+      allowCommands: true,
+      defaultAuthorizationMode: 'deny-all',
+    });
+    expect((await s.apply(broker('default'))).status).toBe(201);
+    const policy = {
+      apiVersion: 'eventing.knative.dev/v1alpha1',
+      kind: 'EventPolicy',
+      metadata: { name: 'heartbeats', namespace: 'default' },
+      spec: {
+        from: [{ ref: { apiVersion: 'sources.knative.dev/v1', kind: 'ContainerSource', name: 'beat' } }],
+      },
+    };
+    expect((await s.apply(policy)).status).toBe(201);
+    const program = `
+const { readFileSync } = require('node:fs');
+setInterval(() => {
+  const token = readFileSync(process.env.K_OIDC_TOKEN_FILE, 'utf8');
+  fetch(process.env.K_SINK, { method: 'POST', headers: { authorization: 'Bearer ' + token, 'ce-specversion': '1.0', 'ce-id': String(Date.now()), 'ce-source': '/beat', 'ce-type': 'beat', 'content-type': 'application/json' }, body: '{}' })
+    .then((r) => console.log('sent ' + r.status), (e) => console.error(e.message));
+}, 100);`;
+    const source = {
+      apiVersion: 'sources.knative.dev/v1',
+      kind: 'ContainerSource',
+      metadata: { name: 'beat', namespace: 'default' },
+      spec: {
+        template: { spec: { containers: [{ command: [process.execPath, '-e', program] }] } },
+        sink: { ref: { apiVersion: 'eventing.knative.dev/v1', kind: 'Broker', name: 'default' } },
+      },
+    };
+    expect((await s.apply(source)).status).toBe(201);
+    type Stats = { streams: { stream: string; accepted: number; rejected: number }[] };
+    await expect
+      .poll(
+        async () =>
+          ((await (await fetch(`${s.url}/apis/stats`)).json()) as Stats).streams.find(
+            (x) => x.stream === 'default/default',
+          )?.accepted ?? 0,
+        {
+          timeout: 20_000,
+        },
+      )
+      .toBeGreaterThan(0);
+    const st = ((await (await fetch(`${s.url}/apis/stats`)).json()) as Stats).streams.find(
+      (x) => x.stream === 'default/default',
+    )!;
+    expect(st.rejected).toBe(0);
+  });
+
   it('sinks Fastify serves check tokens too; with authentication off nothing is asked and no audience is shown', async () => {
     await using on = await testServer({ authentication: 'oidc' });
     const sinkDoc = {

@@ -518,6 +518,16 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     );
   };
   const supervisor = new ProcessSupervisor({
+    // When senders must authenticate, a program sending to this server gets a token file (its identity).
+    tokenFor: async (o, sinkUri) => {
+      if (!authenticating || issuer === undefined || !isSelfUrl(sinkUri)) return undefined;
+      const audience = pathAudience(new URL(sinkUri).pathname);
+      if (audience === undefined) return undefined;
+      return issuer.tokenFor(
+        audience,
+        `system:serviceaccount:${o.metadata.namespace}:trellis-${o.kind.toLowerCase()}-${o.metadata.name}`,
+      );
+    },
     logger,
     allowCommands: cfg.allowCommands === true,
     ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),

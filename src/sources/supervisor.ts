@@ -9,7 +9,10 @@
  * @module
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../dataplane/routes.js';
 import {
@@ -46,6 +49,11 @@ export interface SupervisorDeps {
   runner: string;
   /** The host a serving process's address names (this machine as others reach it). */
   host: string;
+  /**
+   * When senders must authenticate: a token for a process's `K_SINK` (undefined when it needs none), as
+   * the resource's own identity.
+   */
+  tokenFor?: ((o: ResourceObject, sinkUri: string) => Promise<string | undefined>) | undefined;
 }
 
 /** The environment variables of the server that a supervised process gets; nothing else (no secrets). */
@@ -72,14 +80,18 @@ interface Entry extends Workload {
   /** A serving process's port, chosen at its first start and kept. */
   port?: number | undefined;
   listening?: boolean;
-  /** Looking for a free port before it starts. */
+  /** Looking for a free port (or minting a token) before it starts. */
   starting?: boolean;
+  /** Rewrites the token file for K_SINK. */
+  tokenTimer?: NodeJS.Timeout | undefined;
   /** Counts stops: a start that was waiting for a port gives up when it changed. */
   epoch: number;
 }
 
 export class ProcessSupervisor {
   private readonly entries = new Map<string, Entry>();
+  /** Where token files are written (0700, made when first needed). */
+  private tokenDir: string | undefined;
   private closed = false;
 
   constructor(private readonly deps: SupervisorDeps) {}
@@ -152,26 +164,63 @@ export class ProcessSupervisor {
   private start(e: Entry): void {
     e.timer = undefined;
     if (e.stopping || this.closed) return;
-    if (e.serves !== undefined && e.serves.containerPort === undefined) {
-      // A port Trellis picks: the one it had, while it is free, else a new one.
-      const epoch = e.epoch;
-      e.starting = true;
-      void freePort(e.port).then(
-        (port) => {
-          e.starting = false;
-          if (e.epoch !== epoch) return; // stopped meanwhile
-          e.port = port;
-          this.spawn(e);
-        },
-        (err: unknown) => {
-          e.starting = false;
-          if (e.epoch === epoch)
-            this.backOff(e, `no free port to give the process: ${(err as Error).message}`);
-        },
-      );
-      return;
+    const needsPort = e.serves !== undefined && e.serves.containerPort === undefined;
+    const needsToken = this.deps.tokenFor !== undefined && e.env['K_SINK'] !== undefined;
+    if (!needsPort && !needsToken) return this.spawn(e);
+    const epoch = e.epoch;
+    e.starting = true;
+    void this.prepare(e, needsPort, needsToken).then(
+      () => {
+        e.starting = false;
+        if (e.epoch === epoch) this.spawn(e); // else stopped meanwhile
+      },
+      (err: unknown) => {
+        e.starting = false;
+        if (e.epoch === epoch) this.backOff(e, (err as Error).message);
+      },
+    );
+  }
+
+  /**
+   * What a start waits for: a port Trellis picks (the one it had, while it is free, else a new one), and
+   * a token file for `K_SINK` when senders must authenticate (rewritten every 20 minutes; the token is
+   * valid for an hour), named in `K_OIDC_TOKEN_FILE`.
+   */
+  private async prepare(e: Entry, needsPort: boolean, needsToken: boolean): Promise<void> {
+    if (needsPort) {
+      try {
+        e.port = await freePort(e.port);
+      } catch (err) {
+        throw new Error(`no free port to give the process: ${(err as Error).message}`);
+      }
     }
-    this.spawn(e);
+    if (!needsToken) return;
+    const write = async () => {
+      const token = await this.deps.tokenFor!(e.o, e.env['K_SINK']!);
+      if (token === undefined) return false;
+      this.tokenDir ??= mkdtempSync(join(tmpdir(), 'trellis-tokens-'));
+      const file = join(this.tokenDir, `${e.o.metadata.uid}.token`);
+      writeFileSync(file, token, { mode: 0o600 });
+      e.env['K_OIDC_TOKEN_FILE'] = file;
+      return true;
+    };
+    if (
+      !(await write().catch((err: unknown) =>
+        Promise.reject(new Error(`no token for K_SINK: ${(err as Error).message}`)),
+      ))
+    )
+      return;
+    if (e.tokenTimer === undefined) {
+      e.tokenTimer = setInterval(() => {
+        write().catch((err: unknown) =>
+          this.deps.logger.warn(
+            { ...this.label(e), err: (err as Error).message },
+            'refreshing the token file failed',
+          ),
+        );
+      }, 20 * 60_000);
+      e.tokenTimer.unref();
+    }
   }
 
   private spawn(e: Entry): void {
@@ -298,6 +347,10 @@ export class ProcessSupervisor {
   private async retire(e: Entry): Promise<void> {
     e.stopping = true;
     e.stopLease?.();
+    if (e.tokenTimer !== undefined) clearInterval(e.tokenTimer);
+    e.tokenTimer = undefined;
+    const file = e.env['K_OIDC_TOKEN_FILE'];
+    if (file !== undefined) rmSync(file, { force: true });
     await this.kill(e);
     e.stopping = true;
   }
