@@ -102,6 +102,19 @@ export class Sender {
     this.selfCa = opts.selfCa;
   }
 
+  /** Short names for CA bundles (hashed once each, not on every send). */
+  private readonly caKeys = new Map<string, string>();
+
+  private caKey(ca: string): string {
+    let k = this.caKeys.get(ca);
+    if (k === undefined) {
+      k = createHash('sha256').update(ca).digest('hex').slice(0, 16);
+      if (this.caKeys.size > 1000) this.caKeys.clear();
+      this.caKeys.set(ca, k);
+    }
+    return k;
+  }
+
   /** The server's certificate was renewed: deliveries to itself trust the new one. */
   trustSelf(cert: string): void {
     this.selfCa = cert;
@@ -117,7 +130,7 @@ export class Sender {
    * each set of extra CA certificates through its own.
    */
   private agent(pool: string, self: boolean, ca?: string): Agent {
-    const key = `${pool}\u0000${self ? 'self' : ''}\u0000${ca === undefined ? '' : createHash('sha256').update(ca).digest('hex')}`;
+    const key = `${pool}\u0000${self ? 'self' : ''}\u0000${ca === undefined ? '' : this.caKey(ca)}`;
     let a = this.agents.get(key);
     if (a === undefined) {
       const rules = self ? undefined : this.opts.rules;
