@@ -166,7 +166,10 @@ export class ProcessSupervisor {
     if (e.stopping || this.closed) return;
     const needsPort = e.serves !== undefined && e.serves.containerPort === undefined;
     const needsToken = this.deps.tokenFor !== undefined && e.env['K_SINK'] !== undefined;
-    if (!needsPort && !needsToken) return this.spawn(e);
+    if (!needsPort && !needsToken) {
+      this.spawn(e);
+      return;
+    }
     const epoch = e.epoch;
     e.starting = true;
     void this.prepare(e, needsPort, needsToken).then(
