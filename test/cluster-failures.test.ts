@@ -200,7 +200,10 @@ describe.runIf(up)('three processes on one NATS', () => {
     expect(shares.filter((n) => n > 0).length).toBe(3);
   });
 
-  it('one process killed under load: the others carry on and nothing acknowledged is lost', async () => {
+  // Kills and restarts: their own waits allow up to a minute on a busy machine.
+  it('one process killed under load: the others carry on and nothing acknowledged is lost', {
+    timeout: 120_000,
+  }, async () => {
     const [a, b, c] = procs as [Served, Served, Served];
     // A subscriber slow enough that the killed process holds deliveries in flight when it dies.
     sink.respond = (_r, res) => setTimeout(() => res.writeHead(202).end(), 5);
@@ -233,7 +236,10 @@ describe.runIf(up)('three processes on one NATS', () => {
     expect([...statuses].every((s) => s === 202 || s === 0)).toBe(true);
   });
 
-  it('ordered delivery holds across processes, and across the death of the process that delivers', async () => {
+  // Kills and restarts: their own waits allow up to a minute on a busy machine.
+  it('ordered delivery holds across processes, and across the death of the process that delivers', {
+    timeout: 120_000,
+  }, async () => {
     const live = procs.filter((p) => p.child.exitCode === null && p.child.signalCode === null);
     expect(live.length).toBeGreaterThanOrEqual(2);
     sink.respond = (_r, res) => setTimeout(() => res.writeHead(202).end(), 20);
@@ -346,7 +352,10 @@ describe.runIf(up)('ordered retries on a shared store', () => {
     expect(sink.received).toHaveLength(1501);
   });
 
-  it('the attempt count of an ordered retry survives the death of the process that held it', async () => {
+  // Kills and restarts: their own waits allow up to a minute on a busy machine.
+  it('the attempt count of an ordered retry survives the death of the process that held it', {
+    timeout: 120_000,
+  }, async () => {
     await using failing = await startSink((_r, res) => res.writeHead(500).end());
     await using dls = await startSink();
     const live = procs.filter((p) => p.child.exitCode === null && p.child.signalCode === null);
@@ -428,7 +437,10 @@ describe.runIf(haveBinary)('a NATS restart under load', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('ingress answers 503 while NATS is down and 202 once it is back; nothing acknowledged is lost', async () => {
+  // Kills and restarts: their own waits allow up to a minute on a busy machine.
+  it('ingress answers 503 while NATS is down and 202 once it is back; nothing acknowledged is lost', {
+    timeout: 120_000,
+  }, async () => {
     await using sink = await startSink();
     const r = await run(['apply', '-f', '-'], {
       input: triggerYaml('restart', sink.url),
