@@ -64,6 +64,9 @@ function peakRssMiB(pid) {
     return Number.NaN;
   }
 }
+/** The middle value (the upper one of two). */
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+
 async function cannon(url, extraHeaders = {}) {
   const r = await autocannon({
     url,
@@ -128,7 +131,6 @@ if (!only || only === 'ingress') {
   console.log(
     `ingress: ${CONNECTIONS} connections, ${ROUNDS} rounds of ${DURATION} s each, binary mode, 1 KiB events`,
   );
-  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   const rawRates = [];
   const trRates = [];
   const ratios = [];
@@ -279,6 +281,35 @@ if (!only || only === 'e2e') {
   await stop(sink);
 }
 
+/**
+ * Ingress throughput of the same server with a feature on and off, in rounds that alternate which goes
+ * first (the shared machine's drift touches both); prints each round and the medians with their ratio.
+ * `serve(mode)` starts the server and resolves with it and the headers to send.
+ */
+async function onBesideOff(what, rounds, floor, serve) {
+  const rates = { on: [], off: [] };
+  const ratios = [];
+  for (let i = 0; i < rounds; i++) {
+    const got = {};
+    for (const mode of i % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
+      const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
+      const { t, headers } = await serve(dir, mode);
+      const r = await cannon(`${t.url}/default/b`, headers);
+      await stop(t);
+      rmSync(dir, { recursive: true, force: true });
+      got[mode] = r.requests.average;
+      rates[mode].push(r.requests.average);
+    }
+    ratios.push(got.on / got.off);
+    console.log(
+      `  round ${i + 1}: ${what} on ${Math.round(got.on)} events/s, off ${Math.round(got.off)} events/s`,
+    );
+  }
+  row(`ingress, ${what} on (median)`, median(rates.on), 'events/s');
+  row(`ingress, ${what} off (median)`, median(rates.off), 'events/s');
+  row(`ingress ratio ${what} on/off (median of rounds)`, median(ratios), '', `(floor ${floor})`);
+}
+
 // 3a. metrics: the ingress and end-to-end figures with Prometheus metrics on (the default) beside off
 // (--no-metrics), rounds alternating so that the shared machine's drift touches both.
 if (!only || only === 'metrics') {
@@ -314,33 +345,15 @@ if (!only || only === 'metrics') {
     row('observer hooks per event, metrics off (live stats only)', perEvent(off, 1_000_000), 'ns');
   }
   const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   console.log(
     `metrics: ingress with one Trigger (${CONNECTIONS} connections, ${ROUNDS} rounds of ${DURATION} s), then ${RATE} events/s end to end; metrics on beside off`,
   );
   const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
   const yaml = `${BROKER}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\nspec:\n  broker: b\n  subscriber:\n    uri: ${sink.url}\n`;
-  const rates = { on: [], off: [] };
-  const ratios = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const got = {};
-    for (const mode of i % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
-      const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
-      const t = await trellis(dir, yaml, mode === 'off' ? ['--no-metrics'] : []);
-      const r = await cannon(`${t.url}/default/b`);
-      await stop(t);
-      rmSync(dir, { recursive: true, force: true });
-      got[mode] = r.requests.average;
-      rates[mode].push(r.requests.average);
-    }
-    ratios.push(got.on / got.off);
-    console.log(
-      `  round ${i + 1}: metrics on ${Math.round(got.on)} events/s, off ${Math.round(got.off)} events/s`,
-    );
-  }
-  row('ingress + one Trigger, metrics on (median)', median(rates.on), 'events/s');
-  row('ingress + one Trigger, metrics off (median)', median(rates.off), 'events/s');
-  row('ingress ratio metrics on/off (median of rounds)', median(ratios), '', '(floor 0.95)');
+  await onBesideOff('metrics (one Trigger)', ROUNDS, 0.95, async (dir, mode) => ({
+    t: await trellis(dir, yaml, mode === 'off' ? ['--no-metrics'] : []),
+    headers: {},
+  }));
   const e2e = {};
   for (const mode of ['off', 'on']) {
     const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
@@ -363,40 +376,19 @@ if (!only || only === 'metrics') {
 // every request; verified tokens are cached) beside the same server without authentication.
 if (!only || only === 'auth') {
   const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   console.log(
     `authentication: ingress, ${CONNECTIONS} connections, ${ROUNDS} rounds of ${DURATION} s; OIDC on beside off`,
   );
-  const rates = { on: [], off: [] };
-  const ratios = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const got = {};
-    for (const mode of i % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
-      const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
-      const t = await trellis(dir, BROKER, mode === 'on' ? ['--authentication', 'oidc'] : []);
-      let headers = {};
-      if (mode === 'on') {
-        const r = await fetch(`${t.url}/apis/tokens`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ audience: 'eventing.knative.dev/broker/default/b', subject: 'bench' }),
-        });
-        headers = { authorization: `Bearer ${(await r.json()).token}` };
-      }
-      const r = await cannon(`${t.url}/default/b`, headers);
-      await stop(t);
-      rmSync(dir, { recursive: true, force: true });
-      got[mode] = r.requests.average;
-      rates[mode].push(r.requests.average);
-    }
-    ratios.push(got.on / got.off);
-    console.log(
-      `  round ${i + 1}: authentication on ${Math.round(got.on)} events/s, off ${Math.round(got.off)} events/s`,
-    );
-  }
-  row('ingress, authentication on (median)', median(rates.on), 'events/s');
-  row('ingress, authentication off (median)', median(rates.off), 'events/s');
-  row('ingress ratio authentication on/off (median of rounds)', median(ratios), '', '(floor 0.8)');
+  await onBesideOff('authentication', ROUNDS, 0.8, async (dir, mode) => {
+    const t = await trellis(dir, BROKER, mode === 'on' ? ['--authentication', 'oidc'] : []);
+    if (mode === 'off') return { t, headers: {} };
+    const r = await fetch(`${t.url}/apis/tokens`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ audience: 'eventing.knative.dev/broker/default/b', subject: 'bench' }),
+    });
+    return { t, headers: { authorization: `Bearer ${(await r.json()).token}` } };
+  });
 }
 
 // 3b. flows: the same fixed-rate run through a Channel with two Subscriptions, and through a Sequence of
