@@ -131,17 +131,29 @@ export function processOf(spec: ContainerSourceSpec): ProcessSpec {
   return validateContainer('spec.template.spec.containers[0]', spec.template.spec.containers[0]);
 }
 
-/** The Deployed condition from the supervisor's state. */
-export function deployedCondition(spec: ProcessSpec, state: ProcessState | undefined): Cond {
+/**
+ * The condition `type` while a process does not run: no command to run (an image only), not started
+ * yet, or stopped or backing off (with the supervisor's message); undefined once it runs.
+ */
+export function notRunning(
+  type: string,
+  spec: ProcessSpec,
+  state: ProcessState | undefined,
+): Cond | undefined {
   if (spec.command.length === 0)
     return notOk(
-      'Deployed',
+      type,
       'NoCommand',
       `Trellis runs commands, not images: set spec.template.spec.containers[0].command (the program to run${spec.image ? ` instead of image ${spec.image}` : ''})`,
     );
-  if (state === undefined) return notOk('Deployed', 'Starting', 'the process has not started yet');
-  if (state.state === 'Running') return ok('Deployed');
-  return notOk('Deployed', state.state, state.message ?? state.state);
+  if (state === undefined) return notOk(type, 'Starting', 'the process has not started yet');
+  if (state.state !== 'Running') return notOk(type, state.state, state.message ?? state.state);
+  return undefined;
+}
+
+/** The Deployed condition from the supervisor's state. */
+export function deployedCondition(spec: ProcessSpec, state: ProcessState | undefined): Cond {
+  return notRunning('Deployed', spec, state) ?? ok('Deployed');
 }
 
 /** Status: sink resolved, process state (written by the supervisor, kept here). */

@@ -10,7 +10,13 @@
  */
 import type { ResourceObject } from '../store/types.js';
 import { type Cond, notOk, ok, ready } from './conditions.js';
-import { onlyContainer, type ProcessSpec, type ProcessState, validateContainer } from './containersource.js';
+import {
+  notRunning,
+  onlyContainer,
+  type ProcessSpec,
+  type ProcessState,
+  validateContainer,
+} from './containersource.js';
 import { describe, invalid, isObject, objectAt } from './validation.js';
 
 export interface KnativeServiceSpec {
@@ -100,21 +106,14 @@ export function knativeServiceAddress(o: ResourceObject): string | undefined {
 
 /** The ConfigurationsReady condition from the supervisor's state. */
 export function configurationsReady(p: ServiceProcess, state: ProcessState | undefined): Cond {
-  if (p.command.length === 0)
-    return notOk(
-      'ConfigurationsReady',
-      'NoCommand',
-      `Trellis runs commands, not images: set spec.template.spec.containers[0].command (the program to run${p.image ? ` instead of image ${p.image}` : ''})`,
-    );
-  if (state === undefined) return notOk('ConfigurationsReady', 'Starting', 'the process has not started yet');
-  if (state.state === 'Running' && state.listening === true) return ok('ConfigurationsReady');
-  if (state.state === 'Running')
-    return notOk(
-      'ConfigurationsReady',
-      'NotListening',
-      `the process runs (pid ${state.pid}) and does not accept connections on port ${state.port} yet: it must listen on $PORT`,
-    );
-  return notOk('ConfigurationsReady', state.state, state.message ?? state.state);
+  const down = notRunning('ConfigurationsReady', p, state);
+  if (down !== undefined) return down;
+  if (state!.listening === true) return ok('ConfigurationsReady');
+  return notOk(
+    'ConfigurationsReady',
+    'NotListening',
+    `the process runs (pid ${state!.pid}) and does not accept connections on port ${state!.port} yet: it must listen on $PORT`,
+  );
 }
 
 /** Status: the process's state (written by the supervisor, kept here), its URL and address. */
