@@ -143,6 +143,26 @@ export function runStoreConformance(
       } else expect((await fetchAll(s, 'a', 1)).map((l) => l.seq)).toEqual([four]);
     });
 
+    it('enqueues deliveries of stored events (a replay), also behind where the leases have reached', async () => {
+      const { s, dir } = await fresh();
+      const seqs = await s.events.append(
+        ['1', '2', '3'].map((id) => ({ stream: 'ns/b', event: ev(id), deliveries: id === '3' ? ['a'] : [] })),
+      );
+      // The subscription's leases are past the first two events already.
+      expect((await fetchAll(s, 'a', 1)).map((l) => l.seq)).toEqual([seqs[2]]);
+      const history = await s.events.read('ns/b', 0, 10);
+      await s.deliveries.enqueue('a', 'ns/b', history.slice(0, 2));
+      const replayed = await fetchAll(s, 'a', 2);
+      expect(replayed.map((l) => l.event.attrs['id']).sort()).toEqual(['1', '2']);
+      expect(replayed.every((l) => l.attempt === 0)).toBe(true);
+      // Durable: after a reopen, the replayed deliveries not settled are pending again.
+      await s.deliveries.ack('a', seqs[0]!);
+      await s.deliveries.ack('a', seqs[2]!);
+      await s.close();
+      const { s: again } = await fresh(dir);
+      expect((await fetchAll(again, 'a', 1)).map((l) => l.event.attrs['id'])).toEqual(['2']);
+    });
+
     it('acks, retries and terminates deliveries durably', async () => {
       const { s, dir } = await fresh();
       const [one, two, three] = await s.events.append([

@@ -97,6 +97,17 @@ export interface DeliveryState {
   retry(subscription: string, seq: number, attempt: number, dueAt: number, keep?: boolean): Promise<void>;
   /** The delivery is given up (dead-lettered, or dropped): it is removed; durable on resolve. */
   terminate(subscription: string, seq: number): Promise<void>;
+  /**
+   * Records pending deliveries of events already stored in `stream` (a replay: a consumer group that starts
+   * at an earlier position, `trellis replay`), due now, attempt 0. Durable on resolve; the subscription's
+   * worker gets them through `fetch` even when its lease position is past them. A delivery already pending
+   * may be recorded a second time (at least once).
+   */
+  enqueue(
+    subscription: string,
+    stream: string,
+    events: readonly { seq: number; event: CloudEvent }[],
+  ): Promise<void>;
   /** Gives up every lease of a subscription (its worker stopped): its deliveries are pending again. */
   release(subscription: string): void;
   /** Pending deliveries of a subscription with `seq > afterSeq`, leased or not, without leasing them. */

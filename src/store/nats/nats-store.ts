@@ -250,6 +250,11 @@ class NatsStore implements Store {
       terminate: (sub, seq) => this.settle(sub, seq),
       retry: (sub, seq, attempt, dueAt, keep) => this.retry(sub, seq, attempt, dueAt, keep === true),
       release: (sub) => this.release(sub),
+      enqueue: async (sub, stream, events) => {
+        await Promise.all(
+          events.map((e) => this.publishDelivery(sub, stream, e.seq, 0, 0, encodeEvent(e.event))),
+        );
+      },
       peek: (sub, afterSeq, limit) => this.peek(sub, afterSeq, limit),
       dropSubscription: (sub) => this.dropSubscription(sub),
       counts: () => this.counts(),

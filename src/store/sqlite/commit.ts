@@ -26,7 +26,8 @@ export type WireOp =
     ]
   | [op: 'd', kind: string, namespace: string, name: string]
   | [op: 's', sub: string]
-  | [op: 'e', stream: string, seq: number];
+  | [op: 'e', stream: string, seq: number]
+  | [op: 'q', sub: string, seqs: number[]];
 
 /** Which ops answer with a result: appends (the sequence number), compaction, resource put and delete. */
 export function resultCount(op: WireOp): number {
@@ -61,6 +62,9 @@ export function makeCommit(db: Database.Database): (ops: WireOp[], now: number) 
     'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
   );
   const dropSub = db.prepare('DELETE FROM deliveries WHERE sub = ?');
+  const replayDelivery = db.prepare(
+    'INSERT OR IGNORE INTO deliveries (sub, seq, attempt, due) SELECT ?, seq, 0, 0 FROM events WHERE seq = ?',
+  );
   return db.transaction((ops: WireOp[], now: number) => {
     const seqs: (number | string)[] = [];
     for (const op of ops) {
@@ -94,6 +98,8 @@ export function makeCommit(db: Database.Database): (ops: WireOp[], now: number) 
         seqs.push(row ? row.body : 0);
       } else if (op[0] === 's') {
         dropSub.run(op[1]);
+      } else if (op[0] === 'q') {
+        for (const seq of op[2]) replayDelivery.run(op[1], seq);
       } else {
         updateDelivery.run(op[3], op[4], op[1], op[2]);
       }

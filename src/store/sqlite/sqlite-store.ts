@@ -142,11 +142,33 @@ class SqliteStore implements Store {
     // Leases: rows up to a subscription's cursor have been handed out; after a release (or a restart)
     // the cursor starts again at 0 and every pending row is fetched again.
     const cursors = new Map<string, number>();
+    // Replayed deliveries below a subscription's cursor, not handed out yet (ascending): fetched first.
+    const replayed = new Map<string, number[]>();
     this.deliveries = {
       fetch: async (sub, max) => {
+        const behind = replayed.get(sub);
+        if (behind !== undefined) {
+          const take = behind.splice(0, max);
+          if (behind.length === 0) replayed.delete(sub);
+          const want = new Set(take);
+          const rows = this.pendingBetween(sub, take[0]!, take[take.length - 1]!).filter((r) =>
+            want.has(r.seq),
+          );
+          if (rows.length > 0) return rows;
+        }
         const rows = this.pending(sub, cursors.get(sub) ?? 0, max);
         if (rows.length > 0) cursors.set(sub, rows[rows.length - 1]!.seq);
         return rows;
+      },
+      enqueue: async (sub, _stream, events) => {
+        if (events.length === 0) return;
+        const seqs = events.map((e) => e.seq).sort((a, b) => a - b);
+        await this.write(['q', sub, seqs]);
+        const cursor = cursors.get(sub) ?? 0;
+        const behind = seqs.filter((s) => s <= cursor);
+        if (behind.length === 0) return;
+        const merged = [...new Set([...(replayed.get(sub) ?? []), ...behind])].sort((a, b) => a - b);
+        replayed.set(sub, merged);
       },
       claim: (sub, seq) => {
         // The store makes a commit visible a moment before the append resolves: a fetch may have
@@ -160,10 +182,12 @@ class SqliteStore implements Store {
       retry: (sub, seq, attempt, due) => this.write(['r', sub, seq, attempt, due]).then(() => undefined),
       release: (sub) => {
         cursors.delete(sub);
+        replayed.delete(sub);
       },
       peek: async (sub, afterSeq, limit) => this.pending(sub, afterSeq, limit),
       dropSubscription: (sub) => {
         cursors.delete(sub);
+        replayed.delete(sub);
         return this.write(['s', sub]).then(() => undefined);
       },
       counts: async () => {
@@ -208,6 +232,11 @@ class SqliteStore implements Store {
         `SELECT d.seq AS seq, d.attempt AS attempt, d.due AS due, e.attrs AS attrs, e.data AS data
          FROM deliveries d JOIN events e ON e.seq = d.seq
          WHERE d.sub = ? AND d.seq > ? ORDER BY d.seq LIMIT ?`,
+      ),
+      pendingBetween: db.prepare(
+        `SELECT d.seq AS seq, d.attempt AS attempt, d.due AS due, e.attrs AS attrs, e.data AS data
+         FROM deliveries d JOIN events e ON e.seq = d.seq
+         WHERE d.sub = ? AND d.seq >= ? AND d.seq <= ? ORDER BY d.seq`,
       ),
       getEvent: db.prepare('SELECT attrs, data FROM events WHERE seq = ? AND stream = ?'),
       // Replay reads: a scan in sequence order (no index on stream: it would cost every append).
@@ -278,7 +307,15 @@ class SqliteStore implements Store {
   }
 
   private pending(sub: string, afterSeq: number, limit: number): PendingDelivery[] {
-    const rows = this.st.pending.all(sub, afterSeq, limit) as {
+    return this.toDeliveries(sub, this.st.pending.all(sub, afterSeq, limit));
+  }
+
+  private pendingBetween(sub: string, from: number, to: number): PendingDelivery[] {
+    return this.toDeliveries(sub, this.st.pendingBetween.all(sub, from, to));
+  }
+
+  private toDeliveries(sub: string, all: unknown[]): PendingDelivery[] {
+    const rows = all as {
       seq: number;
       attempt: number;
       due: number;
