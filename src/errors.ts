@@ -59,6 +59,13 @@ export const ERRORS = {
     title: 'A web page of another origin tried to use the admin API',
   },
   TRELLIS_ERR_HOST_FORBIDDEN: { status: 403, title: "The Host header is not one of the server's names" },
+  TRELLIS_ERR_GROUP_NOT_READY: { status: 409, title: 'The consumer group is not Ready' },
+  TRELLIS_ERR_GROUP_MISMATCH: {
+    status: 409,
+    title: 'The consumer group reads another stream or has another filter',
+  },
+  TRELLIS_ERR_NO_RESPONDER: { status: 404, title: 'No subscription takes the request' },
+  TRELLIS_ERR_REPLY_TIMEOUT: { status: 504, title: 'No reply came within the timeout' },
   TRELLIS_ERR_INTERNAL: { status: 500, title: 'An unexpected error inside Trellis' },
 } as const;
 

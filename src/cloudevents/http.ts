@@ -147,7 +147,8 @@ export function parseContentType(ct: string | undefined): { type: string; charse
   return { type, charset };
 }
 
-function parseJsonBody(body: Buffer, charset: string | undefined): unknown {
+/** Parses a JSON body (UTF-8, nesting bounded), or throws the error that says what is wrong with it. */
+export function parseJsonBody(body: Buffer, charset: string | undefined): unknown {
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
     throw new UnsupportedMediaTypeError(`charset '${charset}' is not supported; send UTF-8`);
   }

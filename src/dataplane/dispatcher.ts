@@ -12,8 +12,10 @@ import {
   type EventLog,
   type PendingDelivery,
 } from '../store/types.js';
+import type { LocalResult } from './groups.js';
 import { LagCounter } from './lag.js';
 import type { DataPlaneObserver } from './observer.js';
+import { IN_REPLY_TO, REPLY_TO } from './replies.js';
 import { backoffMs } from './retry-policy.js';
 import type { Logger, SubscriptionRoute } from './routes.js';
 import { isRetryable, parseRetryAfter, type Sender, type SendResult } from './sender.js';
@@ -495,13 +497,17 @@ class SubscriptionWorker {
         const started = performance.now();
         const span =
           this.d.tracer === undefined ? undefined : this.span('deliver', item, this.route.subscriberUri);
-        const res = await this.sendTo(
-          this.route.subscriberUri,
-          out,
-          out === item.event ? TTL : undefined,
-          item,
-          span,
-        );
+        const local = this.route.local;
+        const res =
+          local !== undefined
+            ? await local.deliver(out, item.seq, item.attempt, policy.timeoutMs)
+            : await this.sendTo(
+                this.route.subscriberUri,
+                out,
+                out === item.event ? TTL : undefined,
+                item,
+                span,
+              );
         const seconds = (performance.now() - started) / 1000;
         const code = res.kind === 'response' ? res.status : undefined;
         const outcome = await this.handleResponse(item, res, span);
@@ -744,7 +750,8 @@ class SubscriptionWorker {
     if (res.kind === 'error') return { retry: true, info: { data: Buffer.from(res.error) } };
     if (res.status < 200 || res.status >= 300) {
       const retryAfterMs =
-        res.status === 429 || res.status === 503 ? parseRetryAfter(res.headers['retry-after']) : undefined;
+        (res as LocalResult).retryAfterMs ??
+        (res.status === 429 || res.status === 503 ? parseRetryAfter(res.headers['retry-after']) : undefined);
       return { retry: isRetryable(res.status), info: { code: res.status, data: res.body }, retryAfterMs };
     }
     if (res.status === 202 || res.status === 204) return 'done';
@@ -787,7 +794,11 @@ class SubscriptionWorker {
         );
         continue;
       }
-      events.push({ ...r, attrs: { ...r.attrs, [TTL]: ttl } });
+      const attrs: CloudEvent['attrs'] = { ...r.attrs, [TTL]: ttl };
+      // The answer to a request over the mesh carries the request's token back to whoever waits.
+      const token = item.event.attrs[REPLY_TO];
+      if (token !== undefined) attrs[IN_REPLY_TO] = token;
+      events.push({ ...r, attrs });
     }
     if (events.length === 0) return 'done';
     const target = this.route.reply;

@@ -127,10 +127,11 @@ export class Ingress {
   }
 
   /**
-   * Stores events for a Broker; resolves once they and their deliveries are durable.
-   * Throws TrellisError (404, 400 for TTL, 503 when the store fails).
+   * Stores events for a Broker; resolves once they and their deliveries are durable, with how many
+   * deliveries were recorded (0: no subscription took them). Throws TrellisError (404, 400 for TTL, 503
+   * when the store fails).
    */
-  async accept(key: string, events: CloudEvent[], trace?: IngressTrace): Promise<void> {
+  async accept(key: string, events: CloudEvent[], trace?: IngressTrace): Promise<number> {
     if (!this.accepting)
       throw new TrellisError(
         'TRELLIS_ERR_SHUTTING_DOWN',
@@ -217,5 +218,6 @@ export class Ingress {
       const it = items[i]!;
       for (const sub of it.deliveries) this.hooks.notify(sub, seqs[i]!, it.event);
     }
+    return stored;
   }
 }

@@ -6,6 +6,7 @@
 import type { CloudEvent } from '../cloudevents/event.js';
 import type { Predicate } from '../filter/attributes.js';
 import type { StreamRetention } from '../store/types.js';
+import type { LocalDestination } from './groups.js';
 import type { Rate } from './rate-limit.js';
 import type { RetryPolicy } from './retry-policy.js';
 
@@ -60,6 +61,11 @@ export interface SubscriptionRoute {
   caCerts?: string | undefined;
   /** The subscriber's OIDC audience, when its destination names one: deliveries carry a token for it. */
   subscriberAudience?: string | undefined;
+  /**
+   * Set for a consumer group's subscription in a process where it has members: attempts go to them
+   * instead of `subscriberUri` (which then only names the group, in logs and error extensions).
+   */
+  local?: LocalDestination | undefined;
   /** Which events of the stream it takes; undefined: every one. */
   predicate?: Predicate | undefined;
   /** Set when the filter requires an exact attribute value: the subscription is found by lookup. */

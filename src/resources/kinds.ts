@@ -13,6 +13,7 @@ import {
 import { reconcileApiServerSource, validateApiServerSourceSpec } from './apiserversource.js';
 import { reconcileBroker, validateBrokerAnnotations, validateBrokerSpec } from './broker.js';
 import { reconcileChannel, validateChannelSpec, validateInMemoryChannelSpec } from './channel.js';
+import { consumerGroupWarnings, reconcileConsumerGroup, validateConsumerGroupSpec } from './consumergroup.js';
 import { reconcileContainerSource, validateContainerSourceSpec } from './containersource.js';
 import type { ReconcileContext } from './context.js';
 import { validateFlowAnnotations, validateOrderAnnotation } from './delivery-spec.js';
@@ -449,6 +450,19 @@ export const KINDS: readonly KindDef[] = [
     statusInputs: ['process'],
     addressOf: knativeServiceAddress,
     phase: -1,
+  },
+  {
+    kind: 'ConsumerGroup',
+    group: 'eventing.trellis.dev',
+    version: 'v1alpha1',
+    plural: 'consumergroups',
+    singular: 'consumergroup',
+    shortNames: ['cg'],
+    validateSpec: validateConsumerGroupSpec,
+    warnings: consumerGroupWarnings,
+    reconcile: reconcileConsumerGroup,
+    // Written by the servers its members connect to.
+    preservedStatus: ['lastActiveTime', 'replay'],
   },
 ];
 

@@ -25,10 +25,12 @@ import { RedisConnectors } from '../connectors/redis.js';
 import type { ConnectorRunners } from '../connectors/runners.js';
 import { DEFAULT_DENIED_NETWORKS, DestinationRules } from '../dataplane/destinations.js';
 import { Dispatcher } from '../dataplane/dispatcher.js';
+import { ConsumerGroups } from '../dataplane/groups.js';
 import { Ingress, type Senders } from '../dataplane/ingress.js';
 import { LagCounter } from '../dataplane/lag.js';
 import { observers } from '../dataplane/observer.js';
-import type { StreamRoute } from '../dataplane/routes.js';
+import { ReplyWaiters } from '../dataplane/replies.js';
+import type { StreamRoute, SubscriptionRoute } from '../dataplane/routes.js';
 import { Sender } from '../dataplane/sender.js';
 import { Transformer } from '../dataplane/transform.js';
 import { type ErrorCode, TrellisError } from '../errors.js';
@@ -36,19 +38,22 @@ import { Metrics } from '../observability/metrics.js';
 import { LiveStats } from '../observability/stats.js';
 import { TailHub } from '../observability/tail.js';
 import { startTracing } from '../observability/tracing.js';
-import { adminGuard, isLoopback } from '../protocols/http/admin-guard.js';
+import { adminGuard, bearerCheck, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { registerAuthRoutes } from '../protocols/http/auth-routes.js';
 import { registerConnectorSinkRoutes } from '../protocols/http/connector-routes.js';
 import { registerDeadLetterRoutes } from '../protocols/http/deadletter-routes.js';
 import { sendError } from '../protocols/http/errors.js';
 import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
-import { ingressHandler, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
+import { ingressHandler, rateLimiter, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
 import { type LogSinks, registerLogSinkRoutes } from '../protocols/http/log-sink-routes.js';
 import { registerStatsRoutes } from '../protocols/http/stats-routes.js';
 import { registerTailRoutes } from '../protocols/http/tail-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
 import { registerUiRoutes } from '../protocols/http/ui-routes.js';
+import { Streaming } from '../protocols/streaming.js';
+import { Subscriptions } from '../protocols/subscriptions.js';
+import { WebSocketIngress } from '../protocols/ws/websocket.js';
 import {
   CONNECTOR_SINK_PREFIXES,
   INTEGRATION_SINK_PREFIX,
@@ -169,6 +174,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   const transformer = new Transformer(transformSender, { evalTimeoutMs: 1000, maxDepth: 500 });
   let recorder: EventTypeRecorder | undefined;
   const tails = new TailHub();
+  const replies = new ReplyWaiters();
   const ingress = new Ingress(
     store.events,
     {
@@ -176,6 +182,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       stored: (st, evs, seqs) => {
         if (cfg.eventTypeAutoCreate) recorder?.stored(st, evs);
         tails.publish(st.key, evs, seqs);
+        replies.observe(evs);
       },
     },
     lag,
@@ -187,7 +194,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     store.events,
     store.deliveries,
     sender,
-    (b, evs, trace) => ingress.accept(b, evs, trace),
+    async (b, evs, trace) => {
+      await ingress.accept(b, evs, trace);
+    },
     logger,
     {
       concurrency: cfg.concurrency,
@@ -217,7 +226,20 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   dispatcher.tracer = tracing?.tracer;
   if (tracing !== undefined) logger.info({}, 'tracing: spans are exported over OTLP/HTTP');
 
-  const ingest = ingressHandler(ingress, cfg.maxBodyBytes, logger);
+  const limiter = rateLimiter(ingress);
+  const ingest = ingressHandler(ingress, cfg.maxBodyBytes, logger, limiter);
+  // Consumer groups' members connected here; a group's subscription is drained here only while it has some.
+  const groups = new ConsumerGroups(() => scheduleDispatch());
+  // The routes the dispatcher drains: a consumer group's only where it has members, with them attached.
+  const dispatchRoutes = (subs: readonly SubscriptionRoute[]) =>
+    subs.flatMap((r) => {
+      if (r.kind !== 'ConsumerGroup') return [r];
+      const g = groups.get(r.id);
+      return g === undefined ? [] : [{ ...r, local: g }];
+    });
+  let scheduleDispatch = () => undefined as void;
+  // WebSocket upgrades on the same port (set once the server listens).
+  let websockets: WebSocketIngress | undefined;
   const app = Fastify({
     logger: false,
     bodyLimit: cfg.maxBodyBytes,
@@ -268,6 +290,17 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
               serve,
             );
       server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket));
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        socket.on('error', () => undefined);
+        if (websockets?.upgrade(req, socket, head) === true) return;
+        const body = JSON.stringify({
+          code: 'TRELLIS_ERR_ROUTE_NOT_FOUND',
+          message: `no WebSocket at ${String(req.url).split('?')[0]!.slice(0, 200)}; connect to an address (/namespace/broker, /channels/namespace/name)`,
+        });
+        socket.end(
+          `HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      });
       if (tls !== undefined) {
         // A handshake that fails (a plain-HTTP client, an old TLS) costs the connection only.
         server.on('tlsClientError', (_err, socket) => socket.destroy());
@@ -471,6 +504,13 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       ),
   };
   let pendingUpdate: Promise<void> = Promise.resolve();
+  let lastExisting: () => ReadonlySet<string> = () => new Set();
+  // A group got its first member here, or lost its last: the dispatcher takes it up, or lets it go.
+  scheduleDispatch = () => {
+    pendingUpdate = pendingUpdate
+      .then(() => dispatcher.update(dispatchRoutes(table.subscriptions()), lastExisting))
+      .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
+  };
   const table = new RouteTable({
     defaultTimeoutMs: cfg.deliveryTimeoutMs,
     defaultMaxLag: cfg.maxLag,
@@ -493,7 +533,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   eventTypeFlusher.unref();
   const apiSources = new ApiServerSources({
     resources: store.resources,
-    accept: (stream, events) => ingress.accept(stream, events),
+    accept: async (stream, events) => {
+      await ingress.accept(stream, events);
+    },
     publicUrl,
     logger,
     ...(store.holdLease !== undefined ? { holdLease: store.holdLease.bind(store) } : {}),
@@ -556,7 +598,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
             ),
           );
       }
-      return ingress.accept(stream, events);
+      return ingress.accept(stream, events).then(() => undefined);
     },
     logger,
     writeConnection: (o: ResourceObject, state: ConnectionState) =>
@@ -578,7 +620,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   ]);
   const pings = new ScheduledSources({
     resources: store.resources,
-    accept: (stream, events) => ingress.accept(stream, events),
+    accept: (stream, events) => ingress.accept(stream, events).then(() => undefined),
     logger,
   });
   /** Each stream's retention as last given to the store. */
@@ -619,9 +661,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,
       // Ready or not, whose pending deliveries are kept.
       const existing = () => table.knownSubscriptionIds(snap);
+      lastExisting = existing;
       pendingUpdate = pendingUpdate
         .then(() => applyRetention(store, streamChanges, logger))
-        .then(() => dispatcher.update(subscriptions, existing))
+        .then(() => dispatcher.update(dispatchRoutes(subscriptions), existing))
         .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
     },
     {
@@ -658,6 +701,39 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     throw err;
   }
   loaded = true;
+  const subscriptions = new Subscriptions({
+    registry,
+    events: store.events,
+    deliveries: store.deliveries,
+    groups,
+    route: (id) => table.route(id),
+    settled: async () => {
+      await settled();
+      await pendingUpdate;
+    },
+    pendingWrites: () => store.events.pendingWrites(),
+    logger,
+  });
+  subscriptions.startSweeper(cfg.store === 'nats' ? 30_000 : 5_000);
+  const streaming = new Streaming({
+    ingress,
+    subscriptions,
+    replies,
+    rateLimited: limiter,
+    adminToken: authenticating || cfg.adminToken === undefined ? undefined : bearerCheck(cfg.adminToken),
+    maxRequestTimeoutMs: 300_000,
+  });
+  const wsGuard = adminGuard({
+    host: cfg.host,
+    port: Number(new URL(url).port),
+    publicUrl: cfg.publicUrl,
+    allowedHosts: cfg.allowedHosts,
+  });
+  websockets = new WebSocketIngress(streaming, {
+    guard: (headers) => wsGuard(headers),
+    maxMessageBytes: cfg.maxBodyBytes,
+    logger,
+  });
 
   // Delivered events leave the store in small steps, so no step holds the writer for long.
   let compacting = false;
@@ -716,6 +792,10 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         for (const c of connectors.values()) await c.close();
         await jobs.close();
         tails.closeAll();
+        websockets?.close();
+        groups.closeAll();
+        replies.close();
+        subscriptions.close();
         tls?.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.

@@ -21,6 +21,7 @@ import { compileAttributesFilter, DERIVED_ATTRIBUTES } from '../filter/attribute
 import { compileFilters } from '../filter/dialect.js';
 import { streamKey } from '../resources/addressing.js';
 import { MAX_LAG_ANNOTATION, retentionOf } from '../resources/broker.js';
+import { type ConsumerGroupSpec, groupStream } from '../resources/consumergroup.js';
 import {
   type DeliverySpec,
   keepsDeadLetters,
@@ -118,10 +119,15 @@ export class RouteTable {
     return [...this.subscriptionsById.values()];
   }
 
+  /** A Ready subscription's route by its id. */
+  route(id: string): SubscriptionRoute | undefined {
+    return this.subscriptionsById.get(id);
+  }
+
   /** The subscription ids of every resource, Ready or not (their pending deliveries are kept). */
   knownSubscriptionIds(s: Snapshot): Set<string> {
     const ids = new Set<string>();
-    for (const kind of ['Trigger', 'Subscription'])
+    for (const kind of ['Trigger', 'Subscription', 'ConsumerGroup'])
       for (const o of s.resources.get(kind)?.values() ?? []) ids.add(o.metadata.uid);
     return ids;
   }
@@ -274,6 +280,10 @@ export class RouteTable {
       }
       case 'Subscription': {
         const r = this.subscription(o, s);
+        return r === undefined ? EMPTY : { streams: [], subscriptions: [r] };
+      }
+      case 'ConsumerGroup': {
+        const r = this.consumerGroup(id, o, s);
         return r === undefined ? EMPTY : { streams: [], subscriptions: [r] };
       }
       case 'EventTransform': {
@@ -442,20 +452,7 @@ export class RouteTable {
     const bobj = s.resources.get('Broker')?.get(`${b.namespace}/${b.name}`);
     if (bobj === undefined) return undefined;
     const policy = this.policy(spec.delivery, t.status?.['deadLetterSinkUri'], bobj);
-    let f = this.filters.get(id);
-    if (f === undefined || f.generation !== t.metadata.generation || f.uid !== t.metadata.uid) {
-      f = {
-        generation: t.metadata.generation,
-        uid: t.metadata.uid,
-        compiled: {
-          predicate: spec.filters
-            ? compileFilters(spec.filters)
-            : compileAttributesFilter(spec.filter?.attributes),
-          anchor: anchorOf(spec),
-        },
-      };
-      this.filters.set(id, f);
-    }
+    const compiled = this.compiled(id, t, spec);
     const subscriberUri = t.status?.['subscriberUri'] as string;
     return {
       id: t.metadata.uid,
@@ -465,7 +462,7 @@ export class RouteTable {
       broker: bkey,
       stream: bkey,
       reply: { kind: 'ingest', stream: bkey },
-      ...f.compiled,
+      ...compiled,
       subscriberUri,
       policy,
       ordered: t.metadata.annotations?.[ORDER_ANNOTATION] === 'ordered',
@@ -474,6 +471,61 @@ export class RouteTable {
       caCerts: caCertsOf(spec.subscriber, spec.delivery?.deadLetterSink),
       subscriberAudience: spec.subscriber.audience,
       ...this.selfFlags(subscriberUri, policy),
+    };
+  }
+
+  /** A filter compiled once per generation of its resource. */
+  private compiled(
+    id: string,
+    o: ResourceObject,
+    spec: Pick<TriggerSpec, 'filter' | 'filters'>,
+  ): CompiledFilter {
+    let f = this.filters.get(id);
+    if (f === undefined || f.generation !== o.metadata.generation || f.uid !== o.metadata.uid) {
+      f = {
+        generation: o.metadata.generation,
+        uid: o.metadata.uid,
+        compiled: {
+          predicate: spec.filters
+            ? compileFilters(spec.filters)
+            : compileAttributesFilter(spec.filter?.attributes),
+          anchor: anchorOf(spec as TriggerSpec),
+        },
+      };
+      this.filters.set(id, f);
+    }
+    return f.compiled;
+  }
+
+  /**
+   * A consumer group's subscription: its stream, filter and delivery policy. Its attempts go to members
+   * (the server attaches them where it has some); a nack's delay is honoured up to a day unless the
+   * group's `retryAfterMax` says otherwise. Replies go back into a Broker; a Channel's group drops them.
+   */
+  private consumerGroup(id: string, g: ResourceObject, s: Snapshot): SubscriptionRoute | undefined {
+    if (!isReady(g)) return undefined;
+    const spec = g.spec as unknown as ConsumerGroupSpec;
+    const { namespace, name } = g.metadata;
+    const st = groupStream(g, { get: (k, ns, n) => s.resources.get(k)?.get(`${ns}/${n}`) });
+    const owner = s.resources.get(st.kind)?.get(`${namespace}/${st.name}`);
+    if (owner === undefined) return undefined;
+    const key = streamKey(st.kind, namespace, st.name);
+    const base = this.policy(spec.delivery, g.status?.['deadLetterSinkUri'], owner);
+    const policy = { ...base, retryAfterMaxMs: base.retryAfterMaxMs ?? 86_400_000 };
+    return {
+      id: g.metadata.uid,
+      kind: 'ConsumerGroup',
+      namespace,
+      name,
+      stream: key,
+      subscriberUri: `trellis:consumergroups/${namespace}/${name}`,
+      policy,
+      reply: st.kind === 'Broker' ? { kind: 'ingest', stream: key } : { kind: 'drop' },
+      ...this.compiled(id, g, spec),
+      ordered: spec.ordered === true,
+      keepDeadLetters: keepsDeadLetters(g.metadata.annotations, owner.metadata.annotations),
+      deadLetterIsSelf:
+        policy.deadLetterUri !== undefined && (this.opts.isSelf ?? (() => false))(policy.deadLetterUri),
     };
   }
 

@@ -116,3 +116,19 @@ export function adminGuard(
     }
   };
 }
+
+/**
+ * A check of the admin token alone (for connections that carry it where a header cannot go): throws the
+ * 401 unless `authorization` is `Bearer <token>`.
+ */
+export function bearerCheck(token: string): (authorization: string | undefined) => void {
+  const want = digest(token);
+  return (authorization) => {
+    const m = typeof authorization === 'string' ? /^Bearer +(\S+) *$/i.exec(authorization) : null;
+    if (m === null || !timingSafeEqual(digest(m[1]!), want))
+      throw new TrellisError(
+        'TRELLIS_ERR_UNAUTHORIZED',
+        'subscribing needs the admin token (Authorization: Bearer <token>, or access_token=<token> where headers cannot be set)',
+      );
+  };
+}

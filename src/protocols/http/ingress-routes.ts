@@ -32,16 +32,18 @@ const INGRESS_PATH = /^\/([^/?]+)\/([^/?]+)(?:\/([^/?]+))?\/?(?:\?.*)?$/;
  * Returns a request handler that serves `POST /{namespace}/{broker}` and returns false for any other
  * request, which the caller then hands to Fastify.
  */
-export function ingressHandler(
-  ingress: Ingress,
-  maxBodyBytes: number,
-  logger?: Logger,
-): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const ids = requestIds();
+/**
+ * The rate limits of streams (their owner's annotations, else the server's flags): the 429 to answer when
+ * `n` more events from `sender` (its subject, else its address) would go over, else undefined. One is
+ * shared by every protocol, so that a limit holds whichever way events come.
+ */
+export type RateLimiter = (key: string, sender: string, n: number) => TrellisError | undefined;
+
+export function rateLimiter(ingress: Ingress): RateLimiter {
   // Token buckets per stream, and per stream and sender address (bounded: the least recently used go).
   const streamBuckets = new TokenBuckets();
   const senderBuckets = new TokenBuckets(10_000);
-  const rateLimited = (key: string, sender: string, n: number): TrellisError | undefined => {
+  return (key, sender, n) => {
     const route = ingress.streams.get(key);
     if (route === undefined || (route.rateLimit === undefined && route.rateLimitPerSender === undefined))
       return undefined;
@@ -64,6 +66,15 @@ export function ingressHandler(
     }
     return undefined;
   };
+}
+
+export function ingressHandler(
+  ingress: Ingress,
+  maxBodyBytes: number,
+  logger?: Logger,
+  rateLimited: RateLimiter = rateLimiter(ingress),
+): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const ids = requestIds();
   /** Reports an answered request to the observer; a stream that does not exist is not named (no label per path). */
   const seen = (key: string, started: number, events: number, code: number, bytes: number) => {
     const route = ingress.streams.get(key);
