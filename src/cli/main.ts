@@ -21,6 +21,7 @@ import { importEvents, registerExport } from './export.js';
 import { formatDescribe, formatObject, formatTable } from './format.js';
 import { registerRun } from './run.js';
 import { runServe } from './serve.js';
+import { registerSubscribe } from './subscribe.js';
 import { registerTail } from './tail.js';
 import { registerTop } from './top.js';
 
@@ -387,6 +388,7 @@ Examples:
 
   registerExplain(program, serverOption, nsOption);
   registerRun(program, serverOption, nsOption, fail);
+  registerSubscribe(program, serverOption, nsOption, fail);
 
   program
     .command('display')

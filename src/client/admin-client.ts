@@ -265,6 +265,18 @@ export class AdminClient {
     };
   }
 
+  /** Delivers a Broker's retained events again to a Trigger or consumer group; resolves with how many. */
+  async replay(
+    ns: string,
+    broker: string,
+    body: { from: string; to: { kind: string; name: string }; until?: string },
+  ): Promise<{ events: number }> {
+    const path = `/apis/eventing.knative.dev/v1/namespaces/${encodeURIComponent(ns)}/brokers/${encodeURIComponent(broker)}/replay`;
+    return (await this.call('POST', path, JSON.stringify(body), 'application/json')).json as {
+      events: number;
+    };
+  }
+
   /** A token Trellis mints for `audience`, as `subject` (`POST /apis/tokens`). */
   async mintToken(audience: string, subject: string, ttl?: string): Promise<string> {
     const r = await this.call(

@@ -223,6 +223,11 @@ export class Dispatcher {
     this.workers.get(subscription)?.notify(seq, event);
   }
 
+  /** Deliveries of a subscription were recorded without an append here (a replay): its worker looks. */
+  wake(subscription: string): void {
+    this.workers.get(subscription)?.wake();
+  }
+
   /** Deliveries in flight across all workers. */
   inflight(): number {
     let n = 0;

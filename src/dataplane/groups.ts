@@ -101,8 +101,10 @@ export class Member {
           body: Buffer.from(JSON.stringify(replyJson(how.reply))),
         });
     } else if (how.requeue === false) {
+      this.group.failedAt(p.seq, this);
       p.resolve(answer(422, `rejected by a member of the group${how.reason ? `: ${how.reason}` : ''}`));
     } else {
+      this.group.failedAt(p.seq, this);
       p.resolve(
         answer(
           503,
@@ -150,6 +152,8 @@ export class Group implements LocalDestination {
   readonly members: Member[] = [];
   private readonly waiting: Waiting[] = [];
   private next = 0;
+  /** Who held an event whose attempt failed (bounded): its next attempt goes to another member if one has room. */
+  private readonly lastHolder = new Map<number, Member>();
 
   constructor(
     readonly subscription: string,
@@ -170,9 +174,12 @@ export class Group implements LocalDestination {
   /** Sends an attempt to the next member with room (round robin); false when none has. */
   private place(w: Waiting): boolean {
     const n = this.members.length;
+    const avoid = w.attempt > 0 ? this.lastHolder.get(w.seq) : undefined;
+    const others = avoid !== undefined && this.members.some((x) => x !== avoid && x.room > 0);
     for (let i = 0; i < n; i++) {
       const m = this.members[(this.next + i) % n]!;
-      if (m.room <= 0) continue;
+      if (m.room <= 0 || (others && m === avoid)) continue;
+      this.lastHolder.delete(w.seq);
       this.next = (this.next + i + 1) % n;
       const id = String(w.seq);
       // The same event redelivered to the member holding it: the older attempt is over.
@@ -184,6 +191,7 @@ export class Group implements LocalDestination {
       const timer = setTimeout(() => {
         if (m.inflight.get(id) !== p) return;
         m.inflight.delete(id);
+        this.failedAt(w.seq, m);
         p.resolve({
           kind: 'error',
           error: `not acknowledged within ${w.timeoutMs} ms by ${m.label}`,
@@ -207,6 +215,13 @@ export class Group implements LocalDestination {
       return true;
     }
     return false;
+  }
+
+  /** Notes that a member's attempt failed (timeout, nack, left), so the next attempt prefers another one. */
+  failedAt(seq: number, m: Member): void {
+    this.lastHolder.delete(seq);
+    this.lastHolder.set(seq, m);
+    if (this.lastHolder.size > 10_000) this.lastHolder.delete(this.lastHolder.keys().next().value!);
   }
 
   /** Room came (a settlement, a new member, a bigger window): waiting attempts go. */

@@ -53,6 +53,10 @@ export interface SubscriptionsDeps {
   route(id: string): SubscriptionRoute | undefined;
   /** Resolves once resources applied so far are reconciled and in the data plane. */
   settled(): Promise<void>;
+  /** Deliveries were enqueued for a subscription (a replay): its lag grows, and its worker looks. */
+  enqueued(route: SubscriptionRoute, n: number): void;
+  /** True when ingress serves this stream key (`ns/broker`, `channels/ns/name`). */
+  streamExists(key: string): boolean;
   /** Events accepted by ingress and not yet stored (a replay waits for them). */
   pendingWrites(): number;
   logger: Logger;
@@ -86,6 +90,26 @@ export class Subscriptions {
         `from: must be 'earliest', 'latest', an RFC 3339 time or a sequence number, got '${req.from.slice(0, 60)}'`,
         { field: 'from' },
       );
+    const keys =
+      req.target.kind === 'Broker'
+        ? [`${namespace}/${req.target.name}`]
+        : [`channels/${namespace}/${req.target.name}`, `inmemorychannels/${namespace}/${req.target.name}`];
+    if (!keys.some((k) => this.d.streamExists(k)))
+      throw req.target.kind === 'Broker'
+        ? new TrellisError(
+            'TRELLIS_ERR_BROKER_NOT_FOUND',
+            `Broker ${namespace}/${req.target.name} does not exist`,
+            {
+              broker: `${namespace}/${req.target.name}`,
+            },
+          )
+        : new TrellisError(
+            'TRELLIS_ERR_DESTINATION_NOT_FOUND',
+            `no Channel ${namespace}/${req.target.name}`,
+            {
+              path: `/${keys[0]}`,
+            },
+          );
     const ephemeral = req.group === undefined;
     const name = req.group ?? `${req.target.name.slice(0, 40)}-${randomBytes(6).toString('hex')}`;
     const def = this.kind();
@@ -210,7 +234,10 @@ export class Subscriptions {
         if (route.predicate !== undefined && !route.predicate(x.event)) continue;
         take.push(x);
       }
-      if (take.length > 0) await this.d.deliveries.enqueue(route.id, route.stream, take);
+      if (take.length > 0) {
+        await this.d.deliveries.enqueue(route.id, route.stream, take);
+        this.d.enqueued(route, take.length);
+      }
       total += take.length;
       if (done || page.length < REPLAY_PAGE) break;
     }

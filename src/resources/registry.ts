@@ -251,6 +251,19 @@ export class ResourceRegistry {
     return (await this.store.list(def.kind, namespace)).map(present);
   }
 
+  /** Calls `listener` for each change to a resource of a kind (in a namespace); returns what stops it. */
+  watch(
+    def: KindDef,
+    namespace: string | undefined,
+    listener: (e: { type: 'ADDED' | 'MODIFIED' | 'DELETED'; object: ResourceObject }) => void,
+  ): () => void {
+    return this.store.watch((e) => {
+      if (e.object.kind !== def.kind) return;
+      if (namespace !== undefined && e.object.metadata.namespace !== namespace) return;
+      listener({ type: e.type, object: present(e.object) });
+    });
+  }
+
   async delete(def: KindDef, namespace: string, name: string): Promise<ResourceObject> {
     const r = await this.store.delete(def.kind, namespace, name);
     if (r === undefined) {

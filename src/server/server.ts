@@ -47,6 +47,8 @@ import { sendError } from '../protocols/http/errors.js';
 import { registerHistoryRoutes } from '../protocols/http/history-routes.js';
 import { ingressHandler, rateLimiter, registerIngressRoutes } from '../protocols/http/ingress-routes.js';
 import { type LogSinks, registerLogSinkRoutes } from '../protocols/http/log-sink-routes.js';
+import { registerReplayRoutes } from '../protocols/http/replay-routes.js';
+import { serveEventStream } from '../protocols/http/sse-routes.js';
 import { registerStatsRoutes } from '../protocols/http/stats-routes.js';
 import { registerTailRoutes } from '../protocols/http/tail-routes.js';
 import { registerTransformRoutes } from '../protocols/http/transform-routes.js';
@@ -237,7 +239,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       const g = groups.get(r.id);
       return g === undefined ? [] : [{ ...r, local: g }];
     });
-  let scheduleDispatch = () => undefined as void;
+  let scheduleDispatch: () => void = () => undefined;
   // WebSocket upgrades on the same port (set once the server listens).
   let websockets: WebSocketIngress | undefined;
   const app = Fastify({
@@ -378,6 +380,17 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   );
   registerHistoryRoutes(app, store.events, store.resources);
   registerTailRoutes(app, tails, store.resources);
+  // Consumer groups and replay: made once resources are loaded (the routes exist from the start).
+  let subscriptions: Subscriptions | undefined;
+  registerReplayRoutes(app, {
+    registry,
+    route: (id) => table.route(id),
+    replay: (route, from, untilMs) => {
+      if (subscriptions === undefined)
+        throw new TrellisError('TRELLIS_ERR_SHUTTING_DOWN', 'the server is starting');
+      return subscriptions.replay(route, from, untilMs);
+    },
+  });
   registerUiRoutes(app);
   // OIDC: Trellis's issuer (made once the server knows its public URL) and the verification of senders.
   let issuer: TrellisIssuer | undefined;
@@ -460,7 +473,14 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     );
   const jobs = new JobRunner(logger);
   registerConnectorSinkRoutes(app, 'jobsinks', 'JobSink', (key, events) => jobs.run(key, events));
-  registerIngressRoutes(app);
+  // Read-only subscribers (Server-Sent Events), once the server is up.
+  let streaming: Streaming | undefined;
+  let wsGuard: ((headers: IncomingMessage['headers']) => void) | undefined;
+  registerIngressRoutes(app, async (req, reply) => {
+    if (streaming === undefined || wsGuard === undefined)
+      return sendError(reply, new TrellisError('TRELLIS_ERR_SHUTTING_DOWN', 'the server is starting'));
+    return serveEventStream(req, reply, streaming, wsGuard, logger);
+  });
   registerTransformRoutes(app, transformer);
 
   const address = await app.listen({ host: cfg.host, port: cfg.port });
@@ -701,7 +721,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     throw err;
   }
   loaded = true;
-  const subscriptions = new Subscriptions({
+  subscriptions = new Subscriptions({
     registry,
     events: store.events,
     deliveries: store.deliveries,
@@ -712,10 +732,16 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       await pendingUpdate;
     },
     pendingWrites: () => store.events.pendingWrites(),
+    streamExists: (key) => ingress.streams.has(key),
+    enqueued: (route, n) => {
+      lag.add(route.stream, n);
+      dispatcher.wake(route.id);
+    },
     logger,
   });
   subscriptions.startSweeper(cfg.store === 'nats' ? 30_000 : 5_000);
-  const streaming = new Streaming({
+
+  streaming = new Streaming({
     ingress,
     subscriptions,
     replies,
@@ -723,14 +749,14 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     adminToken: authenticating || cfg.adminToken === undefined ? undefined : bearerCheck(cfg.adminToken),
     maxRequestTimeoutMs: 300_000,
   });
-  const wsGuard = adminGuard({
+  wsGuard = adminGuard({
     host: cfg.host,
     port: Number(new URL(url).port),
     publicUrl: cfg.publicUrl,
     allowedHosts: cfg.allowedHosts,
   });
   websockets = new WebSocketIngress(streaming, {
-    guard: (headers) => wsGuard(headers),
+    guard: (headers) => wsGuard!(headers),
     maxMessageBytes: cfg.maxBodyBytes,
     logger,
   });
@@ -795,7 +821,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         websockets?.close();
         groups.closeAll();
         replies.close();
-        subscriptions.close();
+        subscriptions?.close();
         tls?.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it
         // (ingress answers with Connection: close now), and any still open after 2 s are cut.

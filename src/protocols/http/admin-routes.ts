@@ -43,7 +43,14 @@ function kindOf(p: KindParams): KindDef {
 interface ListQuery {
   'type-prefix'?: string;
   reference?: string;
+  /** `true`: the resources, then each change, as JSON lines `{type, object}` (Kubernetes' watch). */
+  watch?: string;
 }
+
+/** Watches open at once, across the server. */
+const MAX_WATCHES = 256;
+/** A watcher further behind than this many bytes is cut off (it watches again, and lists again). */
+const WATCH_MAX_BEHIND = 4 * 1024 * 1024;
 
 function filterList(items: ResourceObject[], q: ListQuery): ResourceObject[] {
   const prefix = q['type-prefix'];
@@ -180,6 +187,65 @@ export function registerAdminRoutes(
     }
   });
 
+  let watching = 0;
+  const isWatch = (q: ListQuery) => q.watch === 'true' || q.watch === '1';
+  /**
+   * A watch: every resource of the kind (in the namespace) as ADDED, then each change as it happens, one
+   * JSON object per line, until the client goes. A change may be seen twice around the start.
+   */
+  const watch = async (def: KindDef, ns: string | undefined, q: ListQuery, reply: FastifyReply) => {
+    if (watching >= MAX_WATCHES)
+      throw new TrellisError(
+        'TRELLIS_ERR_TOO_MANY_TAILS',
+        `${MAX_WATCHES} watches are open on this server; close one, or retry later`,
+        { retryAfter: 5 },
+      );
+    const res = reply.raw;
+    const pending: string[] = [];
+    let started = false;
+    const write = (type: string, o: ResourceObject) => {
+      const line = `${JSON.stringify({ type, object: o })}\n`;
+      if (!started) {
+        pending.push(line);
+        return;
+      }
+      if (res.writableLength > WATCH_MAX_BEHIND) {
+        res.end();
+        return;
+      }
+      res.write(line);
+    };
+    const stop = registry.watch(def, ns, (e) => {
+      if (filterList([e.object], q).length > 0) write(e.type, e.object);
+    });
+    watching++;
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      watching--;
+      stop();
+    };
+    let items: ResourceObject[];
+    try {
+      items = filterList(await registry.list(def, ns), q);
+    } catch (err) {
+      end();
+      throw err;
+    }
+    reply.hijack();
+    res.writeHead(200, {
+      'content-type': 'application/json; charset=utf-8',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+    });
+    for (const o of items) res.write(`${JSON.stringify({ type: 'ADDED', object: o })}\n`);
+    started = true;
+    for (const line of pending.splice(0)) res.write(line);
+    res.on('close', end);
+    return reply;
+  };
+
   app.get('/apis', async () => ({
     kind: 'APIResourceList',
     resources: KINDS.map((k) => ({
@@ -196,6 +262,7 @@ export function registerAdminRoutes(
     async (req, reply) => {
       try {
         const def = kindOf(req.params);
+        if (isWatch(req.query)) return await watch(def, undefined, req.query, reply);
         return list(def, filterList(await registry.list(def), req.query));
       } catch (err) {
         return sendError(reply, err);
@@ -208,6 +275,7 @@ export function registerAdminRoutes(
     async (req, reply) => {
       try {
         const def = kindOf(req.params);
+        if (isWatch(req.query)) return await watch(def, req.params.ns, req.query, reply);
         return list(def, filterList(await registry.list(def, req.params.ns), req.query));
       } catch (err) {
         return sendError(reply, err);

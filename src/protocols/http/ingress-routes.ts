@@ -7,7 +7,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { CloudEvent } from '../../cloudevents/event.js';
 import { decodeHttp } from '../../cloudevents/http.js';
 import type { Ingress, SenderIdentity, Senders } from '../../dataplane/ingress.js';
@@ -22,6 +22,7 @@ import {
 import { TrellisError } from '../../errors.js';
 import { ADDRESS_PREFIXES, pathAudience } from '../../resources/addressing.js';
 import { sendError, toTrellisError } from './errors.js';
+import { wantsEventStream } from './sse-routes.js';
 
 const ALLOW = 'POST, OPTIONS';
 // Two non-empty path segments (a Broker), or three whose first names a kind (`/channels/ns/name`), an
@@ -263,7 +264,11 @@ function tooLarge(limit: number): TrellisError {
 }
 
 /** OPTIONS (the CloudEvents webhook handshake, http-webhook.md §4) and 405 for methods other than POST. */
-export function registerIngressRoutes(app: FastifyInstance): void {
+export function registerIngressRoutes(
+  app: FastifyInstance,
+  /** Serves `GET` with `Accept: text/event-stream` on an address (a read-only subscriber). */
+  eventStream?: (req: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply>,
+): void {
   const handler = async (
     req: { method: string; url: string; headers: Record<string, unknown>; params: unknown },
     reply: import('fastify').FastifyReply,
@@ -294,6 +299,7 @@ export function registerIngressRoutes(app: FastifyInstance): void {
         new TrellisError('TRELLIS_ERR_ROUTE_NOT_FOUND', `no route for ${req.method} ${req.url}`),
       );
     }
+    if (eventStream !== undefined && wantsEventStream(req)) return eventStream(req, reply);
     return handler(req, reply, 'Broker');
   });
   app.all<{ Params: { prefix: string; namespace: string; name: string } }>(
@@ -305,6 +311,7 @@ export function registerIngressRoutes(app: FastifyInstance): void {
           new TrellisError('TRELLIS_ERR_ROUTE_NOT_FOUND', `no route for ${req.method} ${req.url}`),
         );
       }
+      if (eventStream !== undefined && wantsEventStream(req)) return eventStream(req, reply);
       return handler(req, reply, req.params.prefix.replace(/s$/, ''));
     },
   );

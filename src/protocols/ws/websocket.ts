@@ -197,16 +197,8 @@ export class WebSocketIngress {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       this.sockets.add(ws);
       this.wss.emit('connection', ws, req);
-      new Session(
-        this.core,
-        ws,
-        addr,
-        sender,
-        req.socket.remoteAddress ?? '',
-        this.opts,
-        opened,
-        params.window,
-        () => this.sockets.delete(ws),
+      new Session(this.core, ws, addr, sender, req.socket.remoteAddress ?? '', opened, params.window, () =>
+        this.sockets.delete(ws),
       );
     });
   }
@@ -246,7 +238,6 @@ class Session {
     private readonly addr: StreamAddress,
     private readonly sender: SenderIdentity | undefined,
     private readonly peer: string,
-    private readonly opts: WebSocketOptions,
     private readonly group: OpenedGroup | undefined,
     window: number,
     onClose: () => void,
@@ -259,12 +250,6 @@ class Session {
         void this.core.subscriptions.left(this.group, this.member).catch(() => undefined);
     });
     if (group !== undefined) {
-      this.member = this.core.subscriptions.join(
-        group,
-        window,
-        (d) => ws.send(JSON.stringify(deliveredJson(d))),
-        `websocket ${peer}`,
-      );
       ws.send(
         control('subscribed', {
           namespace: group.group.metadata.namespace,
@@ -272,6 +257,12 @@ class Session {
           ephemeral: group.ephemeral,
           window,
         }),
+      );
+      this.member = this.core.subscriptions.join(
+        group,
+        window,
+        (d) => ws.send(JSON.stringify(deliveredJson(d))),
+        `websocket ${peer}`,
       );
     }
   }
@@ -366,9 +357,11 @@ class Session {
     const d = data as Record<string, unknown>;
     switch (kind) {
       case 'ack':
-        return this.ack(d);
+        this.ack(d);
+        return;
       case 'nack':
-        return this.nack(d);
+        this.nack(d);
+        return;
       case 'window': {
         const size = d['size'];
         if (typeof size !== 'number' || !Number.isInteger(size) || size < 1 || size > MAX_WINDOW)
@@ -383,7 +376,8 @@ class Session {
         return;
       }
       case 'request':
-        return this.request(obj['id'], d);
+        this.request(obj['id'], d);
+        return;
       default:
         throw new TrellisError(
           'TRELLIS_ERR_BAD_REQUEST',
