@@ -72,7 +72,7 @@ describe('consumer groups', () => {
     const g = await c.get('consumergroup', 'workers');
     expect(g.kind).toBe('ConsumerGroup');
     expect(
-      (g.status?.['conditions'] as { type: string; status: string }[]).find((x) => x.type === 'Ready')
+      ((g.status?.['conditions'] ?? []) as { type: string; status: string }[]).find((x) => x.type === 'Ready')
         ?.status,
     ).toBe('True');
   });

@@ -1,4 +1,5 @@
 /** The documentation keeps up with the code: every error code is documented, every example applies. */
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -55,6 +56,29 @@ describe('docs', () => {
         p.status.conditions.find((c) => c.type === 'Ready'),
         `PingSource ${p.metadata.name} is not Ready`,
       ).toMatchObject({ status: 'True' });
+  });
+
+  it('the SDK example program (docs/examples/sdk-example.mjs) runs against a server', {
+    timeout: 60_000,
+  }, async () => {
+    await using s = await testServer({ quickstart: true });
+    const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [join(ROOT, 'docs', 'examples', 'sdk-example.mjs')], {
+        env: { ...process.env, TRELLIS_SERVER: s.url },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout.split('\n').filter(Boolean).sort()).toEqual([
+      'job 1 done',
+      'job 2 done',
+      'job 3 done',
+      'quote for A1: 42',
+    ]);
   });
 
   it('the filter examples in docs/filters.md select the events the page says', () => {

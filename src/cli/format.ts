@@ -110,6 +110,17 @@ COLUMNS['KnativeService'] = [
   ['PROCESS', (r) => String((r.status?.['process'] as { state?: string } | undefined)?.state ?? '')],
 ];
 
+COLUMNS['ConsumerGroup'] = [
+  [
+    'STREAM',
+    (r) => {
+      const st = r.status?.['stream'] as { kind?: string; name?: string } | undefined;
+      return st ? `${st.kind}/${st.name}` : String(r.spec['broker'] ?? r.spec['channel'] ?? '');
+    },
+  ],
+  ['LAST ACTIVE', (r) => age(r.status?.['lastActiveTime'] as string | undefined)],
+];
+
 function addressOf(r: ApiResource): string {
   return String((r.status?.['address'] as { url?: string } | undefined)?.url ?? '');
 }

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { AdminClient, ApiError, type BulkOutcome } from '../client/admin-client.js';
+import { TrellisApiError } from '../client/trellis.js';
 import { escapeControl } from '../cloudevents/display.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
@@ -64,7 +65,7 @@ function readInput(file: string): string {
 }
 
 function fail(err: unknown): never {
-  if (err instanceof ApiError)
+  if (err instanceof ApiError || err instanceof TrellisApiError)
     process.stderr.write(
       `error: ${escapeControl(err.message)}${err.code ? ` (${escapeControl(err.code)})` : ''}\n`,
     );

@@ -270,7 +270,7 @@ export class TrellisClient {
     target: string,
     opts: SubscribeOptions & { group: string },
     handler: (event: CloudEventJson) => EventInput | undefined | Promise<EventInput | undefined>,
-  ): { close(): void; done: Promise<void> } {
+  ): { close(): void; done: Promise<void>; ready: Promise<void> } {
     const sub = this.subscribe(target, opts);
     const done = (async () => {
       for await (const d of sub) {
@@ -283,7 +283,7 @@ export class TrellisClient {
         }
       }
     })();
-    return { close: () => sub.close(), done };
+    return { close: () => sub.close(), done, ready: sub.ready };
   }
 
   /** Closes the open publishing connections. */

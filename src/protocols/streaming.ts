@@ -147,7 +147,9 @@ export class Streaming {
         `no reply to request '${String(event.attrs['id'])}' came within ${wait} ms`,
         { timeoutMs: wait },
       );
-    return reply;
+    // The Broker's loop counter is not the requester's business (as on any delivery out of the Broker).
+    const { knativebrokerttl: _ttl, ...attrs } = reply.attrs;
+    return { ...reply, attrs };
   }
 
   /** The sender may send this event here (its EventPolicies), within the rate limits; throws the refusal. */

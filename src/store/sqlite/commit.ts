@@ -14,7 +14,13 @@ export type WireOp =
   | [op: 'a', stream: string, attrs: string, data: Uint8Array | null, deliveries: string[]]
   | [op: 'c', sub: string, seq: number]
   | [op: 'r', sub: string, seq: number, attempt: number, due: number]
-  | [op: 'x', createdBefore: number, limit: number]
+  | [
+      op: 'x',
+      createdBefore: number,
+      limit: number,
+      /** Streams with their own retention: [stream, createdBefore or null, maxBytes or null]. */
+      own: [stream: string, createdBefore: number | null, maxBytes: number | null][],
+    ]
   | [
       op: 'p',
       kind: string,
@@ -49,7 +55,17 @@ export function makeCommit(db: Database.Database): (ops: WireOp[], now: number) 
   const minPending = db.prepare('SELECT MIN(seq) AS m FROM deliveries');
   // Delivered events (below every pending delivery) older than the retention, oldest first, a bounded number.
   const compact = db.prepare(
-    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ? AND created < ? AND substr(stream, 1, 12) != 'deadletters/' ORDER BY seq LIMIT ?)",
+    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ? AND created < ? AND substr(stream, 1, 12) != 'deadletters/' AND stream NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?)",
+  );
+  // A stream with its own retention: by age, and by size (the newest events up to maxBytes stay).
+  const compactStream = db.prepare(
+    'DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE stream = ? AND seq < ? AND created < ? ORDER BY seq LIMIT ?)',
+  );
+  const sizeCut = db.prepare(
+    'SELECT seq FROM (SELECT seq, SUM(length(attrs) + ifnull(length(data), 0)) OVER (ORDER BY seq DESC) AS total FROM events WHERE stream = ?) WHERE total > ? ORDER BY seq DESC LIMIT 1',
+  );
+  const compactBelow = db.prepare(
+    'DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE stream = ? AND seq < ? AND seq <= ? ORDER BY seq LIMIT ?)',
   );
   const removeEvent = db.prepare('DELETE FROM events WHERE stream = ? AND seq = ?');
   const getRes = db.prepare('SELECT body FROM resources WHERE kind = ? AND namespace = ? AND name = ?');
@@ -78,8 +94,17 @@ export function makeCommit(db: Database.Database): (ops: WireOp[], now: number) 
       } else if (op[0] === 'e') {
         seqs.push(removeEvent.run(op[1], op[2]).changes);
       } else if (op[0] === 'x') {
-        const m = (minPending.get() as { m: number | null }).m;
-        seqs.push(compact.run(m ?? Number.MAX_SAFE_INTEGER, op[1], op[2]).changes);
+        const m = (minPending.get() as { m: number | null }).m ?? Number.MAX_SAFE_INTEGER;
+        const own = op[3];
+        let n = compact.run(m, op[1], JSON.stringify(own.map((o) => o[0])), op[2]).changes;
+        for (const [stream, before, maxBytes] of own) {
+          if (before !== null) n += compactStream.run(stream, m, before, op[2]).changes;
+          if (maxBytes !== null) {
+            const cut = (sizeCut.get(stream, maxBytes) as { seq: number } | undefined)?.seq;
+            if (cut !== undefined) n += compactBelow.run(stream, m, cut, op[2]).changes;
+          }
+        }
+        seqs.push(n);
       } else if (op[0] === 'p') {
         const row = getRes.get(op[1], op[2], op[3]) as { body: string } | undefined;
         const have = row

@@ -16,6 +16,7 @@ import {
   type ResourceObject,
   type ResourceStore,
   type Store,
+  type StreamRetention,
 } from '../types.js';
 import { resultCount, type WireOp } from './commit.js';
 import { type DataDirLock, openDataDir } from './data-dir.js';
@@ -405,9 +406,41 @@ class SqliteStore implements Store {
     });
   }
 
-  /** Removes up to 10,000 delivered events per call, in the writer's own transaction (never on this thread). */
+  /** Streams with their own retention (a Broker's or Channel's annotations). */
+  private readonly retentions = new Map<string, StreamRetention>();
+  /** When sizes were last measured: a size limit costs a scan of the stream, so it is checked every 30 s. */
+  private sizesCheckedAt = 0;
+
+  /**
+   * Removes up to 10,000 delivered events per call (and per stream with its own retention), in the
+   * writer's own transaction (never on this thread): older than `olderThanMs`, or than the stream's own
+   * age; beyond a stream's size, the oldest first. Events with a pending delivery stay.
+   */
   async compact(olderThanMs: number): Promise<number> {
-    return Number((await this.write(['x', Date.now() - olderThanMs, 10_000])) ?? 0);
+    const now = Date.now();
+    const sizes = now - this.sizesCheckedAt >= 30_000;
+    if (sizes) this.sizesCheckedAt = now;
+    const own: [string, number | null, number | null][] = [...this.retentions].map(([stream, r]) => [
+      stream,
+      r.maxAgeMs === undefined ? null : now - r.maxAgeMs,
+      sizes && r.maxBytes !== undefined ? r.maxBytes : null,
+    ]);
+    return Number((await this.write(['x', now - olderThanMs, 10_000, own])) ?? 0);
+  }
+
+  /** Sets a stream's retention (by age, by size); undefined: the server's `--retention`. */
+  async configureStream(stream: string, r: StreamRetention | undefined): Promise<void> {
+    if (r === undefined || (r.maxAgeMs === undefined && r.maxBytes === undefined))
+      this.retentions.delete(stream);
+    else {
+      this.retentions.set(stream, r);
+      this.sizesCheckedAt = 0;
+    }
+  }
+
+  /** A stream is gone: its own retention goes with it (its events leave as the default retention says). */
+  async dropStream(stream: string): Promise<void> {
+    this.retentions.delete(stream);
   }
 
   async close(): Promise<void> {
