@@ -37,7 +37,8 @@ it('sqlite: a stream with its own retention keeps its history by age and by size
     await s.configureStream!('ns/small', { maxBytes: 400 });
     // --retention PT0S: delivered events go at once, except where a stream keeps its own.
     await s.compact(0);
-    const ids = async (stream: string) => (await s.events.read(stream, 0, 100)).map((x) => x.event.attrs['id']);
+    const ids = async (stream: string) =>
+      (await s.events.read(stream, 0, 100)).map((x) => x.event.attrs['id']);
     expect(await ids('ns/plain')).toEqual([]);
     expect(await ids('ns/kept')).toEqual(['1', '2', '3']);
     expect(await ids('ns/small')).toEqual(['4', '5']);
