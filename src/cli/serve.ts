@@ -89,6 +89,14 @@ export function runServe(program: Command): void {
       new Option('--host <host>', 'address to listen on').env('TRELLIS_HOST').default(DEFAULT_CONFIG.host),
     )
     .addOption(
+      new Option(
+        '--grpc-port <port>',
+        'serve the gRPC API (trellis.v1.EventMesh) on this port too (0 picks a free one)',
+      )
+        .env('TRELLIS_GRPC_PORT')
+        .argParser(int('--grpc-port')),
+    )
+    .addOption(
       new Option('--store <store>', 'sqlite (embedded, one process) or nats (JetStream, many processes)')
         .choices(['sqlite', 'nats'])
         .env('TRELLIS_STORE')
@@ -364,6 +372,7 @@ Examples:
         natsAckWaitMs: Math.max(1000, opts['natsAckWait'] as number),
         allowCommands: opts['allowCommands'] === true || opts['allowCommands'] === 'true',
         metrics: opts['metrics'] !== false && process.env['TRELLIS_METRICS'] !== 'false',
+        grpcPort: opts['grpcPort'] as number | undefined,
         denyNetworks: opts['denyNetworks'] as string[] | undefined,
         allowNetworks: opts['allowNetworks'] as string[] | undefined,
         denyLoopback: opts['denyLoopback'] === true || opts['denyLoopback'] === 'true',
@@ -416,6 +425,8 @@ Examples:
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       process.once('SIGINT', () => shutdown('SIGINT'));
       process.stderr.write(`trellis serving on ${server.url}\n`);
+      if (server.grpcPort !== undefined)
+        process.stderr.write(`trellis serving gRPC on port ${server.grpcPort}\n`);
       if (opts['quickstart']) {
         process.stderr.write(
           `quickstart: Broker default/default at ${server.url}/default/default prints every event it gets here. Try:\n` +

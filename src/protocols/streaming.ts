@@ -109,6 +109,23 @@ export class Streaming {
     }
   }
 
+  /** Stores a batch: every event admitted (policy, rate limit), then all stored, or none; throws the refusal. */
+  async publishBatch(
+    addr: StreamAddress,
+    events: CloudEvent[],
+    sender: SenderIdentity | undefined,
+    peer: string,
+  ): Promise<void> {
+    if (sender !== undefined) this.o.ingress.senders!.authorize(addr.key, sender, events);
+    const limited = this.o.rateLimited(
+      addr.key,
+      sender !== undefined ? `sub:${sender.iss}:${sender.sub}` : `ip:${peer}`,
+      events.length,
+    );
+    if (limited !== undefined) throw limited;
+    await this.o.ingress.accept(addr.key, events);
+  }
+
   /**
    * Publishes a request and waits for its reply (`timeoutMs`, at most the server's limit): throws
    * TRELLIS_ERR_NO_RESPONDER when no subscription took it, TRELLIS_ERR_REPLY_TIMEOUT when no reply came.

@@ -38,6 +38,7 @@ import { Metrics } from '../observability/metrics.js';
 import { LiveStats } from '../observability/stats.js';
 import { TailHub } from '../observability/tail.js';
 import { startTracing } from '../observability/tracing.js';
+import { GrpcIngress } from '../protocols/grpc/grpc.js';
 import { adminGuard, bearerCheck, isLoopback } from '../protocols/http/admin-guard.js';
 import { registerAdminRoutes } from '../protocols/http/admin-routes.js';
 import { registerAuthRoutes } from '../protocols/http/auth-routes.js';
@@ -118,6 +119,8 @@ export interface TrellisServer {
   registry: ResourceRegistry;
   ingress: Ingress;
   dispatcher: Dispatcher;
+  /** The port of the gRPC API, when it is served (`grpcPort`). */
+  grpcPort?: number | undefined;
   /** Resolves when every resource change so far has reached the data plane. */
   settled(): Promise<void>;
   /** Writes the event types ingress saw since the last flush as EventTypes (it also runs on a timer). */
@@ -760,6 +763,27 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     maxMessageBytes: cfg.maxBodyBytes,
     logger,
   });
+  // gRPC on its own port, when asked for (with the server's certificate when it serves https).
+  let grpc: GrpcIngress | undefined;
+  let grpcPort: number | undefined;
+  if (cfg.grpcPort !== undefined) {
+    const { ServerCredentials } = await import('@grpc/grpc-js');
+    const creds =
+      tlsFiles === undefined
+        ? ServerCredentials.createInsecure()
+        : ServerCredentials.createSsl(null, [
+            { cert_chain: Buffer.from(tlsFiles.cert), private_key: Buffer.from(tlsFiles.key) },
+          ]);
+    grpc = new GrpcIngress(streaming, {
+      host: cfg.host,
+      port: cfg.grpcPort,
+      credentials: creds,
+      maxMessageBytes: cfg.maxBodyBytes,
+      logger,
+    });
+    grpcPort = await grpc.start();
+    logger.info({ port: grpcPort }, 'serving gRPC');
+  }
 
   // Delivered events leave the store in small steps, so no step holds the writer for long.
   let compacting = false;
@@ -800,6 +824,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     registry,
     ingress,
     dispatcher,
+    grpcPort,
     settled,
     flushEventTypes: async () => {
       await recorder?.flush();
@@ -819,6 +844,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await jobs.close();
         tails.closeAll();
         websockets?.close();
+        await grpc?.close();
         groups.closeAll();
         replies.close();
         subscriptions?.close();
