@@ -7,6 +7,8 @@ import { CloudEvent as SdkEvent } from 'cloudevents';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { type Delivery, type Subscription, TrellisApiError, TrellisClient } from '../src/client/trellis.js';
+import type { CloudEvent } from '../src/cloudevents/event.js';
+import { eventFromProtobuf, eventToProtobuf } from '../src/cloudevents/protobuf.js';
 import { broker, ceHeaders, type TestServer, testServer, trigger } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
@@ -542,6 +544,74 @@ describe('the WebSocket binding, with bad input', () => {
       .toEqual(['ok', 'ok2']);
     expect(got.find((m) => m['id'] === 'ok')).not.toHaveProperty('knativebrokerttl');
     ws!.close();
+  });
+
+  it('speaks the protobuf format too (cloudevents.proto: binary messages), control events included', async () => {
+    const { s } = await setup();
+    await using _s = s;
+    const ws = new WebSocket(`${s.url.replace('http', 'ws')}/default/default?group=proto`, [
+      'cloudevents.proto',
+    ]);
+    const got: CloudEvent[] = [];
+    ws.on('message', (m: Buffer, binary: boolean) => {
+      expect(binary).toBe(true);
+      got.push(eventFromProtobuf(m));
+    });
+    await new Promise((r) => ws.once('open', r));
+    expect(ws.protocol).toBe('cloudevents.proto');
+    const body = (e: CloudEvent) => JSON.parse(String(e.data)) as Record<string, unknown>;
+    ws.send(
+      eventToProtobuf({
+        attrs: {
+          specversion: '1.0',
+          id: 'p1',
+          source: '/proto',
+          type: 'proto.type',
+          datacontenttype: 'text/plain',
+        },
+        data: Buffer.from('hello'),
+      }),
+    );
+    await expect.poll(() => got.find((e) => e.attrs['id'] === 'p1')).toBeDefined();
+    const delivered = got.find((e) => e.attrs['id'] === 'p1')!;
+    expect(String(delivered.data)).toBe('hello');
+    const published = got.find((e) => e.attrs['type'] === 'dev.trellis.control.published')!;
+    expect(body(published)).toMatchObject({ id: 'p1', status: 202 });
+    expect(body(got.find((e) => e.attrs['type'] === 'dev.trellis.control.subscribed')!)).toMatchObject({
+      group: 'proto',
+    });
+    // Acknowledged with a control event in the same format: nothing comes again.
+    ws.send(
+      eventToProtobuf({
+        attrs: {
+          specversion: '1.0',
+          id: 'a1',
+          source: '/c',
+          type: 'dev.trellis.control.ack',
+          datacontenttype: 'application/json',
+        },
+        data: Buffer.from(JSON.stringify({ ids: [delivered.attrs['trellisdelivery']] })),
+      }),
+    );
+    await expect
+      .poll(
+        async () =>
+          (
+            (await (await fetch(`${s.url}/apis/stats`)).json()) as {
+              subscriptions: { name: string; delivered: number }[];
+            }
+          ).subscriptions.find((x) => x.name === 'proto')?.delivered,
+      )
+      .toBe(1);
+    // A text message, or bytes that are not an event, get an error in the connection's format.
+    ws.send('{"specversion":"1.0"}');
+    ws.send(Buffer.from([0x0a, 0x05, 0x61]), { binary: true });
+    await expect
+      .poll(() =>
+        got.filter((e) => e.attrs['type'] === 'dev.trellis.control.error').map((e) => body(e)['code']),
+      )
+      .toEqual(['TRELLIS_ERR_UNSUPPORTED_MEDIA_TYPE', 'TRELLIS_ERR_INVALID_EVENT']);
+    ws.close();
   });
 
   it('with an admin token set, subscribing needs it (header, or access_token where headers cannot be set)', async () => {

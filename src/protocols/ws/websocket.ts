@@ -15,6 +15,7 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import type { CloudEvent } from '../../cloudevents/event.js';
 import { parseJsonBody } from '../../cloudevents/http.js';
 import { eventFromJson, eventToJson } from '../../cloudevents/json-format.js';
+import { eventFromProtobuf, eventToProtobuf } from '../../cloudevents/protobuf.js';
 import type { GroupDelivery, Member } from '../../dataplane/groups.js';
 import type { SenderIdentity } from '../../dataplane/ingress.js';
 import type { Logger } from '../../dataplane/routes.js';
@@ -24,6 +25,8 @@ import { answerOf, type StreamAddress, type Streaming, streamAddress } from '../
 import type { OpenedGroup } from '../subscriptions.js';
 
 export const SUBPROTOCOL = 'cloudevents.json';
+/** The Protobuf format: each event a binary message (io.cloudevents.v1.CloudEvent). */
+export const PROTO_SUBPROTOCOL = 'cloudevents.proto';
 /** Control events' types start with this; an application's own events may not. */
 export const CONTROL_PREFIX = 'dev.trellis.control.';
 /** The extension a delivered event carries: what the member acknowledges. */
@@ -112,6 +115,12 @@ export function deliveredJson(d: GroupDelivery): Record<string, unknown> {
   return eventToJson({ attrs: { ...attrs, [DELIVERY_EXTENSION]: d.id }, data: d.event.data });
 }
 
+/** A delivered event in the Protobuf format. */
+function deliveredProto(d: GroupDelivery): Buffer {
+  const { knativebrokerttl: _ttl, ...attrs } = d.event.attrs;
+  return eventToProtobuf({ attrs: { ...attrs, [DELIVERY_EXTENSION]: d.id }, data: d.event.data });
+}
+
 /** Serves WebSocket upgrades on the server's port. */
 export class WebSocketIngress {
   private readonly wss: WebSocketServer;
@@ -126,7 +135,9 @@ export class WebSocketIngress {
       noServer: true,
       maxPayload: opts.maxMessageBytes + 64 * 1024,
       perMessageDeflate: false,
-      handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+      // The client's first choice among the formats served.
+      handleProtocols: (protocols) =>
+        [...protocols].find((p) => p === SUBPROTOCOL || p === PROTO_SUBPROTOCOL) ?? false,
     });
     const alive = new WeakSet<WebSocket>();
     this.pinger = setInterval(() => {
@@ -165,10 +176,10 @@ export class WebSocketIngress {
     const offered = String(req.headers['sec-websocket-protocol'] ?? '')
       .split(',')
       .map((s) => s.trim());
-    if (!offered.includes(SUBPROTOCOL))
+    if (!offered.includes(SUBPROTOCOL) && !offered.includes(PROTO_SUBPROTOCOL))
       throw new TrellisError(
         'TRELLIS_ERR_BAD_REQUEST',
-        `offer the WebSocket subprotocol '${SUBPROTOCOL}' (Sec-WebSocket-Protocol): events travel in the CloudEvents JSON format`,
+        `offer the WebSocket subprotocol '${SUBPROTOCOL}' or '${PROTO_SUBPROTOCOL}' (Sec-WebSocket-Protocol): the CloudEvents format events travel in`,
       );
     this.opts.guard(req.headers);
     const params = subscribeParams(url.searchParams);
@@ -197,8 +208,16 @@ export class WebSocketIngress {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       this.sockets.add(ws);
       this.wss.emit('connection', ws, req);
-      new Session(this.core, ws, addr, sender, req.socket.remoteAddress ?? '', opened, params.window, () =>
-        this.sockets.delete(ws),
+      new Session(
+        this.core,
+        ws,
+        ws.protocol === PROTO_SUBPROTOCOL,
+        addr,
+        sender,
+        req.socket.remoteAddress ?? '',
+        opened,
+        params.window,
+        () => this.sockets.delete(ws),
       );
     });
   }
@@ -235,6 +254,8 @@ class Session {
   constructor(
     private readonly core: Streaming,
     private readonly ws: WebSocket,
+    /** The Protobuf format (binary messages) rather than JSON (text messages). */
+    private readonly proto: boolean,
     private readonly addr: StreamAddress,
     private readonly sender: SenderIdentity | undefined,
     private readonly peer: string,
@@ -250,8 +271,8 @@ class Session {
         void this.core.subscriptions.left(this.group, this.member).catch(() => undefined);
     });
     if (group !== undefined) {
-      ws.send(
-        control('subscribed', {
+      this.send(
+        this.ctl('subscribed', {
           namespace: group.group.metadata.namespace,
           group: group.group.metadata.name,
           ephemeral: group.ephemeral,
@@ -261,13 +282,32 @@ class Session {
       this.member = this.core.subscriptions.join(
         group,
         window,
-        (d) => ws.send(JSON.stringify(deliveredJson(d))),
+        (d) => ws.send(proto ? deliveredProto(d) : JSON.stringify(deliveredJson(d))),
         `websocket ${peer}`,
       );
     }
   }
 
+  /** A control event in this connection's format. */
+  private ctl(type: string, data: Record<string, unknown>): string | Buffer {
+    if (!this.proto) return control(type, data);
+    return eventToProtobuf({
+      attrs: {
+        specversion: '1.0',
+        id: randomUUID(),
+        source: '/trellis',
+        type: CONTROL_PREFIX + type,
+        datacontenttype: 'application/json',
+      },
+      data: Buffer.from(JSON.stringify(data)),
+    });
+  }
+
   private message(data: Buffer, isBinary: boolean): void {
+    if (this.proto) {
+      this.protoMessage(data, isBinary);
+      return;
+    }
     let obj: Record<string, unknown>;
     try {
       if (isBinary)
@@ -300,7 +340,7 @@ class Session {
       event = eventFromJson(obj);
     } catch (err) {
       this.send(
-        control('published', {
+        this.ctl('published', {
           id: typeof obj['id'] === 'string' ? obj['id'] : undefined,
           source: typeof obj['source'] === 'string' ? obj['source'] : undefined,
           ...answerOf(err),
@@ -308,13 +348,49 @@ class Session {
       );
       return;
     }
+    this.publish(event);
+  }
+
+  private publish(event: CloudEvent): void {
     this.track(this.core.publish(this.addr, event, this.sender, this.peer), (a) =>
-      control('published', { id: event.attrs['id'], source: event.attrs['source'], ...a }),
+      this.ctl('published', { id: event.attrs['id'], source: event.attrs['source'], ...a }),
     );
   }
 
+  /** A message of the Protobuf format: an event to publish, or a control event (its data JSON). */
+  private protoMessage(data: Buffer, isBinary: boolean): void {
+    let event: CloudEvent;
+    try {
+      if (!isBinary)
+        throw new TrellisError(
+          'TRELLIS_ERR_UNSUPPORTED_MEDIA_TYPE',
+          `text messages are not events here: the ${PROTO_SUBPROTOCOL} subprotocol sends each event as a binary message`,
+        );
+      event = eventFromProtobuf(data);
+    } catch (err) {
+      this.error(err);
+      return;
+    }
+    const type = String(event.attrs['type']);
+    if (!type.startsWith(CONTROL_PREFIX)) {
+      this.publish(event);
+      return;
+    }
+    try {
+      let body: unknown;
+      try {
+        body = JSON.parse((event.data ?? Buffer.alloc(0)).toString('utf8'));
+      } catch {
+        body = undefined;
+      }
+      this.control(type.slice(CONTROL_PREFIX.length), { id: event.attrs['id'], data: body });
+    } catch (err) {
+      this.error(err, event.attrs['id']);
+    }
+  }
+
   /** Counts a publish or request in flight (pausing the connection beyond the limit) and sends its answer. */
-  private track<T>(p: Promise<T>, answer: (v: T) => string): void {
+  private track<T>(p: Promise<T>, answer: (v: T) => string | Buffer): void {
     this.inflight++;
     if (this.inflight >= MAX_INFLIGHT && !this.paused) {
       this.paused = true;
@@ -322,11 +398,11 @@ class Session {
     }
     void p.then(
       (v) => this.done(answer(v)),
-      (err: unknown) => this.done(control('error', answerOf(err) as unknown as Record<string, unknown>)),
+      (err: unknown) => this.done(this.ctl('error', answerOf(err) as unknown as Record<string, unknown>)),
     );
   }
 
-  private done(message: string): void {
+  private done(message: string | Buffer): void {
     this.inflight--;
     if (this.paused && this.inflight < MAX_INFLIGHT / 2) {
       this.paused = false;
@@ -335,13 +411,13 @@ class Session {
     this.send(message);
   }
 
-  private send(message: string): void {
+  private send(message: string | Buffer): void {
     if (this.ws.readyState === this.ws.OPEN) this.ws.send(message);
   }
 
   private error(err: unknown, about?: unknown): void {
     const a = answerOf(err);
-    this.send(control('error', { ...a, ...(typeof about === 'string' ? { about } : {}) }));
+    this.send(this.ctl('error', { ...a, ...(typeof about === 'string' ? { about } : {}) }));
   }
 
   private control(kind: string, obj: Record<string, unknown>): void {
@@ -477,7 +553,7 @@ class Session {
         (reply) => ({ status: 200, ...about, event: eventToJson(reply) }),
         (err: unknown) => ({ ...about, ...answerOf(err) }),
       ),
-      (v) => control('reply', v),
+      (v) => this.ctl('reply', v),
     );
   }
 }
