@@ -2,7 +2,8 @@
 //  1. codec: decoding a binary-mode message, ours vs the cloudevents SDK (ns/op).
 //  2. ingress: binary-mode POSTs of a 1 KiB event with many connections, Trellis vs a raw node:http server.
 //  3. end to end: ingress -> one Trigger -> a local HTTP subscriber, at a fixed rate: delivered/s, p50, p99.
-//  (and flows, isolation, filters, control; 7. cluster mode on NATS JetStream, when NATS answers.)
+//  (and flows, isolation, filters, control; 7. cluster mode on NATS JetStream, when NATS answers;
+//  8. connectors; 9. streaming: WebSocket and gRPC beside raw servers.)
 // Every server runs in its own process; the load generator and the subscriber run here.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -722,6 +723,15 @@ if (!only || only === 'connectors') {
     await stop(sink);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+// 9. streaming: WebSocket and gRPC publish and subscribe beside raw servers; a member's latency beside a Trigger's.
+if (!only || only === 'streaming') {
+  const { benchStreaming } = await import('./streaming.mjs');
+  console.log(
+    'streaming: WebSocket and gRPC, publish and subscribe, beside raw ws and @grpc/grpc-js servers',
+  );
+  await benchStreaming({ BIN, ROOT, row, seconds: Math.min(DURATION, 5), fixedRateAt });
 }
 
 if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify(rows, null, 2));

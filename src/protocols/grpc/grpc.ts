@@ -37,7 +37,7 @@ import { type StreamAddress, type Streaming, streamAddress } from '../streaming.
 import type { OpenedGroup } from '../subscriptions.js';
 
 const EVENT = { type: 'message', schema: CLOUDEVENT_SCHEMA } as const;
-const PUBLISH: Schema = [
+export const PUBLISH: Schema = [
   { no: 1, name: 'target', type: 'string' },
   { no: 2, name: 'event', ...EVENT },
 ];
