@@ -175,6 +175,28 @@ describe('consumer groups', () => {
     expect(seen.filter((x) => x.id === 'poison')).toHaveLength(1);
   });
 
+  it('an ordered group gives each partition key one event at a time, in order', async () => {
+    const { s, c } = await setup();
+    await using _s = s;
+    const sub = c.subscribe('default/default', { group: 'in-order', ordered: true, window: 10 });
+    await sub.ready;
+    const held = collect(sub, { ack: false });
+    await c.publish(
+      'default/default',
+      ['a1', 'a2', 'a3', 'b1', 'b2'].map((id) => ({ id, source: '/t', type: 't', partitionkey: id[0] })),
+    );
+    // One per key is out; the others wait for it, though the window has room.
+    await expect.poll(() => ids(held).sort()).toEqual(['a1', 'b1']);
+    held.find((d) => d.event.id === 'a1')!.ack();
+    await expect.poll(() => ids(held)).toContain('a2');
+    expect(ids(held)).not.toContain('a3');
+    for (const d of [...held]) d.ack();
+    await expect.poll(() => ids(held).sort()).toEqual(['a1', 'a2', 'a3', 'b1', 'b2']);
+    for (const d of held) d.ack();
+    const order = ids(held).filter((x) => x.startsWith('a'));
+    expect(order).toEqual(['a1', 'a2', 'a3']);
+  });
+
   it('a group resumes where it acknowledged: events stored while no member was connected wait for it', async () => {
     const { s, c } = await setup();
     await using _s = s;
@@ -238,6 +260,20 @@ describe('consumer groups', () => {
     await filtered.ready;
     const gf = collect(filtered);
     await expect.poll(() => ids(gf).sort()).toEqual(['old0', 'old1', 'old2']);
+    // From a sequence number: the stream's positions are what deliveries carry (gRPC's `sequence`).
+    const seqs = (await (
+      await fetch(
+        `${s.url}/apis/eventing.knative.dev/v1/namespaces/default/brokers/default/history?limit=100`,
+      )
+    ).json()) as {
+      items: { seq: number; event: { id: string } }[];
+    };
+    const midSeq = seqs.items.find((x) => x.event.id === 'mid0')?.seq;
+    expect(midSeq).toBeGreaterThan(0);
+    const fromSeq = c.subscribe('default/default', { group: 'from-seq', from: String(midSeq) });
+    await fromSeq.ready;
+    const gs = collect(fromSeq);
+    await expect.poll(() => ids(gs).sort()).toEqual(['mid0', 'mid1']);
     // Live events keep coming after the replay.
     await c.publish('default/default', events(1, 'new', 'old.type'));
     await expect.poll(() => ids(gf)).toContain('new0');
@@ -612,6 +648,71 @@ describe('the WebSocket binding, with bad input', () => {
       )
       .toEqual(['TRELLIS_ERR_UNSUPPORTED_MEDIA_TYPE', 'TRELLIS_ERR_INVALID_EVENT']);
     ws.close();
+  });
+
+  it('with OIDC on: publishing and subscribing need a token for the address, and the EventPolicy decides', async () => {
+    const { s } = await setup({ authentication: 'oidc', defaultAuthorizationMode: 'deny-all' });
+    await using _s = s;
+    expect(
+      (
+        await s.apply({
+          apiVersion: 'eventing.knative.dev/v1alpha1',
+          kind: 'EventPolicy',
+          metadata: { name: 'app', namespace: 'default' },
+          spec: {
+            to: [{ ref: { apiVersion: 'eventing.knative.dev/v1', kind: 'Broker', name: 'default' } }],
+            from: [{ sub: 'app' }],
+            filters: [{ prefix: { type: 'app.' } }],
+          },
+        })
+      ).status,
+    ).toBe(201);
+    await s.settled();
+    const token = async (subject: string, audience = 'eventing.knative.dev/broker/default/default') =>
+      (
+        (await (
+          await fetch(`${s.url}/apis/tokens`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ audience, subject }),
+          })
+        ).json()) as { token: string }
+      ).token;
+    const ws = s.url.replace('http', 'ws');
+    expect(await raw(`${ws}/default/default?subscribe`)).toMatchObject({
+      status: 401,
+      body: { code: 'TRELLIS_ERR_TOKEN_MISSING' },
+    });
+    const wrongAudience = await token('app', 'eventing.knative.dev/broker/default/other');
+    expect(await raw(`${ws}/default/default?subscribe&access_token=${wrongAudience}`)).toMatchObject({
+      status: 401,
+      body: { code: 'TRELLIS_ERR_TOKEN_AUDIENCE' },
+    });
+    expect(
+      await raw(`${ws}/default/default?subscribe&access_token=${await token('stranger')}`),
+    ).toMatchObject({
+      status: 403,
+      body: { code: 'TRELLIS_ERR_FORBIDDEN' },
+    });
+    const sse = await fetch(`${s.url}/default/default?group=x&access_token=${await token('stranger')}`, {
+      headers: { accept: 'text/event-stream' },
+    });
+    expect(sse.status).toBe(403);
+    // The allowed subject subscribes (the SDK sends the token as Authorization) and publishes what its
+    // policy lets through; another type is refused per event.
+    const c = new TrellisClient({ url: s.url, token: () => token('app') });
+    open.push(c);
+    const sub = c.subscribe('default/default', { group: 'apps' });
+    await sub.ready;
+    const got = collect(sub);
+    expect(await c.send('default/default', { source: '/app', type: 'app.did' })).toMatchObject({
+      status: 202,
+    });
+    expect(await c.send('default/default', { source: '/app', type: 'other.thing' })).toMatchObject({
+      status: 403,
+      code: 'TRELLIS_ERR_FORBIDDEN',
+    });
+    await expect.poll(() => got.map((d) => d.event.type)).toEqual(['app.did']);
   });
 
   it('with an admin token set, subscribing needs it (header, or access_token where headers cannot be set)', async () => {
