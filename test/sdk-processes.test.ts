@@ -4,7 +4,9 @@
  * Chromium, through playwright-core) using the SDK over WebSocket.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -146,6 +148,74 @@ describe('applications as processes', () => {
     } finally {
       responder.close();
       c.close();
+    }
+  });
+
+  it('the SDK reconnects by itself: a group member gets what was stored after a kill -9 and a restart; trellis replay', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-sdk-restart-'));
+    // A fixed port: the restarted server must be where the client reconnects.
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer();
+      probe.listen(0, '127.0.0.1', () => {
+        const p = (probe.address() as AddressInfo).port;
+        probe.close(() => resolve(p));
+      });
+    });
+    const args = ['--port', String(port), '--data-dir', dir, '--retention', 'PT1H'];
+    let server = await serve(args);
+    const c = new TrellisClient({ url: server.url, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+    try {
+      const r = await run(['apply', '-f', '-'], {
+        input: 'apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n',
+        env: { TRELLIS_SERVER: server.url },
+      });
+      expect(r.code, r.stderr).toBe(0);
+      const sub = c.subscribe('default/default', { group: 'survivor' });
+      await sub.ready;
+      const got: string[] = [];
+      void (async () => {
+        for await (const d of sub) {
+          got.push(d.event.id);
+          d.ack();
+        }
+      })();
+      const batch = (prefix: string) =>
+        Array.from({ length: 5 }, (_, i) => ({ id: `${prefix}${i}`, source: '/t', type: 't' }));
+      await c.publish('default/default', batch('before'));
+      await expect.poll(() => got.length).toBe(5);
+      server.child.kill('SIGKILL');
+      await server.exited();
+      server = await serve(args);
+      await c.publish('default/default', batch('after'));
+      await expect.poll(() => new Set(got).size, { timeout: 30_000 }).toBe(10);
+      // trellis replay: the group gets the Broker's retained events again.
+      const replay = await run(
+        ['replay', '--broker', 'default/default', '--from', 'earliest', '--to', 'consumergroup/survivor'],
+        {
+          env: { TRELLIS_SERVER: server.url },
+        },
+      );
+      expect(replay.code, replay.stderr).toBe(0);
+      expect(replay.stdout).toContain(
+        '10 events of broker default/default replayed to consumergroup survivor',
+      );
+      await expect.poll(() => got.length, { timeout: 30_000 }).toBeGreaterThanOrEqual(20);
+      const bad = await run(
+        ['replay', '--broker', 'default/default', '--from', 'yesterday', '--to', 'survivor'],
+        {
+          env: { TRELLIS_SERVER: server.url },
+        },
+      );
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain('from:');
+      sub.close();
+    } finally {
+      c.close();
+      server.child.kill('SIGTERM');
+      await server.exited();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
