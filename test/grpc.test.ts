@@ -21,11 +21,30 @@ const pkg = grpc.loadPackageDefinition(def) as unknown as {
 };
 
 type Callback<T> = (err: grpc.ServiceError | null, res: T) => void;
+/** A CloudEvent as proto-loader reads it. */
+interface PbEvent {
+  id: string;
+  source: string;
+  specVersion: string;
+  type: string;
+  textData?: string;
+  attributes?: Record<string, unknown>;
+}
+interface PbDelivery {
+  id: string;
+  event: PbEvent;
+  attempt: number;
+  sequence: number;
+}
+interface PbResponse {
+  subscribed?: Record<string, unknown>;
+  delivery?: PbDelivery;
+}
 interface EventMeshClient extends grpc.Client {
   Publish(req: unknown, md: grpc.Metadata, cb: Callback<{ accepted: number }>): void;
   PublishBatch(req: unknown, md: grpc.Metadata, cb: Callback<{ accepted: number }>): void;
-  Request(req: unknown, md: grpc.Metadata, cb: Callback<Record<string, unknown>>): void;
-  Subscribe(md?: grpc.Metadata): grpc.ClientDuplexStream<unknown, Record<string, any>>;
+  Request(req: unknown, md: grpc.Metadata, cb: Callback<PbEvent>): void;
+  Subscribe(md?: grpc.Metadata): grpc.ClientDuplexStream<unknown, PbResponse>;
 }
 
 const closers: (() => void)[] = [];
@@ -74,12 +93,12 @@ function subscribe(
   opts: { ack?: boolean; md?: grpc.Metadata } = {},
 ) {
   const stream = c.Subscribe(opts.md ?? new grpc.Metadata());
-  const got: Record<string, any>[] = [];
+  const got: PbDelivery[] = [];
   const state: { subscribed?: Record<string, unknown>; error?: grpc.ServiceError } = {};
-  stream.on('data', (m: Record<string, any>) => {
-    if (m['subscribed']) state.subscribed = m['subscribed'];
-    if (m['delivery']) {
-      got.push(m['delivery']);
+  stream.on('data', (m: PbResponse) => {
+    if (m.subscribed) state.subscribed = m.subscribed;
+    if (m.delivery) {
+      got.push(m.delivery);
       if (opts.ack !== false) stream.write({ ack: { ids: [m['delivery'].id] } });
     }
   });
@@ -126,7 +145,7 @@ describe('gRPC (trellis.v1.EventMesh)', () => {
     expect(wsGot.length).toBeGreaterThan(0);
     const first = sub.got[0]!;
     expect(first.event).toMatchObject({ source: '/grpc', type: 'grpc.type', specVersion: '1.0' });
-    expect(JSON.parse(first.event.textData)).toHaveProperty('id');
+    expect(JSON.parse(first.event.textData ?? '')).toHaveProperty('id');
     expect(first.event.attributes).not.toHaveProperty('knativebrokerttl');
     expect(first.sequence).toBeGreaterThan(0);
   });
@@ -178,7 +197,7 @@ describe('gRPC (trellis.v1.EventMesh)', () => {
     );
     closers.push(() => responder.close());
     await responder.ready;
-    const reply = await call<Record<string, any>>((cb) =>
+    const reply = await call<PbEvent>((cb) =>
       c.Request(
         { target: 'default/default', event: ce('r1', 'echo.request'), timeoutMs: 10_000 },
         new grpc.Metadata(),
@@ -186,7 +205,7 @@ describe('gRPC (trellis.v1.EventMesh)', () => {
       ),
     );
     expect(reply).toMatchObject({ type: 'echo.reply', source: '/echo' });
-    expect(JSON.parse(reply['textData'])).toEqual({ echoed: 'r1' });
+    expect(JSON.parse(reply.textData ?? '')).toEqual({ echoed: 'r1' });
     const none = await call((cb) =>
       c.Request(
         { target: 'default/default', event: ce('r2', 'nobody'), timeoutMs: 1000 },

@@ -52,10 +52,10 @@ describe('CloudEvents protobuf format', () => {
       const root = await protobuf.load(join(proto!));
       const T = root.lookupType('io.cloudevents.v1.CloudEvent');
       // Ours → theirs.
-      const theirs = T.toObject(T.decode(eventToProtobuf(full)), { longs: Number, bytes: Buffer }) as Record<
-        string,
-        any
-      >;
+      const theirs = T.toObject(T.decode(eventToProtobuf(full)), { longs: Number, bytes: Buffer }) as {
+        textData?: string;
+        attributes: Record<string, Record<string, unknown>>;
+      };
       expect(theirs).toMatchObject({
         id: 'e-1',
         source: '/shop/checkout',
@@ -66,7 +66,10 @@ describe('CloudEvents protobuf format', () => {
       expect(theirs['attributes']['amount']).toEqual({ ceInteger: -42 });
       expect(theirs['attributes']['urgent']).toEqual({ ceBoolean: false });
       expect(theirs['attributes']['dataschema']).toEqual({ ceUri: 'https://example.com/schema.json' });
-      expect(theirs['attributes']['time']['ceTimestamp']).toEqual({ seconds: 1796119200, nanos: 123456789 });
+      expect(theirs['attributes']['time']?.['ceTimestamp']).toEqual({
+        seconds: 1796119200,
+        nanos: 123456789,
+      });
       // Theirs → ours: every attribute value kind, and protobuf data.
       const msg = T.fromObject({
         id: 'p-1',
