@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import { type Delivery, type Subscription, TrellisApiError, TrellisClient } from '../src/client/trellis.js';
 import type { CloudEvent } from '../src/cloudevents/event.js';
 import { eventFromProtobuf, eventToProtobuf } from '../src/cloudevents/protobuf.js';
-import { broker, ceHeaders, type TestServer, testServer, trigger } from './helpers/server.js';
+import { broker, ceHeaders, mintToken, type TestServer, testServer, trigger } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
 const open: { close(): void }[] = [];
@@ -36,15 +36,7 @@ async function setup(
   cfg: Parameters<typeof testServer>[0] = {},
 ): Promise<{ s: TestServer; c: TrellisClient }> {
   const s = await testServer(cfg);
-  const r = await fetch(`${s.url}/apis/eventing.knative.dev/v1/namespaces/default/brokers`, {
-    method: 'POST',
-    body: JSON.stringify(broker('default')),
-    headers: {
-      'content-type': 'application/json',
-      ...(cfg.adminToken ? { authorization: `Bearer ${cfg.adminToken}` } : {}),
-    },
-  });
-  expect(r.ok).toBe(true);
+  expect((await s.apply(broker('default'))).ok).toBe(true);
   await s.settled();
   const c = new TrellisClient({ url: s.url, ...(cfg.adminToken ? { token: cfg.adminToken } : {}) });
   open.push(c);
@@ -336,7 +328,8 @@ describe('consumer groups', () => {
       },
     );
     open.push(responder);
-    await expect.poll(async () => (await c.get('consumergroups')).items.length).toBe(1);
+    // Subscribed: its group is in the data plane, so requests from now on reach it.
+    await responder.ready;
     const reply = await c.request(
       'default/default',
       { source: '/shop', type: 'quote.requested', data: { sku: 'A1' } },
@@ -668,16 +661,8 @@ describe('the WebSocket binding, with bad input', () => {
       ).status,
     ).toBe(201);
     await s.settled();
-    const token = async (subject: string, audience = 'eventing.knative.dev/broker/default/default') =>
-      (
-        (await (
-          await fetch(`${s.url}/apis/tokens`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ audience, subject }),
-          })
-        ).json()) as { token: string }
-      ).token;
+    const token = (subject: string, audience = 'eventing.knative.dev/broker/default/default') =>
+      mintToken(s.url, audience, subject);
     const ws = s.url.replace('http', 'ws');
     expect(await raw(`${ws}/default/default?subscribe`)).toMatchObject({
       status: 401,

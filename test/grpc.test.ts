@@ -56,15 +56,7 @@ async function setup(
   cfg: Parameters<typeof testServer>[0] = {},
 ): Promise<{ s: TestServer; c: EventMeshClient }> {
   const s = await testServer({ grpcPort: 0, ...cfg });
-  const r = await fetch(`${s.url}/apis/eventing.knative.dev/v1/namespaces/default/brokers`, {
-    method: 'POST',
-    body: JSON.stringify(broker('default')),
-    headers: {
-      'content-type': 'application/json',
-      ...(cfg.adminToken ? { authorization: `Bearer ${cfg.adminToken}` } : {}),
-    },
-  });
-  expect(r.ok).toBe(true);
+  expect((await s.apply(broker('default'))).ok).toBe(true);
   await s.settled();
   expect(s.grpcPort).toBeGreaterThan(0);
   const c = new pkg.trellis.v1.EventMesh(`127.0.0.1:${s.grpcPort}`, grpc.credentials.createInsecure());

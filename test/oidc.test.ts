@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createRemoteJWKSet, exportJWK, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { run } from './helpers/process.js';
-import { broker, ceHeaders, testServer, trigger } from './helpers/server.js';
+import { broker, ceHeaders, mintToken, testServer, trigger } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
 const EXTERNAL = 'https://issuer.example';
@@ -174,16 +174,7 @@ describe('OIDC authentication of senders', () => {
     expect(
       (await s.apply(trigger('forward', { broker: 'orders', subscriber: { ref: ref('audit') } }))).status,
     ).toBe(201);
-    const token = async (audience: string, subject: string) =>
-      (
-        (await (
-          await fetch(`${s.url}/apis/tokens`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ audience, subject }),
-          })
-        ).json()) as { token: string }
-      ).token;
+    const token = (audience: string, subject: string) => mintToken(s.url, audience, subject);
     const ORDERS = 'eventing.knative.dev/broker/default/orders';
     const send = async (path: string, sub: string, audience: string, type: string) =>
       s.post(
@@ -244,16 +235,8 @@ describe('OIDC authentication of senders', () => {
   it('per-sender rate limits count each authenticated sender apart', async () => {
     await using s = await testServer({ authentication: 'oidc', rateLimitPerSender: '2/s,2' });
     expect((await s.apply(broker('default'))).status).toBe(201);
-    const token = async (subject: string) =>
-      (
-        (await (
-          await fetch(`${s.url}/apis/tokens`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ audience: 'eventing.knative.dev/broker/default/default', subject }),
-          })
-        ).json()) as { token: string }
-      ).token;
+    const token = (subject: string) =>
+      mintToken(s.url, 'eventing.knative.dev/broker/default/default', subject);
     const [a, b] = [await token('sender-a'), await token('sender-b')];
     const send = (t: string) =>
       s.post('/default/default', { ...ceHeaders(`x-${Math.random()}`), authorization: `Bearer ${t}` }, '{}');

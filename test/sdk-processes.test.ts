@@ -116,9 +116,8 @@ describe('applications as processes', () => {
       }),
     );
     try {
-      await expect
-        .poll(async () => (await c.get('consumergroups')).items.some((g) => g.metadata.name === 'pricing'))
-        .toBe(true);
+      // Subscribed: its group is in the data plane, so requests from now on reach it.
+      await responder.ready;
       const r = await run(
         [
           'request',

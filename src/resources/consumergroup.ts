@@ -1,20 +1,12 @@
-/**
- * ConsumerGroup (`eventing.trellis.dev/v1alpha1`): a subscription that applications hold over a
- * connection (WebSocket, gRPC, Server-Sent Events) instead of an HTTP subscriber. Its members share its
- * events (each event to one member, as Apache EventMesh's clustering mode); its position is durable: the
- * events it has not acknowledged wait for it while no member is connected. Created by `apply`, or by the
- * first member that subscribes with a group name the namespace does not have yet.
- * @module
- */
-import { FILTER_KEY } from '../filter/attributes.js';
-import { FilterError, filterWarnings, type SubscriptionsFilter, validateFilters } from '../filter/dialect.js';
+import { filterWarnings, type SubscriptionsFilter } from '../filter/dialect.js';
 import type { ResourceObject } from '../store/types.js';
 import { resolveDeadLetter } from './broker.js';
 import { type Cond, isReady, notOk, ok, ready } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type DeliverySpec, validateDelivery } from './delivery-spec.js';
 import { parseDuration } from './duration.js';
-import { DNS1123_SUBDOMAIN, describe, invalid, isObject, objectAt, stringAt } from './validation.js';
+import { validateFilterFields } from './trigger.js';
+import { DNS1123_SUBDOMAIN, describe, invalid, objectAt, stringAt } from './validation.js';
 
 /** Where a new group starts reading: the stream's oldest retained event, the next one, a time, a sequence. */
 export type StartPosition =
@@ -83,30 +75,7 @@ export function validateConsumerGroupSpec(spec: unknown, namespace: string): Rec
     if (!DNS1123_SUBDOMAIN.test(channel)) invalid('spec.channel', 'must be a Channel name (a-z, 0-9, -, .)');
     out.channel = channel;
   }
-  if (o['filters'] !== undefined && o['filters'] !== null) {
-    try {
-      const filters = validateFilters('spec.filters', o['filters']);
-      if (filters.length > 0) out.filters = filters;
-    } catch (err) {
-      if (err instanceof FilterError) invalid(err.path, err.rule);
-      throw err;
-    }
-  }
-  const filter = objectAt('spec.filter', o['filter'], ['attributes'], true);
-  if (filter?.['attributes'] !== undefined && filter['attributes'] !== null) {
-    const attrs = filter['attributes'];
-    if (!isObject(attrs))
-      invalid('spec.filter.attributes', `must be a map of attribute to value, got ${describe(attrs)}`);
-    const attributes: Record<string, string> = {};
-    for (const [k, v] of Object.entries(attrs)) {
-      if (!FILTER_KEY.test(k))
-        invalid(`spec.filter.attributes.${k}`, 'attribute names must match ^[a-z][a-z0-9]*$');
-      if (typeof v !== 'string')
-        invalid(`spec.filter.attributes.${k}`, `must be a string, got ${describe(v)}`);
-      attributes[k] = v;
-    }
-    out.filter = { attributes };
-  }
+  Object.assign(out, validateFilterFields(o));
   const delivery = validateDelivery('spec.delivery', o['delivery'], namespace);
   if (delivery !== undefined) out.delivery = delivery;
   if (o['ordered'] !== undefined && o['ordered'] !== null) {

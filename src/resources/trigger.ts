@@ -35,6 +35,43 @@ export interface TriggerSpec {
   delivery?: DeliverySpec;
 }
 
+/**
+ * A subscription's `filters` (the filters dialect) and `filter.attributes` as a Trigger has them (a
+ * ConsumerGroup too); throws TRELLIS_ERR_RESOURCE_INVALID naming the field.
+ */
+export function validateFilterFields(o: Record<string, unknown>): Pick<TriggerSpec, 'filter' | 'filters'> {
+  const out: Pick<TriggerSpec, 'filter' | 'filters'> = {};
+  if (o['filters'] !== undefined && o['filters'] !== null) {
+    try {
+      const filters = validateFilters('spec.filters', o['filters']);
+      if (filters.length > 0) out.filters = filters;
+    } catch (err) {
+      if (err instanceof FilterError) invalid(err.path, err.rule);
+      throw err;
+    }
+  }
+  const filter = objectAt('spec.filter', o['filter'], ['attributes'], true);
+  if (filter !== undefined) {
+    const attrs = filter['attributes'];
+    if (attrs !== undefined && attrs !== null) {
+      if (!isObject(attrs))
+        invalid('spec.filter.attributes', `must be a map of attribute to value, got ${describe(attrs)}`);
+      const attributes: Record<string, string> = {};
+      for (const [k, v] of Object.entries(attrs)) {
+        const path = `spec.filter.attributes.${k}`;
+        if (!FILTER_KEY.test(k)) invalid(path, 'attribute names must match ^[a-z][a-z0-9]*$');
+        if (typeof v !== 'string')
+          invalid(path, `must be a string (quote numbers and booleans), got ${describe(v)}`);
+        attributes[k] = v;
+      }
+      out.filter = { attributes };
+    } else {
+      out.filter = {};
+    }
+  }
+  return out;
+}
+
 /** Validates a Trigger spec. */
 export function validateTriggerSpec(spec: unknown, namespace: string): Record<string, unknown> {
   const o = objectAt('spec', spec, ['broker', 'filter', 'filters', 'subscriber', 'delivery', 'brokerRef'])!;
@@ -72,34 +109,7 @@ export function validateTriggerSpec(spec: unknown, namespace: string): Record<st
     broker,
     ...(brokerNamespace !== undefined ? { brokerNamespace } : {}),
   } as TriggerSpec;
-  if (o['filters'] !== undefined && o['filters'] !== null) {
-    try {
-      const filters = validateFilters('spec.filters', o['filters']);
-      if (filters.length > 0) out.filters = filters;
-    } catch (err) {
-      if (err instanceof FilterError) invalid(err.path, err.rule);
-      throw err;
-    }
-  }
-  const filter = objectAt('spec.filter', o['filter'], ['attributes'], true);
-  if (filter !== undefined) {
-    const attrs = filter['attributes'];
-    if (attrs !== undefined && attrs !== null) {
-      if (!isObject(attrs))
-        invalid('spec.filter.attributes', `must be a map of attribute to value, got ${describe(attrs)}`);
-      const attributes: Record<string, string> = {};
-      for (const [k, v] of Object.entries(attrs)) {
-        const path = `spec.filter.attributes.${k}`;
-        if (!FILTER_KEY.test(k)) invalid(path, 'attribute names must match ^[a-z][a-z0-9]*$');
-        if (typeof v !== 'string')
-          invalid(path, `must be a string (quote numbers and booleans), got ${describe(v)}`);
-        attributes[k] = v;
-      }
-      out.filter = { attributes };
-    } else {
-      out.filter = {};
-    }
-  }
+  Object.assign(out, validateFilterFields(o));
   const delivery = validateDelivery('spec.delivery', o['delivery'], namespace);
   if (delivery !== undefined) out.delivery = delivery;
   out.subscriber = validateDestination('spec.subscriber', o['subscriber'], namespace);

@@ -36,7 +36,10 @@ export async function testServer(cfg: Partial<ServerConfig> = {}): Promise<TestS
         {
           method: 'POST',
           body: JSON.stringify(doc),
-          headers: { 'content-type': 'application/json' },
+          headers: {
+            'content-type': 'application/json',
+            ...(cfg.adminToken ? { authorization: `Bearer ${cfg.adminToken}` } : {}),
+          },
         },
       );
     },
@@ -53,6 +56,16 @@ export function broker(name: string, spec: Record<string, unknown> = {}, namespa
 
 export function trigger(name: string, spec: Record<string, unknown>, namespace = 'default') {
   return { apiVersion: 'eventing.knative.dev/v1', kind: 'Trigger', metadata: { name, namespace }, spec };
+}
+
+/** A token the server (with `--authentication oidc`) mints for an audience and subject (`POST /apis/tokens`). */
+export async function mintToken(url: string, audience: string, subject: string): Promise<string> {
+  const r = await fetch(`${url}/apis/tokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ audience, subject }),
+  });
+  return ((await r.json()) as { token: string }).token;
 }
 
 /** Binary-mode headers for a small event. */
