@@ -60,6 +60,7 @@ export const ERRORS = {
   },
   TRELLIS_ERR_HOST_FORBIDDEN: { status: 403, title: "The Host header is not one of the server's names" },
   TRELLIS_ERR_GROUP_NOT_READY: { status: 409, title: 'The consumer group is not Ready' },
+  TRELLIS_ERR_TOO_MANY_MEMBERS: { status: 429, title: 'Too many subscribers are connected to this server' },
   TRELLIS_ERR_GROUP_MISMATCH: {
     status: 409,
     title: 'The consumer group reads another stream or has another filter',

@@ -700,6 +700,28 @@ describe('the WebSocket binding, with bad input', () => {
     await expect.poll(() => got.map((d) => d.event.type)).toEqual(['app.did']);
   });
 
+  it('holds at most --max-members subscribers per process', async () => {
+    const { s } = await setup({ maxMembers: 2 });
+    await using _s = s;
+    const ws = `${s.url.replace('http', 'ws')}/default/default?subscribe`;
+    const [a, b] = [await raw(ws), await raw(ws)];
+    expect(a.ws && b.ws).toBeDefined();
+    expect(await raw(ws)).toMatchObject({ status: 429, body: { code: 'TRELLIS_ERR_TOO_MANY_MEMBERS' } });
+    // Publishing is not subscribing: it still connects.
+    const pub = await raw(`${s.url.replace('http', 'ws')}/default/default`);
+    expect(pub.ws).toBeDefined();
+    pub.ws!.close();
+    b.ws!.close();
+    a.ws!.close();
+    await expect
+      .poll(async () => {
+        const r = await raw(ws);
+        r.ws?.close();
+        return r.status;
+      })
+      .toBeUndefined();
+  });
+
   it('with an admin token set, subscribing needs it (header, or access_token where headers cannot be set)', async () => {
     const { s } = await setup({ adminToken: 'sekret-token' });
     await using _s = s;

@@ -90,6 +90,14 @@ export function runServe(program: Command): void {
     )
     .addOption(
       new Option(
+        '--max-members <n>',
+        'subscribers (WebSocket, SSE, gRPC) this process holds at most (default 4096)',
+      )
+        .env('TRELLIS_MAX_MEMBERS')
+        .argParser(int('--max-members')),
+    )
+    .addOption(
+      new Option(
         '--grpc-port <port>',
         'serve the gRPC API (trellis.v1.EventMesh) on this port too (0 picks a free one)',
       )
@@ -373,6 +381,7 @@ Examples:
         allowCommands: opts['allowCommands'] === true || opts['allowCommands'] === 'true',
         metrics: opts['metrics'] !== false && process.env['TRELLIS_METRICS'] !== 'false',
         grpcPort: opts['grpcPort'] as number | undefined,
+        maxMembers: opts['maxMembers'] as number | undefined,
         denyNetworks: opts['denyNetworks'] as string[] | undefined,
         allowNetworks: opts['allowNetworks'] as string[] | undefined,
         denyLoopback: opts['denyLoopback'] === true || opts['denyLoopback'] === 'true',

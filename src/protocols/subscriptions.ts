@@ -55,6 +55,8 @@ export interface SubscriptionsDeps {
   settled(): Promise<void>;
   /** Deliveries were enqueued for a subscription (a replay): its lag grows, and its worker looks. */
   enqueued(route: SubscriptionRoute, n: number): void;
+  /** Members this process holds at most (WebSocket, SSE and gRPC together); more are refused with 429. */
+  maxMembers?: number | undefined;
   /** True when ingress serves this stream key (`ns/broker`, `channels/ns/name`). */
   streamExists(key: string): boolean;
   /** Events accepted by ingress and not yet stored (a replay waits for them). */
@@ -77,6 +79,29 @@ export class Subscriptions {
 
   /** Finds or creates the group a request names, and has it in the data plane; throws the error to answer. */
   async open(req: SubscribeRequest): Promise<OpenedGroup> {
+    const { namespace } = req;
+    // Each member costs a connection and (without a group) a resource: bounded per process.
+    const max = this.d.maxMembers ?? 4096;
+    let members = this.opening;
+    for (const n of this.d.groups.counts().values()) members += n;
+    if (members >= max)
+      throw new TrellisError(
+        'TRELLIS_ERR_TOO_MANY_MEMBERS',
+        `${max} subscribers are connected to this server; retry later, or connect to another process of the mesh`,
+        { retryAfter: 5 },
+      );
+    this.opening++;
+    try {
+      return await this.openGroup(req);
+    } finally {
+      this.opening--;
+    }
+  }
+
+  /** Subscriptions being opened now (counted against the limit before they are members). */
+  private opening = 0;
+
+  private async openGroup(req: SubscribeRequest): Promise<OpenedGroup> {
     const { namespace } = req;
     if (req.group !== undefined && (req.group.length > 253 || !NAME.test(req.group)))
       throw new TrellisError(

@@ -81,6 +81,8 @@ export interface ServerConfig {
   defaultAuthorizationMode?: 'allow-all' | 'allow-same-namespace' | 'deny-all' | undefined;
   /** Trellis's signing key (JWK file); default oidc-signing-key.json in the data directory. */
   oidcSigningKey?: string | undefined;
+  /** Subscribers (consumer group members) this process holds at most; default 4096. Env TRELLIS_MAX_MEMBERS. */
+  maxMembers?: number | undefined;
   /** Serve the gRPC API on this port (0: a free one); unset: no gRPC. Env TRELLIS_GRPC_PORT. */
   grpcPort?: number | undefined;
   /** Keep Prometheus metrics and serve them at `/metrics` (default on). Env TRELLIS_METRICS. */

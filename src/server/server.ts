@@ -736,6 +736,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
     },
     pendingWrites: () => store.events.pendingWrites(),
     streamExists: (key) => ingress.streams.has(key),
+    maxMembers: cfg.maxMembers,
     enqueued: (route, n) => {
       lag.add(route.stream, n);
       dispatcher.wake(route.id);
