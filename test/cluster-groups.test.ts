@@ -98,13 +98,55 @@ describe.runIf(up)('consumer groups across two processes on one NATS', () => {
     mb.sub.close();
   });
 
+  it('request-reply across processes: the requester on one, the responder on the other', {
+    timeout: 60_000,
+  }, async () => {
+    const [a, b] = [client(procs[0]!.url), client(procs[1]!.url)];
+    const responder = b.respond(
+      'default/default',
+      { group: 'pricing', filter: "type = 'price.asked'" },
+      (e) => ({
+        source: '/pricing',
+        type: 'price.given',
+        data: { for: e.id },
+      }),
+    );
+    try {
+      await responder.ready;
+      // The group is in process 1's data plane too before the request goes there.
+      await expect
+        .poll(
+          async () =>
+            (await a.get('consumergroup', 'pricing').catch(() => undefined))?.status?.['conditions'] !==
+            undefined,
+          {
+            timeout: 20_000,
+          },
+        )
+        .toBe(true);
+      const reply = await a.request(
+        'default/default',
+        { id: 'ask-x', source: '/shop', type: 'price.asked' },
+        { timeout: 20_000 },
+      );
+      expect(reply).toMatchObject({ type: 'price.given', data: { for: 'ask-x' } });
+    } finally {
+      responder.close();
+    }
+  });
+
   it('a new group replays what JetStream retains, on whichever process it is made', {
     timeout: 120_000,
   }, async () => {
     const b = client(procs[1]!.url);
     const late = collect(b, 'late', 'earliest');
     await late.sub.ready;
-    await expect.poll(() => new Set(late.got.map((d) => d.event.id)).size, { timeout: 60_000 }).toBe(200);
+    // The 200 events of the first test (the request and its reply are in the history too).
+    await expect
+      .poll(() => new Set(late.got.map((d) => d.event.id).filter((id) => /^c\d+$/.test(id))).size, {
+        timeout: 60_000,
+      })
+      .toBe(200);
     late.sub.close();
   });
 });

@@ -21,8 +21,14 @@ interface Waiter {
 /** Requests waiting for their reply in this process, by token (bounded). */
 export class ReplyWaiters {
   private readonly waiting = new Map<string, Waiter>();
-  private readonly prefix = randomBytes(6).toString('hex');
+  /** This process's part of every token it makes (12 hex digits): where a reply to it is awaited. */
+  readonly id = randomBytes(6).toString('hex');
   private n = 0;
+  /**
+   * Set in a mesh of several processes: a reply to a token another process made goes to it (`owner` is
+   * that process's {@link id}).
+   */
+  forward: ((owner: string, reply: CloudEvent) => void) | undefined;
 
   constructor(readonly max = 10_000) {}
 
@@ -32,7 +38,7 @@ export class ReplyWaiters {
 
   /** A new token (unique in this process, unguessable across processes). */
   token(): string {
-    return `${this.prefix}${randomBytes(6).toString('hex')}${(this.n++).toString(36)}`;
+    return `${this.id}${randomBytes(6).toString('hex')}${(this.n++).toString(36)}`;
   }
 
   /**
@@ -62,15 +68,23 @@ export class ReplyWaiters {
     };
   }
 
-  /** Events just stored: a reply some request here waits for goes to it (the first one wins). */
+  /**
+   * Events just stored (here, or forwarded by the process that stored them): a reply a request here
+   * waits for goes to it (the first one wins); one to another process's request is forwarded to it.
+   */
   observe(events: readonly CloudEvent[]): void {
-    if (this.waiting.size === 0) return;
+    if (this.waiting.size === 0 && this.forward === undefined) return;
     for (const e of events) {
       const t = e.attrs[IN_REPLY_TO];
       if (t === undefined) continue;
-      const w = this.waiting.get(String(t));
+      const token = String(t);
+      if (!token.startsWith(this.id)) {
+        if (/^[0-9a-f]{12}/.test(token)) this.forward?.(token.slice(0, 12), e);
+        continue;
+      }
+      const w = this.waiting.get(token);
       if (w === undefined) continue;
-      this.waiting.delete(String(t));
+      this.waiting.delete(token);
       clearTimeout(w.timer);
       w.resolve(e);
     }

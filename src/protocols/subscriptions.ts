@@ -79,7 +79,6 @@ export class Subscriptions {
 
   /** Finds or creates the group a request names, and has it in the data plane; throws the error to answer. */
   async open(req: SubscribeRequest): Promise<OpenedGroup> {
-    const { namespace } = req;
     // Each member costs a connection and (without a group) a resource: bounded per process.
     const max = this.d.maxMembers ?? 4096;
     let members = this.opening;

@@ -17,6 +17,7 @@ import { PolicyIndex } from '../auth/policies.js';
 import { formatEvent } from '../cloudevents/display.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { decodeHttp } from '../cloudevents/http.js';
+import { eventFromJson, eventToJson } from '../cloudevents/json-format.js';
 import { AmqpConnectors } from '../connectors/amqp.js';
 import { KafkaConnectors } from '../connectors/kafka.js';
 import { MqttConnectors } from '../connectors/mqtt.js';
@@ -180,6 +181,22 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   let recorder: EventTypeRecorder | undefined;
   const tails = new TailHub();
   const replies = new ReplyWaiters();
+  // In a mesh of several processes, a reply stored here to a request made on another goes to that one.
+  const stopNotices =
+    store.notify !== undefined && store.onNotice !== undefined
+      ? (() => {
+          const notify = store.notify.bind(store);
+          replies.forward = (owner, reply) =>
+            notify(`replies.${owner}`, Buffer.from(JSON.stringify(eventToJson(reply))));
+          return store.onNotice(`replies.${replies.id}`, (payload) => {
+            try {
+              replies.observe([eventFromJson(JSON.parse(Buffer.from(payload).toString('utf8')))]);
+            } catch (err) {
+              logger.warn({ err }, 'a forwarded reply could not be read');
+            }
+          });
+        })()
+      : undefined;
   const ingress = new Ingress(
     store.events,
     {
@@ -848,6 +865,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
         await grpc?.close();
         groups.closeAll();
         replies.close();
+        stopNotices?.();
         subscriptions?.close();
         tls?.close();
         // Requests already in progress get their answer; keep-alive connections are closed after it

@@ -219,6 +219,14 @@ export interface Store {
    * holds every lease (a store of one process).
    */
   holdLease?(name: string, onChange: (held: boolean) => void): () => void;
+  /**
+   * Sends a small message to whichever process listens on `channel` (at most once, not stored: a
+   * notice, such as a reply a requester on another process waits for). Without it, a store serves one
+   * process, and there is nobody else to tell.
+   */
+  notify?(channel: string, payload: Uint8Array): void;
+  /** Hears the notices sent to `channel`; returns a function that stops it. */
+  onNotice?(channel: string, listener: (payload: Uint8Array) => void): () => void;
   /** Flushes pending writes and releases connections and files. */
   close(): Promise<void>;
 }

@@ -1103,6 +1103,21 @@ class NatsStore implements Store {
     return cur.obj;
   }
 
+  /** A notice on a core NATS subject (not stored): every process of the mesh may listen. */
+  notify(channel: string, payload: Uint8Array): void {
+    if (this.closed || this.nc.isClosed()) return;
+    this.nc.publish(`${this.p}.notice.${token(channel)}`, payload);
+  }
+
+  onNotice(channel: string, listener: (payload: Uint8Array) => void): () => void {
+    const sub = this.nc.subscribe(`${this.p}.notice.${token(channel)}`, {
+      callback: (err, m) => {
+        if (err === null) listener(m.data);
+      },
+    });
+    return () => sub.unsubscribe();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
