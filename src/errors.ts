@@ -66,6 +66,7 @@ export const ERRORS = {
     title: 'The consumer group reads another stream or has another filter',
   },
   TRELLIS_ERR_NO_RESPONDER: { status: 404, title: 'No subscription takes the request' },
+  TRELLIS_ERR_TOO_MANY_REQUESTS: { status: 429, title: 'Too many requests wait for replies on this server' },
   TRELLIS_ERR_REPLY_TIMEOUT: { status: 504, title: 'No reply came within the timeout' },
   TRELLIS_ERR_INTERNAL: { status: 500, title: 'An unexpected error inside Trellis' },
 } as const;

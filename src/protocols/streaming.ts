@@ -138,6 +138,13 @@ export class Streaming {
     timeoutMs: number,
   ): Promise<CloudEvent> {
     this.admit(addr, event, sender, peer);
+    // Refused before it is stored: a request nobody here could wait for would get no answer.
+    if (this.o.replies.size >= this.o.replies.max)
+      throw new TrellisError(
+        'TRELLIS_ERR_TOO_MANY_REQUESTS',
+        `${this.o.replies.max} requests wait for their replies on this server; nothing was stored, retry later`,
+        { retryAfter: 1 },
+      );
     const wait = Math.max(1, Math.min(timeoutMs, this.o.maxRequestTimeoutMs));
     const token = this.o.replies.token();
     event.attrs[REPLY_TO] = token;

@@ -779,7 +779,6 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   websockets = new WebSocketIngress(streaming, {
     guard: (headers) => wsGuard!(headers),
     maxMessageBytes: cfg.maxBodyBytes,
-    logger,
   });
   // gRPC on its own port, when asked for (with the server's certificate when it serves https).
   let grpc: GrpcIngress | undefined;
@@ -797,7 +796,6 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       port: cfg.grpcPort,
       credentials: creds,
       maxMessageBytes: cfg.maxBodyBytes,
-      logger,
     });
     grpcPort = await grpc.start();
     logger.info({ port: grpcPort }, 'serving gRPC');

@@ -30,7 +30,6 @@ import {
 } from '../../cloudevents/protobuf.js';
 import type { Member } from '../../dataplane/groups.js';
 import type { SenderIdentity } from '../../dataplane/ingress.js';
-import type { Logger } from '../../dataplane/routes.js';
 import { TrellisError } from '../../errors.js';
 import { toTrellisError } from '../http/errors.js';
 import { type StreamAddress, type Streaming, streamAddress } from '../streaming.js';
@@ -195,7 +194,6 @@ export interface GrpcOptions {
   credentials: ServerCredentials;
   /** Largest message, bytes (an event with its envelope). */
   maxMessageBytes: number;
-  logger: Logger;
 }
 
 /** Serves the gRPC API; `start` resolves with the port it listens on. */

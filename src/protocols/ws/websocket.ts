@@ -18,7 +18,6 @@ import { eventFromJson, eventToJson } from '../../cloudevents/json-format.js';
 import { eventFromProtobuf, eventToProtobuf } from '../../cloudevents/protobuf.js';
 import type { GroupDelivery, Member } from '../../dataplane/groups.js';
 import type { SenderIdentity } from '../../dataplane/ingress.js';
-import type { Logger } from '../../dataplane/routes.js';
 import { TrellisError } from '../../errors.js';
 import { toTrellisError } from '../http/errors.js';
 import { answerOf, type StreamAddress, type Streaming, streamAddress } from '../streaming.js';
@@ -43,7 +42,6 @@ export interface WebSocketOptions {
   guard(headers: IncomingMessage['headers']): void;
   /** Largest message (an event in the JSON format, or a control event), bytes. */
   maxMessageBytes: number;
-  logger: Logger;
 }
 
 /** Subscription parameters from a query string; throws the 400 naming the parameter. */
