@@ -98,6 +98,46 @@ describe('ApiServerSource', () => {
     expect(add.attrs['subject']).toBe('/apis/eventing.knative.dev/v1/namespaces/team-b/brokers/elsewhere');
   });
 
+  it("spec.filters (Knative's new-apiserversource-filters): only the events that pass are sent", async () => {
+    await using s = await testServer();
+    await using sink = await startSink();
+    await s.apply(broker('default'));
+    const r = await s.apply(
+      apiSource('deletes-only', {
+        resources: [
+          { apiVersion: 'eventing.knative.dev/v1', kind: 'Trigger' },
+          { apiVersion: 'eventing.knative.dev/v1', kind: 'Broker' },
+        ],
+        filters: [
+          {
+            any: [
+              { exact: { type: 'dev.knative.apiserver.ref.delete' } },
+              { suffix: { subject: '/brokers/marker' } },
+            ],
+          },
+        ],
+        sink: { uri: sink.url },
+      }),
+    );
+    expect(r.status, await r.text()).toBeLessThan(300);
+    await s.settled();
+    await s.apply(labelled('short-lived', { team: 'a' }));
+    await s.settled();
+    const del = await fetch(`${s.url}/apis/eventing.knative.dev/v1/namespaces/default/triggers/short-lived`, {
+      method: 'DELETE',
+    });
+    expect(del.status).toBe(200);
+    // A marker change after the delete: by the time it and the delete are in, the Trigger's add and
+    // updates would have been too, had the filter let them through.
+    await s.apply(broker('marker'));
+    const has = (suffix: string) =>
+      sink.received.some((x) => String(x.event.attrs['subject']).endsWith(suffix));
+    await expect.poll(() => has('/brokers/marker') && has('/triggers/short-lived')).toBe(true);
+    await s.settled();
+    const triggers = sink.received.filter((x) => String(x.event.attrs['subject']).includes('/triggers/'));
+    expect(triggers.map((x) => x.event.attrs['type'])).toEqual(['dev.knative.apiserver.ref.delete']);
+  });
+
   it('is not Ready for a kind Trellis does not serve (Knative docs watch v1 Event), saying what it serves', async () => {
     await using s = await testServer();
     await s.apply(
@@ -137,6 +177,7 @@ describe('ApiServerSource', () => {
         'spec.resources[0].selector.matchExpressions[0].values: must not be empty with In',
       ],
       [{ resources: res }, 'spec.sink: is required'],
+      [{ resources: res, sink, filters: [{ exact: { type: 5 } }] }, 'spec.filters[0].exact.type'],
     ];
     for (const [spec, message] of cases) {
       const r = await s.apply(apiSource('bad', spec));

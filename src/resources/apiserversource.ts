@@ -6,11 +6,14 @@
  * @module
  */
 import type { CloudEvent } from '../cloudevents/event.js';
+import type { Predicate } from '../filter/attributes.js';
+import { compileFilters, type SubscriptionsFilter } from '../filter/dialect.js';
 import type { ResourceObject } from '../store/types.js';
 import { validateCeOverrides } from './ce-overrides.js';
 import { type Cond, notOk, ok, ready, sinkProvided } from './conditions.js';
 import type { ReconcileContext } from './context.js';
 import { type Destination, validateDestination } from './delivery-spec.js';
+import { validateFilterFields } from './trigger.js';
 import { describe, invalid, isObject, objectAt, stringAt } from './validation.js';
 
 export interface LabelSelector {
@@ -30,6 +33,8 @@ export interface ApiServerSourceSpec {
   serviceAccountName?: string;
   sink: Destination;
   ceOverrides?: { extensions: Record<string, string> };
+  /** Knative's `new-apiserversource-filters`: the filters dialect, applied to each event before it is sent. */
+  filters?: SubscriptionsFilter[];
 }
 
 const OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'];
@@ -105,6 +110,7 @@ export function validateApiServerSourceSpec(spec: unknown, namespace: string): R
     'serviceAccountName',
     'sink',
     'ceOverrides',
+    'filters',
   ])!;
   const mode = stringAt('spec.mode', o['mode'], true) ?? 'Reference';
   if (mode !== 'Reference' && mode !== 'Resource')
@@ -142,6 +148,8 @@ export function validateApiServerSourceSpec(spec: unknown, namespace: string): R
   if (sa !== undefined) out.serviceAccountName = sa;
   const ce = validateCeOverrides(o['ceOverrides']);
   if (ce !== undefined) out.ceOverrides = ce;
+  const { filters } = validateFilterFields({ filters: o['filters'] });
+  if (filters !== undefined) out.filters = filters;
   return out as unknown as Record<string, unknown>;
 }
 
@@ -239,4 +247,19 @@ export function changeEvent(
     },
     data: Buffer.from(JSON.stringify(data)),
   };
+}
+
+/** Compiled `spec.filters`, once per stored spec object. */
+const compiled = new WeakMap<object, Predicate>();
+
+/** True when the event passes the source's `spec.filters` (every event passes without them). */
+export function passesFilters(src: ResourceObject, event: CloudEvent): boolean {
+  const spec = src.spec as unknown as ApiServerSourceSpec;
+  if (spec.filters === undefined) return true;
+  let p = compiled.get(spec);
+  if (p === undefined) {
+    p = compileFilters(spec.filters);
+    compiled.set(spec, p);
+  }
+  return p(event);
 }

@@ -1,5 +1,5 @@
 /**
- * KafkaSource (`sources.knative.dev/v1beta1`) and KafkaSink (`eventing.knative.dev/v1alpha1`) in
+ * KafkaSource (`sources.knative.dev/v1`, v1beta1 accepted) and KafkaSink (`eventing.knative.dev/v1alpha1`) in
  * Knative's shape, run by Trellis's Kafka connector. Credentials in Kubernetes secrets (`net`,
  * `auth.secret`) cannot be read without Kubernetes: such a resource is accepted and not Ready, saying so.
  * @module

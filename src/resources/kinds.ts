@@ -312,7 +312,8 @@ export const KINDS: readonly KindDef[] = [
   {
     kind: 'KafkaSource',
     group: 'sources.knative.dev',
-    version: 'v1beta1',
+    version: 'v1',
+    otherVersions: ['v1beta1'],
     plural: 'kafkasources',
     singular: 'kafkasource',
     shortNames: [],

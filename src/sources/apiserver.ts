@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { CloudEvent } from '../cloudevents/event.js';
 import type { Logger } from '../dataplane/routes.js';
-import { changeEvent, watches } from '../resources/apiserversource.js';
+import { changeEvent, passesFilters, watches } from '../resources/apiserversource.js';
 import { isReady } from '../resources/conditions.js';
 import { KINDS, present } from '../resources/kinds.js';
 import type { ResourceEvent, ResourceObject, ResourceStore, Store } from '../store/types.js';
@@ -71,7 +71,7 @@ export class ApiServerSources {
         this.deps.publicUrl,
         randomUUID(),
       );
-      void this.send(src, event);
+      if (passesFilters(src, event)) void this.send(src, event);
     }
   }
 
