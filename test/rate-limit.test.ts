@@ -49,6 +49,9 @@ describe('rate limits', () => {
     expect(metrics).toMatch(
       /trellis_ingress_event_count_total\{namespace_name="default",kind="Broker",name="limited",response_code="429",response_code_class="4xx"\} 1/,
     );
+    expect(metrics).toMatch(
+      /trellis_ingress_rate_limited_events_total\{namespace_name="default",kind="Broker",name="limited",limit="stream"\} 1\n/,
+    );
     const bad = await s.apply({
       ...broker('bad'),
       metadata: { name: 'bad', namespace: 'default', annotations: { 'trellis.dev/rate-limit': 'lots' } },
@@ -77,6 +80,10 @@ describe('rate limits', () => {
     );
     expect(big.status).toBe(429);
     expect(((await big.json()) as { message: string }).message).toContain('a batch of 4 never fits');
+    // One refused event, then a refused batch of four, all by the per-sender limit.
+    expect(await (await fetch(`${s.url}/metrics`)).text()).toMatch(
+      /trellis_ingress_rate_limited_events_total\{namespace_name="default",kind="Broker",name="default",limit="sender"\} 5\n/,
+    );
     const flag = await run(['serve', '--port', '0', '--rate-limit', 'fast']);
     expect(flag.code).not.toBe(0);
     expect(flag.stderr).toContain('--rate-limit: events per second, minute or hour');

@@ -47,6 +47,8 @@ export interface DataPlaneObserver {
   outcome?(route: SubscriptionRoute, outcome: DeliveryOutcome, seq: number, eventId: string): void;
   /** Reply events a subscriber answered with, passed on. */
   replies?(route: SubscriptionRoute, n: number): void;
+  /** Events refused by a rate limit: the stream's own (`stream`) or its per-sender one (`sender`). */
+  rateLimited?(stream: string, kind: string, limit: 'stream' | 'sender', events: number): void;
 }
 
 /** Several observers as one (undefined members skipped). */
@@ -59,6 +61,7 @@ export function observers(...list: (DataPlaneObserver | undefined)[]): DataPlane
   const attempt = of('attempt');
   const outcome = of('outcome');
   const replies = of('replies');
+  const rateLimited = of('rateLimited');
   return {
     ingress: (o) => {
       for (const f of ingress) f(o);
@@ -74,6 +77,9 @@ export function observers(...list: (DataPlaneObserver | undefined)[]): DataPlane
     },
     replies: (r, n) => {
       for (const f of replies) f(r, n);
+    },
+    rateLimited: (s, k, l, n) => {
+      for (const f of rateLimited) f(s, k, l, n);
     },
   };
 }

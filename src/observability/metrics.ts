@@ -190,6 +190,10 @@ export class Metrics implements DataPlaneObserver {
     'trellis_delivery_reply_events_total',
     'Reply events subscribers answered with, passed on to the Broker or reply destination',
   );
+  private readonly limited = new FastCounter(
+    'trellis_ingress_rate_limited_events_total',
+    'Events refused with 429 by a rate limit: the Broker\'s or Channel\'s own (limit "stream") or its per-sender one (limit "sender")',
+  );
   private readonly append1: HistogramSeries;
   private readonly batch1: HistogramSeries;
   /** By stream, then by status code. */
@@ -215,6 +219,7 @@ export class Metrics implements DataPlaneObserver {
       this.ingressBytes,
       this.appendLatency,
       this.appendBatch,
+      this.limited,
     ])
       this.registry.registerMetric(m as unknown as Metric);
     new Gauge({
@@ -322,6 +327,11 @@ export class Metrics implements DataPlaneObserver {
     x.count.value += o.events;
     this.ingressLatency.observe(x.latency, o.seconds);
     this.ingressBytes.observe(x.bytes, o.bytes);
+  }
+
+  rateLimited(stream: string, kind: string, limit: 'stream' | 'sender', events: number): void {
+    const [ns, name] = streamNames(stream);
+    this.limited.at(`${stream}\u0000${limit}`, { namespace_name: ns, kind, name, limit }).value += events;
   }
 
   append(events: number, seconds: number): void {

@@ -49,13 +49,14 @@ export function rateLimiter(ingress: Ingress): RateLimiter {
     if (route === undefined || (route.rateLimit === undefined && route.rateLimitPerSender === undefined))
       return undefined;
     const events = Math.max(1, n);
-    for (const [limit, bucket, bucketKey, who] of [
-      [route.rateLimitPerSender, senderBuckets, `${key}\u0000${sender}`, 'from one sender'],
-      [route.rateLimit, streamBuckets, key, ''],
+    for (const [limit, bucket, bucketKey, who, which] of [
+      [route.rateLimitPerSender, senderBuckets, `${key}\u0000${sender}`, 'from one sender', 'sender'],
+      [route.rateLimit, streamBuckets, key, '', 'stream'],
     ] as const) {
       if (limit === undefined) continue;
       const wait = bucket.take(bucketKey, limit, events);
       if (wait === 0) continue;
+      ingress.observer.rateLimited?.(key, route.kind, which, events);
       const rate = `${Number(limit.perSecond.toFixed(3))} events/s${who ? ` ${who}` : ''}, bursts of ${limit.burst}`;
       return new TrellisError(
         'TRELLIS_ERR_RATE_LIMITED',
