@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { connect as tcp } from 'node:net';
 import { Pool } from 'undici';
 
-const N = Number(process.env.BENCH_CONNECTOR_MESSAGES ?? 2000);
+const N = Number(process.env.BENCH_CONNECTOR_MESSAGES ?? 10000);
 const WINDOW = 64;
 const payload = Buffer.from(JSON.stringify({ pad: 'x'.repeat(1000) }));
 
@@ -99,17 +99,17 @@ export async function benchConnectors({ trellisUrl, sinkUrl, row }) {
     metadata: { name, namespace: 'default' },
     spec,
   });
-  const measureIn = async (_label, doc, path) => {
+  const measureIn = async (_label, doc, path, n = N) => {
     await fetch(`${sinkUrl}reset`, { method: 'POST' });
     const t0 = performance.now();
     await apply(trellisUrl, doc);
-    const r = await inRate(sinkUrl, N, t0);
+    const r = await inRate(sinkUrl, n, t0);
     await fetch(`${trellisUrl}${path}`, { method: 'DELETE' });
     return r;
   };
-  const report = (name, dir, trellis, raw) => {
+  const report = (name, dir, trellis, raw, n = N) => {
     row(
-      `${name} ${dir}: trellis / raw client`,
+      `${name} ${dir}: trellis / raw client${n === N ? '' : ` (${n} messages)`}`,
       `${Math.round(trellis)} / ${Math.round(raw)}`,
       'msgs/s',
       `ratio ${(trellis / raw).toFixed(2)}`,
@@ -219,6 +219,8 @@ export async function benchConnectors({ trellisUrl, sinkUrl, row }) {
     const outR = await windowed(N, WINDOW, () => pub.publishAsync(`benchc/${tag}/raw`, payload, { qos: 1 }));
     report('MQTT 5 (QoS 1)', 'out', outT, outR);
     // In: a persistent session of the raw client and of the source each get the messages queued.
+    // Mosquitto queues at most 1,000 messages for a session that is away (max_queued_messages).
+    const NQ = Math.min(N, 1000);
     const rawSub = await mqtt.connectAsync('mqtt://127.0.0.1:1883', {
       protocolVersion: 5,
       clientId: `rawsub${tag}`,
@@ -240,7 +242,7 @@ export async function benchConnectors({ trellisUrl, sinkUrl, row }) {
       method: 'DELETE',
     });
     await new Promise((r) => setTimeout(r, 500));
-    await windowed(N, WINDOW, () => pub.publishAsync(`benchc/${tag}/in`, payload, { qos: 1 }));
+    await windowed(NQ, WINDOW, () => pub.publishAsync(`benchc/${tag}/in`, payload, { qos: 1 }));
     let got = 0;
     const t0 = performance.now();
     await new Promise((resolve) => {
@@ -251,10 +253,10 @@ export async function benchConnectors({ trellisUrl, sinkUrl, row }) {
         clean: false,
       });
       c.on('message', () => {
-        if (++got === N) resolve(c.endAsync());
+        if (++got === NQ) resolve(c.endAsync());
       });
     });
-    const inR = N / ((performance.now() - t0) / 1000);
+    const inR = NQ / ((performance.now() - t0) / 1000);
     const inT = await measureIn(
       'MQTT',
       source('MqttSource', 'bm-in', {
@@ -263,8 +265,9 @@ export async function benchConnectors({ trellisUrl, sinkUrl, row }) {
         clientId: `trellisin${tag}`,
       }),
       '/apis/sources.trellis.dev/v1alpha1/namespaces/default/mqttsources/bm-in',
+      NQ,
     );
-    report('MQTT 5 (QoS 1)', 'in', inT, inR);
+    report('MQTT 5 (QoS 1)', 'in', inT, inR, NQ);
     await pub.endAsync();
   } else row('MQTT connector', 'SKIPPED', '', 'no broker on 1883');
 

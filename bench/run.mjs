@@ -711,7 +711,7 @@ if (!only || only === 'cluster') {
 if (!only || only === 'connectors') {
   const { benchConnectors } = await import('./connectors.mjs');
   console.log(
-    `connectors: ${process.env.BENCH_CONNECTOR_MESSAGES ?? 2000} messages of 1 KiB each way, 64 in flight, beside the raw client`,
+    `connectors: ${process.env.BENCH_CONNECTOR_MESSAGES ?? 10000} messages of 1 KiB each way, 64 in flight, beside the raw client`,
   );
   const sink = await start([join(ROOT, 'bench', 'sink-server.mjs')], /listening on (\S+)/);
   const dir = mkdtempSync(join(tmpdir(), 'trellis-bench-'));
