@@ -3,11 +3,16 @@
  * the published .proto and the server agree): publish, batch, subscribe with acks and a window (sharing a
  * group with a WebSocket member), request-reply, and the statuses of bad input.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import * as loader from '@grpc/proto-loader';
+import { Agent } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TrellisClient } from '../src/client/trellis.js';
+import { makeCerts } from './helpers/certs.js';
 import { broker, type TestServer, testServer } from './helpers/server.js';
 import { ROOT } from './helpers/shared.js';
 
@@ -292,5 +297,103 @@ describe('gRPC (trellis.v1.EventMesh)', () => {
     md.set('authorization', 'Bearer grpc-secret');
     const ok = subscribe(c, { target: 'default/default', group: 'g' }, { md });
     await expect.poll(() => ok.state.subscribed).toMatchObject({ group: 'g' });
+  });
+
+  it('over TLS: the server’s certificate, renewed without a restart; a client certificate signed by --tls-client-ca identifies the sender', {
+    timeout: 60_000,
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-grpc-tls-'));
+    const srv = makeCerts(dir, 'srv');
+    const client = makeCerts(dir, 'sensor', 'sensor-7');
+    const certFile = join(dir, 'tls.crt');
+    const keyFile = join(dir, 'tls.key');
+    writeFileSync(certFile, srv.cert);
+    writeFileSync(keyFile, srv.key);
+    writeFileSync(join(dir, 'client-ca.crt'), srv.ca);
+    const dispatcher = new Agent({ connect: { ca: srv.ca } });
+    try {
+      await using s = await testServer({
+        grpcPort: 0,
+        tlsCert: certFile,
+        tlsKey: keyFile,
+        tlsClientCa: join(dir, 'client-ca.crt'),
+        authentication: 'oidc',
+        defaultAuthorizationMode: 'deny-all',
+      });
+      const admin = async (path: string, doc: unknown) =>
+        (
+          await fetch(`${s.url}${path}`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify(doc),
+            dispatcher,
+          } as unknown as RequestInit)
+        ).status;
+      expect(await admin('/apis/eventing.knative.dev/v1/namespaces/default/brokers', broker('sensors'))).toBe(
+        201,
+      );
+      expect(
+        await admin('/apis/eventing.knative.dev/v1alpha1/namespaces/default/eventpolicies', {
+          apiVersion: 'eventing.knative.dev/v1alpha1',
+          kind: 'EventPolicy',
+          metadata: { name: 'sensors', namespace: 'default' },
+          spec: { from: [{ sub: 'sensor-*' }] },
+        }),
+      ).toBe(201);
+      const addr = `127.0.0.1:${s.grpcPort}`;
+      const ca = Buffer.from(srv.ca);
+      const withCert = new pkg.trellis.v1.EventMesh(
+        addr,
+        grpc.credentials.createSsl(ca, Buffer.from(client.key), Buffer.from(client.cert)),
+      );
+      const without = new pkg.trellis.v1.EventMesh(addr, grpc.credentials.createSsl(ca));
+      const plain = new pkg.trellis.v1.EventMesh(addr, grpc.credentials.createInsecure());
+      closers.push(
+        () => withCert.close(),
+        () => without.close(),
+        () => plain.close(),
+      );
+      const publish = (c: EventMeshClient, id: string) =>
+        call<{ accepted: number }>((cb) =>
+          c.Publish({ target: 'default/sensors', event: ce(id) }, new grpc.Metadata(), cb),
+        );
+      // The certificate's CN is the sender, which the policy allows (once it is in force).
+      await expect
+        .poll(() => publish(withCert, `m-${Math.random()}`).catch((e) => e.code))
+        .toEqual({
+          accepted: 1,
+        });
+      await expect(publish(without, 'anonymous')).rejects.toMatchObject({
+        code: grpc.status.UNAUTHENTICATED,
+      });
+      await expect(publish(plain, 'plaintext')).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+
+      // Renewal: new files are served on the gRPC port without a restart, and clients still publish.
+      const served = () =>
+        new Promise<string>((resolve, reject) => {
+          const t = connect(
+            { host: '127.0.0.1', port: s.grpcPort!, ca: srv.ca, ALPNProtocols: ['h2'] },
+            () => {
+              resolve(t.getPeerCertificate().fingerprint256);
+              t.end();
+            },
+          );
+          t.on('error', reject);
+        });
+      const before = await served();
+      const renewed = makeCerts(dir, 'srv2');
+      writeFileSync(keyFile, renewed.key);
+      writeFileSync(certFile, renewed.cert);
+      await expect.poll(served, { timeout: 20_000, interval: 250 }).not.toBe(before);
+      const fresh = new pkg.trellis.v1.EventMesh(
+        addr,
+        grpc.credentials.createSsl(ca, Buffer.from(client.key), Buffer.from(client.cert)),
+      );
+      closers.push(() => fresh.close());
+      expect(await publish(fresh, 'after-renewal')).toEqual({ accepted: 1 });
+    } finally {
+      await dispatcher.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

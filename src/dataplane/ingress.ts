@@ -72,7 +72,7 @@ export interface Senders {
   check(
     authorization: string | undefined,
     audience: string,
-    /** The connection (a client certificate may identify the sender). */
+    /** The connection: a TLS socket, or `{ authorized, getPeerCertificate }` where a transport gives only the verified certificate (gRPC); a client certificate may identify the sender. */
     socket?: unknown,
   ): SenderIdentity | Promise<SenderIdentity>;
   /** Throws the 403 unless the sender may send these events to the stream (its EventPolicies). */

@@ -84,7 +84,7 @@ import { openSqliteStore } from '../store/sqlite/sqlite-store.js';
 import { DEAD_LETTER_PREFIX, type ResourceObject, type Store, type StreamRetention } from '../store/types.js';
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
-import { TlsCertificate } from './tls.js';
+import { GrpcCertificates, TlsCertificate } from './tls.js';
 import { RouteTable } from './wiring.js';
 
 /**
@@ -157,6 +157,8 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       : undefined;
   const tlsFiles = tls?.files();
   const clientCa = cfg.tlsClientCa === undefined ? undefined : readFileSync(cfg.tlsClientCa, 'utf8');
+  // gRPC serves the same pair, renewed with it.
+  const grpcCerts = tlsFiles === undefined ? undefined : new GrpcCertificates(tlsFiles, clientCa);
   // Which addresses deliveries may connect to; the server's own URLs (known once it listens) always.
   let isSelfUrl: (url: string) => boolean = () => false;
   const rules = new DestinationRules(
@@ -334,6 +336,7 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
               ...(clientCa !== undefined ? { ca: clientCa } : {}),
             });
             sender.trustSelf(files.cert);
+            grpcCerts?.update(files);
             logger.info({ cert: cfg.tlsCert }, 'TLS certificate and key reloaded');
           },
           (err) =>
@@ -784,13 +787,12 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
   let grpc: GrpcIngress | undefined;
   let grpcPort: number | undefined;
   if (cfg.grpcPort !== undefined) {
-    const { ServerCredentials } = await import('@grpc/grpc-js');
+    const { ServerCredentials, experimental } = await import('@grpc/grpc-js');
+    // With TLS: the server's pair, renewed with https's, and (with --tls-client-ca) senders' certificates.
     const creds =
-      tlsFiles === undefined
+      grpcCerts === undefined
         ? ServerCredentials.createInsecure()
-        : ServerCredentials.createSsl(null, [
-            { cert_chain: Buffer.from(tlsFiles.cert), private_key: Buffer.from(tlsFiles.key) },
-          ]);
+        : experimental.createCertificateProviderServerCredentials(grpcCerts, grpcCerts, false);
     grpc = new GrpcIngress(streaming, {
       host: cfg.host,
       port: cfg.grpcPort,

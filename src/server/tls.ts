@@ -75,3 +75,50 @@ export class TlsCertificate {
     unwatchFile(this.keyPath);
   }
 }
+
+type IdentityUpdate = { certificate: Buffer; privateKey: Buffer } | null;
+type CaUpdate = { caCertificate: Buffer } | null;
+
+/**
+ * The certificate and key for gRPC (grpc-js's certificate-provider interface), given the same pair as
+ * https and renewed with it. grpc-js asks a client for a certificate against `clientCa` (--tls-client-ca)
+ * and accepts connections without one; with no client CA, its own certificate stands in, which signs
+ * no client's.
+ */
+export class GrpcCertificates {
+  private identity: IdentityUpdate;
+  private readonly ca: CaUpdate;
+  private readonly identityListeners = new Set<(u: IdentityUpdate) => void>();
+  private readonly caListeners = new Set<(u: CaUpdate) => void>();
+
+  constructor(files: TlsFiles, clientCa: string | undefined) {
+    this.identity = { certificate: Buffer.from(files.cert), privateKey: Buffer.from(files.key) };
+    this.ca = { caCertificate: Buffer.from(clientCa ?? files.cert) };
+  }
+
+  /** A renewed pair, for every server that uses this provider. */
+  update(files: TlsFiles): void {
+    this.identity = { certificate: Buffer.from(files.cert), privateKey: Buffer.from(files.key) };
+    for (const l of this.identityListeners) l(this.identity);
+  }
+
+  // grpc-js adds its listeners before it watches their result: the first update must come after.
+  addIdentityCertificateListener(l: (u: IdentityUpdate) => void): void {
+    this.identityListeners.add(l);
+    process.nextTick(() => {
+      if (this.identityListeners.has(l)) l(this.identity);
+    });
+  }
+  removeIdentityCertificateListener(l: (u: IdentityUpdate) => void): void {
+    this.identityListeners.delete(l);
+  }
+  addCaCertificateListener(l: (u: CaUpdate) => void): void {
+    this.caListeners.add(l);
+    process.nextTick(() => {
+      if (this.caListeners.has(l)) l(this.ca);
+    });
+  }
+  removeCaCertificateListener(l: (u: CaUpdate) => void): void {
+    this.caListeners.delete(l);
+  }
+}

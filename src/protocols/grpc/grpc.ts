@@ -7,6 +7,7 @@
  * `trellis-error-code` trailer.
  * @module
  */
+import type { PeerCertificate } from 'node:tls';
 import {
   type Metadata,
   Server,
@@ -188,6 +189,15 @@ function authorization(md: Metadata): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/**
+ * The sender's client certificate when the TLS handshake verified it (against --tls-client-ca), in the
+ * shape of the TLS socket the sender check reads; a certificate that was not verified is not passed on.
+ */
+function tlsPeer(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null }): unknown {
+  const cert = call.getAuthContext()?.sslPeerCertificate;
+  return cert === undefined ? undefined : { authorized: true, getPeerCertificate: () => cert };
+}
+
 export interface GrpcOptions {
   host: string;
   port: number;
@@ -300,7 +310,7 @@ export class GrpcIngress {
     try {
       const req = decode(schema, call.request);
       const addr = addressOf(req['target']);
-      const sender = await this.core.authenticate(addr, authorization(call.metadata), undefined, false);
+      const sender = await this.core.authenticate(addr, authorization(call.metadata), tlsPeer(call), false);
       cb(null, await fn(sender, addr, req, call.getPeer()));
     } catch (err) {
       cb(grpcError(err));
@@ -403,7 +413,7 @@ export class GrpcIngress {
     if (addr.target === undefined) throw bad('target: subscribe to a Broker or a Channel', 'target');
     const window = Number(s['window'] ?? 0) || 100;
     if (window > 10_000) throw bad('window: from 1 to 10000', 'window');
-    await this.core.authenticate(addr, authorization(call.metadata), undefined, true);
+    await this.core.authenticate(addr, authorization(call.metadata), tlsPeer(call), true);
     const str = (k: string) => (typeof s[k] === 'string' && s[k] !== '' ? (s[k] as string) : undefined);
     const opened = await this.core.subscriptions.open({
       namespace: addr.namespace,
