@@ -12,11 +12,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyNatsStore } from '../src/store/nats/nats-store.js';
 import { NATS_URL, natsUp } from './helpers/nats.js';
 import { run, type Served, serve } from './helpers/process.js';
+import { serverUp } from './helpers/reachable.js';
 import { ceHeaders } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
 const NATS = NATS_URL;
 const up = await natsUp();
+const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const MQTT_URL = process.env['MQTT_URL'] ?? 'mqtt://127.0.0.1:1883';
+const redisUp = up && (await serverUp(REDIS_URL, 6379, 'Redis'));
+const mqttUp = up && (await serverUp(MQTT_URL, 1883, 'Mosquitto'));
 
 describe.runIf(up)('two processes on one NATS', () => {
   const prefix = `c${randomBytes(5).toString('hex')}`;
@@ -317,4 +322,154 @@ spec:
       0,
     );
   });
+
+  /** Applies connector sources on process `a`; resolves when process `b` reports them Ready. */
+  const applySources = async (docs: { kind: string; name: string; spec: Record<string, unknown> }[]) => {
+    const r = await fetch(`${a.url}/apis/apply`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(
+        docs.map((d) => ({
+          apiVersion: 'sources.trellis.dev/v1alpha1',
+          kind: d.kind,
+          metadata: { name: d.name, namespace: 'default' },
+          spec: d.spec,
+        })),
+      ),
+    });
+    expect(r.status, await r.clone().text()).toBeLessThan(300);
+    for (const d of docs)
+      await ready(
+        b.url,
+        `/apis/sources.trellis.dev/v1alpha1/namespaces/default/${d.kind.toLowerCase()}s/${d.name}`,
+      );
+  };
+  const idsOf = (received: { event: { attrs: Record<string, unknown> } }[]) =>
+    received.map((r) => String(r.event.attrs['id']));
+
+  it('connector sources on both processes take each message once: a JetStream consumer and a Redis group shared', {
+    timeout: 60_000,
+  }, async () => {
+    await using sink = await startSink();
+    const tag = randomBytes(4).toString('hex');
+    // 200 messages waiting in a JetStream stream and 200 entries in a Redis stream, before the sources.
+    const nc = await connect({ servers: NATS });
+    const jsm = await jetstreamManager(nc);
+    const S = `CLUSTERIN${tag}`;
+    await jsm.streams.add({ name: S, subjects: [`clusterin${tag}.>`] });
+    const js = jsm.jetstream();
+    for (let i = 0; i < 200; i++) await js.publish(`clusterin${tag}.m`, `{"n":${i}}`, { msgID: `j${i}` });
+    const docs: { kind: string; name: string; spec: Record<string, unknown> }[] = [
+      {
+        kind: 'NatsSource',
+        name: `js${tag}`,
+        spec: {
+          servers: NATS,
+          subject: `clusterin${tag}.m`,
+          jetstream: { stream: S },
+          sink: { uri: sink.url },
+        },
+      },
+    ];
+    const { Redis } = redisUp ? await import('ioredis') : { Redis: undefined };
+    const redis = Redis === undefined ? undefined : new Redis(REDIS_URL);
+    const key = `cluster-${tag}`;
+    if (redis !== undefined) {
+      const pipe = redis.pipeline();
+      for (let i = 0; i < 200; i++) pipe.xadd(key, '*', 'data', `{"n":${i}}`);
+      await pipe.exec();
+      docs.push({
+        kind: 'RedisStreamSource',
+        name: `rs${tag}`,
+        spec: { address: REDIS_URL, stream: key, startId: '0', sink: { uri: sink.url } },
+      });
+    }
+    try {
+      await applySources(docs);
+      const fromNats = () => sink.received.filter((r) => String(r.event.attrs['source']).startsWith('nats'));
+      const fromRedis = () =>
+        sink.received.filter((r) => String(r.event.attrs['source']).startsWith('redis'));
+      await expect.poll(() => fromNats().length, { timeout: 30_000 }).toBeGreaterThanOrEqual(200);
+      if (redis !== undefined)
+        await expect.poll(() => fromRedis().length, { timeout: 30_000 }).toBeGreaterThanOrEqual(200);
+      // Every message, and none twice (nothing failed, so at least once is exactly once here).
+      expect(new Set(idsOf(fromNats())).size).toBe(200);
+      expect(fromNats()).toHaveLength(200);
+      if (redis !== undefined) {
+        expect(new Set(idsOf(fromRedis())).size).toBe(200);
+        expect(fromRedis()).toHaveLength(200);
+        // Both processes are consumers of the group.
+        await expect
+          .poll(
+            async () =>
+              ((await redis.xinfo('CONSUMERS', key, `trellis-default-rs${tag}`)) as unknown[]).length,
+          )
+          .toBe(2);
+      }
+    } finally {
+      for (const d of docs)
+        await fetch(
+          `${a.url}/apis/sources.trellis.dev/v1alpha1/namespaces/default/${d.kind.toLowerCase()}s/${d.name}`,
+          {
+            method: 'DELETE',
+          },
+        );
+      await jsm.streams.delete(S);
+      await nc.close();
+      if (redis !== undefined) {
+        await redis.del(key);
+        redis.disconnect();
+      }
+    }
+  });
+
+  it.runIf(mqttUp)(
+    'an MqttSource runs from a cluster: one persistent session, each message once',
+    {
+      timeout: 60_000,
+    },
+    async () => {
+      await using sink = await startSink();
+      const tag = randomBytes(4).toString('hex');
+      await applySources([
+        {
+          kind: 'MqttSource',
+          name: `mq${tag}`,
+          spec: { address: MQTT_URL, topic: `cluster/${tag}/#`, sink: { uri: sink.url } },
+        },
+      ]);
+      const mqtt = (await import('mqtt')).default;
+      const pub = await mqtt.connectAsync(MQTT_URL, { protocolVersion: 5 });
+      try {
+        // The session exists once a probe arrives; then 100 messages at QoS 1.
+        await expect
+          .poll(
+            async () => {
+              await pub.publishAsync(`cluster/${tag}/probe`, '{}', { qos: 1 });
+              return sink.received.length;
+            },
+            { timeout: 20_000 },
+          )
+          .toBeGreaterThan(0);
+        const before = sink.received.length;
+        for (let i = 0; i < 100; i++) await pub.publishAsync(`cluster/${tag}/m`, `{"n":${i}}`, { qos: 1 });
+        await expect
+          .poll(() => sink.received.filter((r) => r.event.attrs['subject'] === `cluster/${tag}/m`).length, {
+            timeout: 30_000,
+          })
+          .toBeGreaterThanOrEqual(100);
+        const got = sink.received
+          .slice(before)
+          .filter((r) => r.event.attrs['subject'] === `cluster/${tag}/m`);
+        const ns = got.map((r) => (JSON.parse(r.event.data!.toString()) as { n: number }).n);
+        // Every message once, whichever process holds the session (the holder of the source's lease).
+        expect(ns.sort((x, y) => x - y)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+      } finally {
+        await pub.endAsync();
+        await fetch(`${a.url}/apis/sources.trellis.dev/v1alpha1/namespaces/default/mqttsources/mq${tag}`, {
+          method: 'DELETE',
+        });
+      }
+    },
+  );
 });

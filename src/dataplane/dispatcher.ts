@@ -165,9 +165,12 @@ export class Dispatcher {
   /**
    * Brings workers in line with the routes: starts new ones, updates changed ones, stops those whose Trigger is
    * no longer Ready. When a subscription went away (or on the first call), the lag counts are read again from
-   * the store and the pending deliveries of subscriptions not in `existing()` (deleted) are removed.
+   * the store and the pending deliveries of subscriptions whose resource is gone (`stillOwned`) are removed.
    */
-  async update(routes: readonly SubscriptionRoute[], existing: () => ReadonlySet<string>): Promise<void> {
+  async update(
+    routes: readonly SubscriptionRoute[],
+    stillOwned: () => Promise<(id: string) => boolean>,
+  ): Promise<void> {
     if (this.stopping) return;
     let resync = !this.synced;
     const seen = new Set<string>();
@@ -194,10 +197,11 @@ export class Dispatcher {
     if (!resync) return;
     this.synced = true;
     const counts = await this.resyncLag();
-    const keep = existing();
+    // Counts first, then who owns them: a subscription made after the counts were read has nothing in them.
+    const owned = await stillOwned();
     for (const id of counts.keys()) {
-      if (!keep.has(id)) {
-        this.logger.info({ subscription: id }, 'removing pending deliveries of a deleted Trigger');
+      if (!owned(id)) {
+        this.logger.info({ subscription: id }, 'removing the pending deliveries of a deleted subscription');
         await this.state.dropSubscription(id);
       }
     }

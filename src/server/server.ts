@@ -85,7 +85,7 @@ import { DEAD_LETTER_PREFIX, type ResourceObject, type Store, type StreamRetenti
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
 import { GrpcCertificates, TlsCertificate } from './tls.js';
-import { RouteTable } from './wiring.js';
+import { RouteTable, SUBSCRIBING_KINDS, subscriptionOwner } from './wiring.js';
 
 /**
  * pino: JSON lines, or pino-pretty's lines for people (on a terminal unless `--log-format json`), written
@@ -547,11 +547,20 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       ),
   };
   let pendingUpdate: Promise<void> = Promise.resolve();
-  let lastExisting: () => ReadonlySet<string> = () => new Set();
+  // Whether a subscription's resource still exists, read from the store itself when the dispatcher asks
+  // (after it read the pending counts): another process of a cluster may have made a subscription this
+  // one has not heard of yet, and its deliveries must stay.
+  const stillOwned = async (): Promise<(id: string) => boolean> => {
+    await store.resources.current();
+    const uids = new Set<string>();
+    for (const kind of SUBSCRIBING_KINDS)
+      for (const o of await store.resources.list(kind)) uids.add(o.metadata.uid);
+    return (id) => uids.has(subscriptionOwner(id));
+  };
   // A group got its first member here, or lost its last: the dispatcher takes it up, or lets it go.
   scheduleDispatch = () => {
     pendingUpdate = pendingUpdate
-      .then(() => dispatcher.update(dispatchRoutes(table.subscriptions()), lastExisting))
+      .then(() => dispatcher.update(dispatchRoutes(table.subscriptions()), stillOwned))
       .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
   };
   const table = new RouteTable({
@@ -701,13 +710,9 @@ export async function startServer(partial: Partial<ServerConfig> = {}): Promise<
       const live = new Set(subscriptions.map((r) => `${r.kind}/${r.namespace}/${r.name}`));
       liveStats.retain(live);
       metrics?.retain(live);
-      // Only needed when the dispatcher resyncs (a subscription went away): every subscription's id,
-      // Ready or not, whose pending deliveries are kept.
-      const existing = () => table.knownSubscriptionIds(snap);
-      lastExisting = existing;
       pendingUpdate = pendingUpdate
         .then(() => applyRetention(store, streamChanges, logger))
-        .then(() => dispatcher.update(dispatchRoutes(subscriptions), existing))
+        .then(() => dispatcher.update(dispatchRoutes(subscriptions), stillOwned))
         .catch((err: unknown) => logger.error({ err }, 'updating the dispatcher failed'));
     },
     {

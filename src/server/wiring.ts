@@ -92,6 +92,37 @@ interface Contribution {
 
 const EMPTY: Contribution = { streams: [], subscriptions: [] };
 
+/** The kinds whose events go from their own stream to their sink (`RouteTable.source`). */
+const SOURCE_KINDS: ReadonlySet<string> = new Set([
+  'PingSource',
+  'IntegrationSource',
+  'ApiServerSource',
+  'NatsSource',
+  'KafkaSource',
+  'RedisStreamSource',
+  'MqttSource',
+  'AmqpSource',
+]);
+
+/**
+ * Every kind that has subscriptions, and so pending deliveries: a subscription's id is its resource's
+ * uid, or (a flow's step or branch) the uid, `#` and the part.
+ */
+export const SUBSCRIBING_KINDS: readonly string[] = [
+  'Trigger',
+  'Subscription',
+  'ConsumerGroup',
+  'Sequence',
+  'Parallel',
+  ...SOURCE_KINDS,
+];
+
+/** The uid of the resource a subscription id belongs to. */
+export function subscriptionOwner(id: string): string {
+  const i = id.indexOf('#');
+  return i < 0 ? id : id.slice(0, i);
+}
+
 /**
  * The data plane's routes, kept current from reconciled snapshots. Each resource contributes streams
  * (a Broker, a Channel) and subscriptions (a Trigger, a Subscription); a change recomputes only what the
@@ -122,14 +153,6 @@ export class RouteTable {
   /** A Ready subscription's route by its id. */
   route(id: string): SubscriptionRoute | undefined {
     return this.subscriptionsById.get(id);
-  }
-
-  /** The subscription ids of every resource, Ready or not (their pending deliveries are kept). */
-  knownSubscriptionIds(s: Snapshot): Set<string> {
-    const ids = new Set<string>();
-    for (const kind of ['Trigger', 'Subscription', 'ConsumerGroup'])
-      for (const o of s.resources.get(kind)?.values() ?? []) ids.add(o.metadata.uid);
-    return ids;
   }
 
   /** Brings the routes in line with a snapshot; only the changed resources are looked at when it says which. */
@@ -269,6 +292,7 @@ export class RouteTable {
   }
 
   private contribute(id: string, o: ResourceObject, s: Snapshot): Contribution {
+    if (SOURCE_KINDS.has(o.kind)) return this.source(o);
     switch (o.kind) {
       case 'Broker':
       case 'Channel':
@@ -306,15 +330,6 @@ export class RouteTable {
           },
         };
       }
-      case 'PingSource':
-      case 'IntegrationSource':
-      case 'ApiServerSource':
-      case 'NatsSource':
-      case 'KafkaSource':
-      case 'RedisStreamSource':
-      case 'MqttSource':
-      case 'AmqpSource':
-        return this.source(o);
       case 'Sequence':
         return this.sequence(o);
       case 'Parallel':

@@ -174,6 +174,11 @@ export interface ResourceStore {
   delete(kind: string, namespace: string, name: string): Promise<ResourceObject | undefined>;
   /** Calls `listener` for every change after this call; returns a function that stops the watch. */
   watch(listener: (e: ResourceEvent) => void): () => void;
+  /**
+   * Resolves once `get` and `list` reflect every change committed before the call, by any process of a
+   * shared store (they may read a local copy that follows the store); rejects when that cannot be known.
+   */
+  current(): Promise<void>;
 }
 
 /** The optimistic-concurrency check failed in {@link ResourceStore.put}. */

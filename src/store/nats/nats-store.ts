@@ -216,6 +216,9 @@ class NatsStore implements Store {
   private keepAlive: NodeJS.Timeout | undefined;
   /** Every resource by KV key, with its revision, kept current by a watch of the bucket. */
   private readonly cache = new Map<string, { obj: ResourceObject; revision: number }>();
+  /** The bucket's last revision the cache reflects, and who waits for a later one. */
+  private seenRevision = 0;
+  private revisionWaiters: { revision: number; resolve: () => void }[] = [];
   private readonly watchers = new Set<(e: ResourceEvent) => void>();
   private stopWatch: (() => void) | undefined;
 
@@ -273,6 +276,7 @@ class NatsStore implements Store {
         this.watchers.add(listener);
         return () => this.watchers.delete(listener);
       },
+      current: () => this.current(),
     };
   }
 
@@ -323,6 +327,8 @@ class NatsStore implements Store {
     if (oi.config.max_age !== nanos(ttl))
       await this.jsm.streams.update(ownersStream, { ...oi.config, max_age: nanos(ttl) });
     // Watch first, then load: a change made meanwhile is seen at least once, and revisions order them.
+    // What was committed before the watch began is in the load.
+    const before = (await this.kv.status()).streamInfo.state.last_seq;
     const w = await this.kv.watch({ include: 'updates' });
     this.stopWatch = () => w.stop();
     void (async () => {
@@ -330,6 +336,7 @@ class NatsStore implements Store {
         if (e.operation === 'PUT')
           this.cachePut(e.key, JSON.parse(new TextDecoder().decode(e.value)), e.revision);
         else this.cacheDelete(e.key);
+        this.saw(e.revision);
       }
     })();
     for await (const key of await this.kv.keys()) {
@@ -337,6 +344,7 @@ class NatsStore implements Store {
       if (e !== null && e.operation === 'PUT')
         this.cachePut(key, e.json<ResourceObject>(), e.revision, false);
     }
+    this.saw(before);
     this.keepAlive = setInterval(
       () => {
         for (const m of this.leases.values()) for (const msg of m.values()) msg.working();
@@ -1040,6 +1048,35 @@ class NatsStore implements Store {
   }
 
   // Resources
+
+  private saw(revision: number): void {
+    if (revision <= this.seenRevision) return;
+    this.seenRevision = revision;
+    const due = this.revisionWaiters.filter((x) => x.revision <= revision);
+    if (due.length === 0) return;
+    this.revisionWaiters = this.revisionWaiters.filter((x) => x.revision > revision);
+    for (const x of due) x.resolve();
+  }
+
+  /** Resolves once the cache reflects every change the bucket held when called (by any process). */
+  private async current(): Promise<void> {
+    const last = (await this.kv.status()).streamInfo.state.last_seq;
+    if (this.seenRevision >= last) return;
+    await new Promise<void>((resolve, reject) => {
+      const waiter = {
+        revision: last,
+        resolve: () => {
+          clearTimeout(t);
+          resolve();
+        },
+      };
+      const t = setTimeout(() => {
+        this.revisionWaiters = this.revisionWaiters.filter((x) => x !== waiter);
+        reject(new Error(`the resource cache did not reach the bucket's revision ${last} in 10 s`));
+      }, 10_000);
+      this.revisionWaiters.push(waiter);
+    });
+  }
 
   private emit(e: ResourceEvent): void {
     for (const w of this.watchers) w(e);

@@ -223,6 +223,8 @@ class SqliteStore implements Store {
         this.watchers.add(listener);
         return () => this.watchers.delete(listener);
       },
+      // One process holds the database: reads are always current.
+      current: async () => undefined,
     };
   }
 
