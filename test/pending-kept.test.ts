@@ -4,6 +4,7 @@
  * cluster a process does not remove those of a resource it has not heard of yet.
  */
 import { describe, expect, it } from 'vitest';
+import { run } from './helpers/process.js';
 import { broker, ceHeaders, testServer, trigger } from './helpers/server.js';
 import { startSink } from './helpers/sink.js';
 
@@ -39,6 +40,10 @@ describe('pending deliveries when a subscription is deleted', () => {
     const attempts = (path: string) => failing.received.filter((r) => r.path === path).length;
     // Both are failing and pending.
     await expect.poll(() => attempts('/') > 0 && attempts('/tick') > 0, { timeout: 10_000 }).toBe(true);
+    // A source's wide row shows its delivery to the sink: nothing delivered, failures, one pending.
+    const wide = await run(['get', 'integrationsources', '-o', 'wide'], { env: { TRELLIS_SERVER: s.url } });
+    expect(wide.stdout).toMatch(/DELIVERED\s+FAILED\s+DEAD-LETTERED\s+LAG/);
+    expect(wide.stdout).toMatch(/^tick\s.*\s0\s+[1-9]\d*\s+0\s+1\s*$/m);
     // Another subscription goes; the dispatcher cleans up after it.
     const del = await fetch(`${s.url}/apis/eventing.knative.dev/v1/namespaces/default/triggers/other`, {
       method: 'DELETE',

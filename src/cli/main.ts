@@ -37,8 +37,22 @@ function nsOption(): Option {
   return new Option('-n, --namespace <ns>', 'namespace').env('TRELLIS_NAMESPACE').default('default');
 }
 
-/** Kinds whose wide tables show delivery counts and lag. */
-const DELIVERING = new Set(['Trigger', 'Subscription', 'Sequence', 'Parallel']);
+/** Kinds whose wide tables show delivery counts and lag (a source's: to its sink). */
+const DELIVERING = new Set([
+  'Trigger',
+  'Subscription',
+  'Sequence',
+  'Parallel',
+  'ConsumerGroup',
+  'PingSource',
+  'IntegrationSource',
+  'ApiServerSource',
+  'NatsSource',
+  'KafkaSource',
+  'RedisStreamSource',
+  'MqttSource',
+  'AmqpSource',
+]);
 
 function kindOrFail(name: string) {
   const k = findKind(name);
