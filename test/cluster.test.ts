@@ -22,6 +22,8 @@ const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const MQTT_URL = process.env['MQTT_URL'] ?? 'mqtt://127.0.0.1:1883';
 const redisUp = up && (await serverUp(REDIS_URL, 6379, 'Redis'));
 const mqttUp = up && (await serverUp(MQTT_URL, 1883, 'Mosquitto'));
+const AMQP_URL = process.env['AMQP_URL'] ?? 'amqp://127.0.0.1:5672';
+const amqpUp = up && (await serverUp(AMQP_URL, 5672, 'RabbitMQ'));
 
 describe.runIf(up)('two processes on one NATS', () => {
   const prefix = `c${randomBytes(5).toString('hex')}`;
@@ -420,6 +422,80 @@ spec:
         await redis.del(key);
         redis.disconnect();
       }
+    }
+  });
+
+  it('a core NATS subject (a queue group) and a RabbitMQ queue shared by both processes: each message once', {
+    timeout: 60_000,
+  }, async () => {
+    await using sink = await startSink();
+    const tag = randomBytes(4).toString('hex');
+    const nc = await connect({ servers: NATS });
+    const amqp = amqpUp ? (await import('amqplib')).default : undefined;
+    const conn = await amqp?.connect(AMQP_URL);
+    const ch = await conn?.createConfirmChannel();
+    const queue = `cluster-${tag}`;
+    const docs: { kind: string; name: string; spec: Record<string, unknown> }[] = [
+      {
+        kind: 'NatsSource',
+        name: `core${tag}`,
+        spec: { servers: NATS, subject: `core${tag}.>`, sink: { uri: sink.url } },
+      },
+    ];
+    if (ch !== undefined) {
+      await ch.assertQueue(queue, { durable: false });
+      for (let i = 0; i < 200; i++) ch.sendToQueue(queue, Buffer.from(`{"n":${i}}`));
+      await ch.waitForConfirms();
+      docs.push({
+        kind: 'AmqpSource',
+        name: `q${tag}`,
+        spec: { address: AMQP_URL, queue, sink: { uri: sink.url } },
+      });
+    }
+    const from = (scheme: string) =>
+      sink.received.filter((r) => String(r.event.attrs['source']).startsWith(`${scheme}://`));
+    try {
+      await applySources(docs);
+      // Core NATS keeps nothing for absent subscribers: publish once a probe arrives.
+      await expect
+        .poll(
+          async () => {
+            nc.publish(`core${tag}.probe`, '{}');
+            await nc.flush();
+            return from('nats').length;
+          },
+          { timeout: 20_000 },
+        )
+        .toBeGreaterThan(0);
+      for (let i = 0; i < 200; i++) nc.publish(`core${tag}.m`, `{"n":${i}}`);
+      await nc.flush();
+      const ns = (scheme: string, subject?: string) =>
+        from(scheme)
+          .filter((r) => subject === undefined || r.event.attrs['subject'] === subject)
+          .map((r) => (JSON.parse(r.event.data!.toString()) as { n: number }).n)
+          .sort((x, y) => x - y);
+      const all = Array.from({ length: 200 }, (_, i) => i);
+      await expect
+        .poll(() => ns('nats', `core${tag}.m`).length, { timeout: 30_000 })
+        .toBeGreaterThanOrEqual(200);
+      expect(ns('nats', `core${tag}.m`)).toEqual(all);
+      if (ch !== undefined) {
+        await expect.poll(() => ns('amqp').length, { timeout: 30_000 }).toBeGreaterThanOrEqual(200);
+        expect(ns('amqp')).toEqual(all);
+        // Both processes consume the queue.
+        await expect.poll(async () => (await ch.checkQueue(queue)).consumerCount).toBe(2);
+      }
+    } finally {
+      for (const d of docs)
+        await fetch(
+          `${a.url}/apis/sources.trellis.dev/v1alpha1/namespaces/default/${d.kind.toLowerCase()}s/${d.name}`,
+          {
+            method: 'DELETE',
+          },
+        );
+      await nc.close();
+      await ch?.deleteQueue(queue).catch(() => undefined);
+      await conn?.close();
     }
   });
 
