@@ -26,6 +26,7 @@ interface Member {
   child: ChildProcess;
   ids: string[];
   exited: Promise<number | null>;
+  stderr(): string;
 }
 
 /** Starts `trellis subscribe ... -o json` and collects the ids it prints. */
@@ -51,8 +52,7 @@ function member(server: string, args: string[]): Member {
   let err = '';
   child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  Object.defineProperty(ids, 'stderr', { get: () => err });
-  return { child, ids, exited };
+  return { child, ids, exited, stderr: () => err };
 }
 
 describe('applications as processes', () => {
@@ -75,13 +75,13 @@ describe('applications as processes', () => {
     const a = member(srv.url, ['--group', 'shared', '--window', '20']);
     const b = member(srv.url, ['--group', 'shared', '--window', '20']);
     const c = new TrellisClient({ url: srv.url });
-    // Both are members before the events come (each says so on stderr).
+    // Both are members before the events come (each says so on stderr once subscribed).
     await expect
       .poll(
-        async () =>
-          (await c.get('consumergroup', 'shared').catch(() => undefined))?.status?.['lastActiveTime'] !==
-          undefined,
-        { timeout: 20_000 },
+        () => [a, b].every((m) => m.stderr().includes('subscribed to /default/default as group shared')),
+        {
+          timeout: 20_000,
+        },
       )
       .toBe(true);
     const all = Array.from({ length: 1000 }, (_, i) => ({ id: `m${i}`, source: '/load', type: 'load.type' }));
