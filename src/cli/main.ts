@@ -11,7 +11,7 @@ import { TrellisApiError } from '../client/trellis.js';
 import { escapeControl } from '../cloudevents/display.js';
 import type { CloudEvent } from '../cloudevents/event.js';
 import { TrellisError } from '../errors.js';
-import { findKind, KINDS, kindOfDocument } from '../resources/kinds.js';
+import { findKind, KINDS, kindOfDocument, SUBSCRIBING_KINDS } from '../resources/kinds.js';
 import { parseDocuments } from '../resources/registry.js';
 import { isObject } from '../resources/validation.js';
 import { registerDeadLetters } from './deadletters.js';
@@ -38,21 +38,7 @@ function nsOption(): Option {
 }
 
 /** Kinds whose wide tables show delivery counts and lag (a source's: to its sink). */
-const DELIVERING = new Set([
-  'Trigger',
-  'Subscription',
-  'Sequence',
-  'Parallel',
-  'ConsumerGroup',
-  'PingSource',
-  'IntegrationSource',
-  'ApiServerSource',
-  'NatsSource',
-  'KafkaSource',
-  'RedisStreamSource',
-  'MqttSource',
-  'AmqpSource',
-]);
+const DELIVERING = new Set(SUBSCRIBING_KINDS);
 
 function kindOrFail(name: string) {
   const k = findKind(name);

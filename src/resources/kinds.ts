@@ -108,6 +108,31 @@ export interface KindDef {
   addressOf?(o: ResourceObject): string | undefined;
 }
 
+/** The kinds whose events go from their own stream to their sink (the server's route table gives each a subscription to it). */
+export const SOURCE_KINDS: ReadonlySet<string> = new Set([
+  'PingSource',
+  'IntegrationSource',
+  'ApiServerSource',
+  'NatsSource',
+  'KafkaSource',
+  'RedisStreamSource',
+  'MqttSource',
+  'AmqpSource',
+]);
+
+/**
+ * Every kind that has subscriptions, and so pending deliveries and delivery counts: a subscription's id
+ * is its resource's uid, or (a flow's step or branch) the uid, `#` and the part.
+ */
+export const SUBSCRIBING_KINDS: readonly string[] = [
+  'Trigger',
+  'Subscription',
+  'ConsumerGroup',
+  'Sequence',
+  'Parallel',
+  ...SOURCE_KINDS,
+];
+
 export const KINDS: readonly KindDef[] = [
   {
     kind: 'Broker',

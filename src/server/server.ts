@@ -68,6 +68,7 @@ import { type Cond, isReady, ready } from '../resources/conditions.js';
 import { type ConnectionState, connectedCondition } from '../resources/connector-spec.js';
 import { type ContainerSourceSpec, deployedCondition, processOf } from '../resources/containersource.js';
 import type { IntegrationSinkSpec } from '../resources/integration.js';
+import { SUBSCRIBING_KINDS } from '../resources/kinds.js';
 import {
   configurationsReady,
   type KnativeServiceSpec,
@@ -85,7 +86,7 @@ import { DEAD_LETTER_PREFIX, type ResourceObject, type Store, type StreamRetenti
 import { DEFAULT_CONFIG, type ServerConfig } from './config.js';
 import { EventTypeRecorder } from './eventtype-recorder.js';
 import { GrpcCertificates, TlsCertificate } from './tls.js';
-import { RouteTable, SUBSCRIBING_KINDS, subscriptionOwner } from './wiring.js';
+import { RouteTable, subscriptionOwner } from './wiring.js';
 
 /**
  * pino: JSON lines, or pino-pretty's lines for people (on a terminal unless `--log-format json`), written

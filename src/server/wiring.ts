@@ -42,6 +42,7 @@ import {
   VALIDATE_ANNOTATION,
 } from '../resources/eventtype.js';
 import type { ParallelSpec, SequenceSpec } from '../resources/flows.js';
+import { SOURCE_KINDS } from '../resources/kinds.js';
 import { parseRate, type RateSpec } from '../resources/rate.js';
 import { isReady, type Snapshot } from '../resources/reconciler.js';
 import type { SubscriptionSpec } from '../resources/subscription.js';
@@ -91,31 +92,6 @@ interface Contribution {
 }
 
 const EMPTY: Contribution = { streams: [], subscriptions: [] };
-
-/** The kinds whose events go from their own stream to their sink (`RouteTable.source`). */
-const SOURCE_KINDS: ReadonlySet<string> = new Set([
-  'PingSource',
-  'IntegrationSource',
-  'ApiServerSource',
-  'NatsSource',
-  'KafkaSource',
-  'RedisStreamSource',
-  'MqttSource',
-  'AmqpSource',
-]);
-
-/**
- * Every kind that has subscriptions, and so pending deliveries: a subscription's id is its resource's
- * uid, or (a flow's step or branch) the uid, `#` and the part.
- */
-export const SUBSCRIBING_KINDS: readonly string[] = [
-  'Trigger',
-  'Subscription',
-  'ConsumerGroup',
-  'Sequence',
-  'Parallel',
-  ...SOURCE_KINDS,
-];
 
 /** The uid of the resource a subscription id belongs to. */
 export function subscriptionOwner(id: string): string {

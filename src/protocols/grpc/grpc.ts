@@ -190,12 +190,17 @@ function authorization(md: Metadata): string | undefined {
 }
 
 /**
- * The sender's client certificate when the TLS handshake verified it (against --tls-client-ca), in the
- * shape of the TLS socket the sender check reads; a certificate that was not verified is not passed on.
+ * The connection as the sender check reads a TLS socket: the client certificate when the handshake
+ * verified it (against --tls-client-ca), read only if the check asks (a request with a token does not).
  */
 function tlsPeer(call: { getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null }): unknown {
-  const cert = call.getAuthContext()?.sslPeerCertificate;
-  return cert === undefined ? undefined : { authorized: true, getPeerCertificate: () => cert };
+  const cert = () => call.getAuthContext()?.sslPeerCertificate;
+  return {
+    get authorized() {
+      return cert() !== undefined;
+    },
+    getPeerCertificate: cert,
+  };
 }
 
 export interface GrpcOptions {
